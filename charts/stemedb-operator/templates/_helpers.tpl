@@ -1,0 +1,65 @@
+{{/* Chart name, truncated to a DNS label. */}}
+{{- define "stemedb-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: <release>-<chart>, or the release name if it holds the chart name. */}}
+{{- define "stemedb-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "stemedb-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "stemedb-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "stemedb-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "stemedb-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "stemedb-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "stemedb-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The namespaces watched in namespaced mode (default: the release namespace). */}}
+{{- define "stemedb-operator.watchNamespaces" -}}
+{{- if .Values.watch.namespaces }}
+{{- toJson .Values.watch.namespaces }}
+{{- else }}
+{{- toJson (list .Release.Namespace) }}
+{{- end }}
+{{- end }}
+
+{{- define "stemedb-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The one source of the operator's permissions: files/rbac-rules.yaml. */}}
+{{- define "stemedb-operator.rbacRules" -}}
+{{- $rules := .Files.Get "files/rbac-rules.yaml" | fromYamlArray }}
+{{- if not $rules }}
+{{- fail "files/rbac-rules.yaml is empty or not a YAML list of PolicyRules" }}
+{{- end }}
+{{- toYaml $rules }}
+{{- end }}
