@@ -1,0 +1,68 @@
+"""`stemedb-operator`: the command a user (or the chart's Deployment) runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from controller import logs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stemedb-operator",
+        description="Automates StemeDB's High Replication Lag runbook on Kubernetes.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the operator until interrupted")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", "-n", action="append", default=[], metavar="NS",
+        help="watch this namespace (repeat for several)",
+    )
+    scope.add_argument(
+        "--all-namespaces", "-A", action="store_true",
+        help="watch StemeDBCluster resources in every namespace (needs a ClusterRole)",
+    )
+    run.add_argument("--metrics-port", type=int, default=9090,
+                     help="serve the operator's Prometheus metrics on this port (0: off)")
+    run.add_argument("--health-port", type=int, default=8080,
+                     help="serve the liveness probe at /healthz on this port (0: off)")
+    run.add_argument("--log-format", choices=("json", "console"), default="json")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                     default="info")
+    run.add_argument(
+        "--max-actions-per-hour", type=int, default=100, metavar="N",
+        help="operator-wide budget of admin actions across all clusters per hour",
+    )
+    run.add_argument("--standalone", action="store_true", default=True,
+                     help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        if not args.namespace and not args.all_namespaces:
+            print("stemedb-operator run: give --namespace NS (repeatable) or --all-namespaces",
+                  file=sys.stderr)
+            return 2
+        if args.max_actions_per_hour < 0:
+            print("stemedb-operator run: --max-actions-per-hour must be >= 0", file=sys.stderr)
+            return 2
+        logs.configure(args.log_format, args.log_level)
+        from controller import handlers  # imported late: it loads Kopf and the clients
+
+        return handlers.run(
+            namespaces=tuple(args.namespace),
+            all_namespaces=args.all_namespaces,
+            metrics_port=args.metrics_port,
+            health_port=args.health_port,
+            max_actions_per_hour=args.max_actions_per_hour,
+        )
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
