@@ -1,0 +1,159 @@
+"""What `helm template` renders, checked without a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.conftest import CHART, Render, by_kind, one, rbac_rules
+
+RULES_FILE = CHART / "files" / "prometheus-rules.yaml"
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert len(pod["containers"]) == 1
+    return pod["containers"][0]
+
+
+def test_defaults_watch_all_namespaces_with_a_cluster_role_holding_exactly_the_rules_file(
+    render: Render,
+) -> None:
+    docs = render()
+    assert by_kind(docs, "Role") == [] and by_kind(docs, "RoleBinding") == []
+    role = one(docs, "ClusterRole")
+    assert role["rules"] == rbac_rules()
+    binding = one(docs, "ClusterRoleBinding")
+    sa = one(docs, "ServiceAccount")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [{
+        "kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "stemedb-system",
+    }]
+    args = container(docs)["args"]
+    assert args[0] == "run" and "--all-namespaces" in args and "--namespace" not in args
+
+
+def test_namespaced_mode_renders_one_role_and_binding_per_watched_namespace(
+    render: Render,
+) -> None:
+    docs = render(sets=["watch.allNamespaces=false", "watch.namespaces={team-a,team-b}"])
+    assert by_kind(docs, "ClusterRole") == [] and by_kind(docs, "ClusterRoleBinding") == []
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(docs, "Role")}
+    bindings = {b["metadata"]["namespace"]: b for b in by_kind(docs, "RoleBinding")}
+    assert set(roles) == set(bindings) == {"team-a", "team-b"}
+    for ns in roles:
+        assert roles[ns]["rules"] == rbac_rules()
+        assert bindings[ns]["roleRef"]["kind"] == "Role"
+        assert bindings[ns]["subjects"][0]["namespace"] == "stemedb-system"
+    args = container(docs)["args"]
+    assert "--all-namespaces" not in args
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--namespace"] == ["team-a", "team-b"]
+
+
+def test_namespaced_mode_without_a_list_watches_the_release_namespace(render: Render) -> None:
+    docs = render(sets=["watch.allNamespaces=false"], namespace="db-ops")
+    assert [r["metadata"]["namespace"] for r in by_kind(docs, "Role")] == ["db-ops"]
+    args = container(docs)["args"]
+    assert args[args.index("--namespace") + 1] == "db-ops"
+
+
+def test_the_deployment_runs_one_operator_recreated_with_a_liveness_probe(render: Render) -> None:
+    docs = render(sets=["operator.healthPort=8181", "operator.metricsPort=9191"])
+    deploy = one(docs, "Deployment")
+    assert deploy["spec"]["replicas"] == 1
+    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    c = container(docs)
+    args = c["args"]
+    for flag, value in [("--metrics-port", "9191"), ("--health-port", "8181"),
+                        ("--log-format", "json"), ("--log-level", "info")]:
+        assert args[args.index(flag) + 1] == value
+    assert "--max-actions-per-hour" not in args
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"metrics": 9191, "health": 8181}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["resources"]["requests"] and c["resources"]["limits"]
+    assert c["image"] == "ghcr.io/stemedb/stemedb-operator:0.1.0"
+
+
+def test_the_pod_meets_pod_security_restricted(render: Render) -> None:
+    docs = render()
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container(docs)["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["runAsNonRoot"] is True and isinstance(sc["runAsUser"], int)
+    mounts = {m["mountPath"]: m["name"] for m in container(docs)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+def test_image_digest_wins_over_the_tag(render: Render) -> None:
+    digest = "sha256:" + "a" * 64
+    docs = render(sets=[f"image.digest={digest}", "image.tag=ignored"])
+    assert container(docs)["image"] == f"ghcr.io/stemedb/stemedb-operator@{digest}"
+
+
+def test_optional_objects_are_off_by_default(render: Render) -> None:
+    kinds = {d["kind"] for d in render()}
+    assert kinds == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service",
+                     "Deployment"}
+
+
+def test_all_flags_on_renders_service_monitor_rule_and_network_policy(render: Render) -> None:
+    docs = render(values=CHART / "ci" / "all-flags-on-values.yaml")
+    svc = one(docs, "Service")
+    sm = one(docs, "ServiceMonitor")
+    assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"] == "metrics"
+    assert all(svc["metadata"]["labels"][k] == v
+               for k, v in sm["spec"]["selector"]["matchLabels"].items())
+    # The scrape job is named by a Service label, so the rules can select up{job=...}.
+    assert svc["metadata"]["labels"][sm["spec"]["jobLabel"]] == "stemedb-operator"
+    np = one(docs, "NetworkPolicy")
+    assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    egress_ports = [{p["port"] for p in rule["ports"]} for rule in np["spec"]["egress"]]
+    assert egress_ports == [{443, 6443}, {18180}, {53}]
+    assert np["spec"]["ingress"][0]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    args = container(docs)["args"]
+    assert args[args.index("--max-actions-per-hour") + 1] == "120"
+
+
+def test_the_prometheus_rule_carries_the_one_rules_file(render: Render) -> None:
+    docs = render(sets=["prometheusRule.enabled=true"])
+    rule = one(docs, "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES_FILE.read_text())["groups"]
+    alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert alerts == [
+        "ReplicationLagWarning", "ReplicationLagCritical", "MerkleSyncFailures",
+        "StemeDBRemediationEscalated", "StemeDBRemediationBudgetExhausted",
+        "StemeDBOperatorDown", "StemeDBOperatorNotPolling",
+    ]
+    # Prometheus templates pass through Helm untouched.
+    assert "{{ $labels.replica }}" in str(rule["spec"]["groups"][0])
+
+
+@pytest.mark.parametrize(("alert", "expr", "for_"), [
+    ("ReplicationLagWarning", "stemedb_replication_lag_seconds > 5", "5m"),
+    ("ReplicationLagCritical", "stemedb_replication_lag_seconds > 10", "3m"),
+    ("MerkleSyncFailures", "rate(stemedb_merkle_sync_errors_total[5m]) > 0.1", None),
+])
+def test_the_runbook_alerts_match_the_runbook(alert: str, expr: str, for_: str | None) -> None:
+    rules = {r["alert"]: r for g in yaml.safe_load(RULES_FILE.read_text())["groups"]
+             for r in g["rules"]}
+    assert rules[alert]["expr"] == expr
+    assert rules[alert].get("for") == for_
+
+
+def test_a_custom_operator_job_is_used_by_the_rules_and_the_service(render: Render) -> None:
+    docs = render(sets=["prometheusRule.enabled=true", "prometheusRule.operatorJob=ops-op"])
+    text = str(one(docs, "PrometheusRule")["spec"])
+    assert 'job="ops-op"' in text and 'job="stemedb-operator"' not in text
+    assert one(docs, "Service")["metadata"]["labels"]["stemedb.io/metrics-job"] == "ops-op"
