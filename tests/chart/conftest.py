@@ -91,3 +91,24 @@ def rbac_rules() -> list[dict[str, Any]]:
     rules = yaml.safe_load((CHART / "files" / "rbac-rules.yaml").read_text())
     assert isinstance(rules, list) and rules
     return rules
+
+
+@pytest.fixture(scope="session")
+def cluster_crds(control_plane: Any) -> str:
+    """Install the StemeDBCluster CRD (the chart's copy, else crds/, else a test-only
+    placeholder) and test-only monitoring.coreos.com stubs. Returns which CRD was used."""
+    kc = control_plane.kubectl
+    if CRD_CHART_COPY.exists() or CRD_SOURCE.exists():
+        crd = CRD_CHART_COPY if CRD_CHART_COPY.exists() else CRD_SOURCE
+        kc("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+        used = str(crd.relative_to(ROOT))
+    else:
+        used = "placeholder"
+        exists = kc("get", "crd", "stemedbclusters.stemedb.io", check=False)
+        if exists.returncode != 0:
+            kc("create", "-f", str(FIXTURES / "placeholder-stemedbcluster-crd.yaml"))
+    kc("apply", "--server-side", "-f", str(FIXTURES / "monitoring-coreos-crd-stubs.yaml"))
+    kc("wait", "--for=condition=Established", "--timeout=60s",
+       "crd/stemedbclusters.stemedb.io", "crd/servicemonitors.monitoring.coreos.com",
+       "crd/prometheusrules.monitoring.coreos.com")
+    return used

@@ -46,11 +46,8 @@ def test_helm_lint_strict_passes(helm: Path, values: Path | None) -> None:
 def test_schema_refuses_bad_values_with_a_clear_message(
     helm: Path, action: str, description: str, set_arg: str, message: str
 ) -> None:
-    args = [str(CHART), "--set", set_arg]
-    if action == "template":
-        args = ["stemedb", *args]
-    else:
-        args = ["--strict", *args]
+    first = "stemedb" if action == "template" else "--strict"
+    args = [first, str(CHART), "--set", set_arg]
     result = helm_cmd(helm, action, *args)
     out = result.stdout + result.stderr
     assert result.returncode != 0, f"{description} was accepted by helm {action}"
