@@ -1,0 +1,123 @@
+"""The operator's own Prometheus metrics.
+
+One :class:`OperatorMetrics` per process, on its own ``CollectorRegistry`` (tests
+make their own), served by the CLI at ``:{metrics-port}/metrics``.
+
+Cardinality: only the lag gauge carries per-resource labels (namespace, name,
+replica); :meth:`OperatorMetrics.forget_cluster` removes those series when a
+resource is deleted. Histograms and counters have small, fixed label sets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "stemedb_operator"
+
+# Poll durations: a healthy poll is a few ms, a slow one hits the client's
+# deadline (seconds); the top buckets show polls that overrun the interval.
+POLL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class OperatorMetrics:
+    """Counters, gauges and histograms the operator exports about itself."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.poll_duration = Histogram(
+            f"{PREFIX}_poll_duration_seconds",
+            "Duration of one poll of one StemeDBCluster (observe, decide, act, report).",
+            ["result"],
+            buckets=POLL_BUCKETS,
+            registry=r,
+        )
+        self.actions = Counter(
+            f"{PREFIX}_actions_total",
+            "Remediation actions attempted, by kind (reset_breaker, throttle, restore_rate, "
+            "force_sync, mark_rebuild, ...) and result (success, failed, dry_run).",
+            ["action", "result"],
+            registry=r,
+        )
+        self.suppressed = Counter(
+            f"{PREFIX}_actions_suppressed_total",
+            "Actions the policy wanted but did not take, by reason (paused, observe, "
+            "budget, cooldown, metrics_unavailable, ...).",
+            ["action", "reason"],
+            registry=r,
+        )
+        self.admin_requests = Counter(
+            f"{PREFIX}_stemedb_requests_total",
+            "HTTP requests (each attempt) to StemeDB nodes, by endpoint (method and path "
+            "template) and code (HTTP status, or an error kind such as timeout, unreachable, "
+            "tls, parse).",
+            ["endpoint", "code"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            f"{PREFIX}_stemedb_request_duration_seconds",
+            "Duration of each HTTP request attempt to a StemeDB node, by endpoint.",
+            ["endpoint"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.replica_lag = Gauge(
+            f"{PREFIX}_replica_lag_seconds",
+            "Replication lag of each replica as last scraped from its primary.",
+            ["namespace", "name", "replica"],
+            registry=r,
+        )
+        self._lock = threading.Lock()
+        self._replicas: dict[tuple[str, str], set[str]] = {}
+
+    # -- recording helpers -------------------------------------------------
+    def observe_poll(self, seconds: float, result: str = "ok") -> None:
+        self.poll_duration.labels(result).observe(seconds)
+
+    def count_action(self, action: str, result: str) -> None:
+        self.actions.labels(action, result).inc()
+
+    def count_suppressed(self, action: str, reason: str) -> None:
+        self.suppressed.labels(action, reason).inc()
+
+    def count_request(self, endpoint: str, code: str | int, seconds: float | None = None) -> None:
+        self.admin_requests.labels(endpoint, str(code)).inc()
+        if seconds is not None:
+            self.request_duration.labels(endpoint).observe(seconds)
+
+    def set_lag(self, namespace: str, name: str, lags: dict[str, float | None]) -> None:
+        """Set the lag of every replica of one cluster; replicas without a value
+        (or no longer listed) lose their series rather than keep a stale number."""
+        key = (namespace, name)
+        with self._lock:
+            known = self._replicas.setdefault(key, set())
+            for replica in list(known):
+                if lags.get(replica) is None:
+                    self._remove(namespace, name, replica)
+                    known.discard(replica)
+            for replica, lag in lags.items():
+                if lag is not None:
+                    self.replica_lag.labels(namespace, name, replica).set(lag)
+                    known.add(replica)
+
+    def forget_cluster(self, namespace: str, name: str) -> None:
+        """Remove every per-resource series of a deleted StemeDBCluster."""
+        with self._lock:
+            for replica in self._replicas.pop((namespace, name), set()):
+                self._remove(namespace, name, replica)
+
+    def clusters(self) -> Iterable[tuple[str, str]]:
+        with self._lock:
+            return list(self._replicas)
+
+    def _remove(self, namespace: str, name: str, replica: str) -> None:
+        with contextlib.suppress(KeyError):
+            self.replica_lag.remove(namespace, name, replica)
+
+
+__all__ = ["OperatorMetrics"]

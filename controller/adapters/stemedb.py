@@ -1,0 +1,908 @@
+"""The StemeDB adapter: /metrics scrapes and the admin API, over one shared httpx client.
+
+Codes against ``docs/stemedb-api.md``. Public surface:
+
+* :class:`Credentials` (token, CA PEM; secrets hidden from repr/str),
+* :class:`ClientConfig` (timeouts, retry budget, pool), :class:`StemeDBClient`,
+* result dataclasses (:class:`PrimaryScrape`, :class:`ReplicaScrape`,
+  :class:`NodeScrape`, :class:`RateLimit`, :class:`SyncStarted`,
+  :class:`SyncAlreadyRunning`, :class:`SyncStatus`, :class:`TrippedBreaker`,
+  :class:`BreakerReset`),
+* the errors of :mod:`controller.adapters.stemedb_errors` (re-exported).
+
+Nothing but a result or a :class:`StemeDBError` leaves a public method.
+
+Retries (tenacity, jittered exponential backoff): a call gives up when the next
+attempt would start after ``retry_budget`` seconds or after ``max_attempts``
+attempts; each attempt is bounded by ``request_timeout`` (as well as httpx's
+connect/read/write/pool timeouts), so a call takes at most about
+``retry_budget + request_timeout`` seconds, which ``ClientConfig`` checks is below
+the poll interval. What is retried depends on whether a repeat is safe:
+
+* ``SAFE`` (GETs, scrapes, rate-limit POST which sets an absolute value, breaker
+  reset which is a no-op when not tripped): transport errors, timeouts, 429,
+  500, 502, 503, 504.
+* ``NOT_SENT_ONLY`` (force_sync): only failures where the request cannot have
+  reached the server (connect errors, connect and pool timeouts). A read
+  timeout, a reset connection or a 5xx after sending is returned to the caller
+  as an error with ``may_have_applied`` semantics; the next poll re-observes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from importlib import metadata
+from typing import Any, TypeVar
+
+import httpx
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from controller.adapters.metrics_text import Sample, parse_samples
+from controller.adapters.operator_metrics import OperatorMetrics
+from controller.adapters.stemedb_errors import (
+    MetricsParseError,
+    StemeDBBadResponse,
+    StemeDBError,
+    StemeDBHTTPError,
+    StemeDBTimeout,
+    StemeDBTLSError,
+    StemeDBUnauthorized,
+    StemeDBUnreachable,
+    scrub,
+)
+
+log = structlog.get_logger("controller.adapters.stemedb")
+
+T = TypeVar("T")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("stemedb-operator")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
+        return "0.0.0"
+
+
+VERSION = _version()
+USER_AGENT = f"stemedb-operator/{VERSION}"
+
+
+# --------------------------------------------------------------------------- credentials
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the handlers read from the Secrets named in ``spec.auth``.
+
+    Passed on every call, so a rotated token is used from the next call on.
+    ``repr``/``str`` never show the token or the CA bytes.
+    """
+
+    token: str | None = field(default=None, repr=False)
+    ca_pem: bytes | None = field(default=None, repr=False)
+
+    @property
+    def ca_fingerprint(self) -> str | None:
+        if not self.ca_pem:
+            return None
+        return hashlib.sha256(self.ca_pem).hexdigest()
+
+    def __repr__(self) -> str:
+        token = "<redacted>" if self.token else None
+        ca = f"sha256:{self.ca_fingerprint[:12]}" if self.ca_fingerprint else None
+        return f"Credentials(token={token}, ca={ca})"
+
+    __str__ = __repr__
+
+
+NO_CREDENTIALS = Credentials()
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Timeouts, retry budget and pool of the shared client (seconds).
+
+    Defaults fit a 10 s poll: a call ends within ``retry_budget + request_timeout``
+    (7 s). Use :meth:`for_poll_interval` to scale them to another interval.
+    """
+
+    poll_interval: float = 10.0
+    connect_timeout: float = 1.0
+    read_timeout: float = 2.5
+    write_timeout: float = 1.0
+    pool_timeout: float = 1.0
+    request_timeout: float = 3.0  # whole attempt, headers + body
+    retry_budget: float = 4.0  # no attempt starts after this
+    max_attempts: int = 4
+    backoff_initial: float = 0.1
+    backoff_max: float = 1.0
+    max_connections: int = 512
+    max_keepalive_connections: int = 512
+    keepalive_expiry: float = 30.0  # above the poll interval: reuse across polls
+    max_ca_clients: int = 256  # distinct custom CAs with a client of their own
+    trust_env: bool = False  # ignore HTTP(S)_PROXY / SSL_CERT_FILE from the environment
+    user_agent: str = USER_AGENT
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "read_timeout", "write_timeout", "pool_timeout"):
+            if not 0 < getattr(self, name) < self.poll_interval:
+                raise ValueError(f"{name} must be > 0 and below the poll interval")
+        if self.retry_budget + self.request_timeout >= self.poll_interval:
+            raise ValueError("retry_budget + request_timeout must be below the poll interval")
+        if self.keepalive_expiry <= self.poll_interval:
+            raise ValueError("keepalive_expiry must be above the poll interval")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+
+    @classmethod
+    def for_poll_interval(cls, poll_interval: float, **overrides: Any) -> ClientConfig:
+        p = float(poll_interval)
+        values: dict[str, Any] = {
+            "poll_interval": p,
+            "connect_timeout": min(1.0, p * 0.1),
+            "read_timeout": min(2.5, p * 0.25),
+            "write_timeout": min(1.0, p * 0.1),
+            "pool_timeout": min(1.0, p * 0.1),
+            "request_timeout": min(3.0, p * 0.3),
+            "retry_budget": min(4.0, p * 0.4),
+            "keepalive_expiry": max(30.0, p * 3),
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    def timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(
+            connect=self.connect_timeout,
+            read=self.read_timeout,
+            write=self.write_timeout,
+            pool=self.pool_timeout,
+        )
+
+    def limits(self) -> httpx.Limits:
+        return httpx.Limits(
+            max_connections=self.max_connections,
+            max_keepalive_connections=self.max_keepalive_connections,
+            keepalive_expiry=self.keepalive_expiry,
+        )
+
+
+class RetryPolicy(Enum):
+    SAFE = "safe"
+    NOT_SENT_ONLY = "not_sent_only"
+
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def _should_retry(policy: RetryPolicy, exc: BaseException) -> bool:
+    if isinstance(exc, StemeDBUnreachable | StemeDBTimeout):
+        return policy is RetryPolicy.SAFE or not exc.may_have_applied
+    if isinstance(exc, StemeDBHTTPError) and not isinstance(exc, StemeDBUnauthorized):
+        return policy is RetryPolicy.SAFE and exc.status in RETRYABLE_STATUSES
+    return False
+
+
+# --------------------------------------------------------------------------- results
+@dataclass(frozen=True, slots=True)
+class ReplicaScrape:
+    """One replica as seen in its primary's /metrics. ``None`` = series missing or NaN."""
+
+    replica: str
+    lag_seconds: float | None = None
+    up: bool | None = None
+    sync_running: bool | None = None
+    sync_progress: float | None = None
+    sync_errors_total: float | None = None
+    sync_corruption_total: float | None = None
+    sync_duration_sum: float | None = None
+    sync_duration_count: float | None = None
+    restarts_total: float | None = None
+    network_bytes_sent_total: float | None = None
+    breaker_tripped: bool | None = None
+    backlog_assertions: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PrimaryScrape:
+    """The primary's /metrics, reduced to what the runbook needs.
+
+    ``rate_limit_reported`` is False when the (assumed) rate-limit gauge is
+    absent; then ``rate_limit`` is None and means "unknown", otherwise None
+    means unlimited (the gauge's ``-1``).
+    """
+
+    replicas: Mapping[str, ReplicaScrape]
+    assertions_indexed_total: float | None
+    rate_limit: float | None
+    rate_limit_reported: bool
+    assertions_rate_limited_total: float | None = None
+    node: str | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeScrape:
+    """A replica's own /metrics (read only while an episode needs the evidence)."""
+
+    assertions_indexed_total: float | None
+    disk_io_utilization: float | None
+    node: str | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """``max_assertions_per_sec``: None = unlimited, 0 = ingestion paused."""
+
+    max_assertions_per_sec: float | None
+    previous_max_assertions_per_sec: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStarted:
+    replica_id: str
+    sync_id: str
+    state: str = "running"
+    started_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncAlreadyRunning:
+    """409 ``sync_already_running``: the goal (a sync is running) already holds."""
+
+    replica_id: str
+    sync_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    sync_id: str
+    replica_id: str
+    state: str  # running | succeeded | failed | corruption_detected
+    progress: float | None
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrippedBreaker:
+    agent_id: str
+    replica_id: str | None
+    tripped_at: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerReset:
+    agent_id: str
+    replica_id: str | None
+    was_tripped: bool | None
+
+
+# --------------------------------------------------------------------------- scrape mapping
+_REPLICA_FIELDS: dict[str, str] = {
+    "stemedb_replication_lag_seconds": "lag_seconds",
+    "stemedb_replica_up": "up",
+    "stemedb_merkle_sync_running": "sync_running",
+    "stemedb_merkle_sync_progress": "sync_progress",
+    "stemedb_merkle_sync_errors_total": "sync_errors_total",
+    "stemedb_merkle_sync_corruption_detected_total": "sync_corruption_total",
+    "stemedb_merkle_sync_duration_seconds_sum": "sync_duration_sum",
+    "stemedb_merkle_sync_duration_seconds_count": "sync_duration_count",
+    "stemedb_replica_restarts_total": "restarts_total",
+    "stemedb_network_bytes_sent_total": "network_bytes_sent_total",
+    "stemedb_circuit_breaker_tripped": "breaker_tripped",
+    "stemedb_replication_backlog_assertions": "backlog_assertions",
+}
+_BOOL_FIELDS = frozenset({"up", "sync_running", "breaker_tripped"})
+PRIMARY_METRICS = frozenset(
+    {
+        *_REPLICA_FIELDS,
+        "stemedb_assertions_indexed_total",
+        "stemedb_rate_limit_assertions_per_sec",
+        "stemedb_assertions_rate_limited_total",
+        "stemedb_node_info",
+    }
+)
+NODE_METRICS = frozenset(
+    {"stemedb_assertions_indexed_total", "stemedb_disk_io_utilization", "stemedb_node_info"}
+)
+
+
+def _num(value: float) -> float | None:
+    return None if value != value else value  # NaN -> unknown
+
+
+def primary_from_samples(samples: Iterable[Sample]) -> PrimaryScrape:
+    per_replica: dict[str, dict[str, Any]] = {}
+    scalars: dict[str, float] = {}
+    info: dict[str, str] = {}
+    for s in samples:
+        attr = _REPLICA_FIELDS.get(s.name)
+        if attr is not None:
+            replica = s.labels.get("replica")
+            if replica is None:
+                continue
+            v = _num(s.value)
+            fields = per_replica.setdefault(replica, {})
+            fields[attr] = (v != 0) if (v is not None and attr in _BOOL_FIELDS) else v
+        elif s.name == "stemedb_node_info":
+            info = s.labels
+        else:
+            scalars[s.name] = s.value
+    rate_reported = "stemedb_rate_limit_assertions_per_sec" in scalars
+    rate = _num(scalars.get("stemedb_rate_limit_assertions_per_sec", float("nan")))
+    if rate is not None and (rate < 0 or rate == float("inf")):
+        rate = None
+    indexed = scalars.get("stemedb_assertions_indexed_total")
+    limited = scalars.get("stemedb_assertions_rate_limited_total")
+    return PrimaryScrape(
+        replicas={r: ReplicaScrape(replica=r, **f) for r, f in sorted(per_replica.items())},
+        assertions_indexed_total=None if indexed is None else _num(indexed),
+        rate_limit=rate,
+        rate_limit_reported=rate_reported,
+        assertions_rate_limited_total=None if limited is None else _num(limited),
+        node=info.get("node"),
+        role=info.get("role"),
+    )
+
+
+def node_from_samples(samples: Iterable[Sample]) -> NodeScrape:
+    scalars: dict[str, float] = {}
+    info: dict[str, str] = {}
+    for s in samples:
+        if s.name == "stemedb_node_info":
+            info = s.labels
+        elif not s.labels:
+            scalars[s.name] = s.value
+    indexed = scalars.get("stemedb_assertions_indexed_total")
+    disk = scalars.get("stemedb_disk_io_utilization")
+    return NodeScrape(
+        assertions_indexed_total=None if indexed is None else _num(indexed),
+        disk_io_utilization=None if disk is None else _num(disk),
+        node=info.get("node"),
+        role=info.get("role"),
+    )
+
+
+# --------------------------------------------------------------------------- the client
+def _endpoint_url(base: str, path: str) -> str:
+    return base.rstrip("/") + path
+
+
+def _safe_url(url: str) -> str:
+    """The URL without userinfo or query, for logs."""
+    try:
+        u = httpx.URL(url)
+        return str(u.copy_with(userinfo=b"", query=None))
+    except Exception:
+        return "<invalid url>"
+
+
+def _chain(exc: BaseException) -> Iterable[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def _map_transport_error(exc: httpx.TransportError, what: str) -> StemeDBError:
+    name = type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        phase = {
+            httpx.ConnectTimeout: "connect",
+            httpx.ReadTimeout: "read",
+            httpx.WriteTimeout: "write",
+            httpx.PoolTimeout: "pool",
+        }.get(type(exc), "read")
+        return StemeDBTimeout(
+            f"{what}: {phase} timeout",
+            phase=phase,
+            may_have_applied=phase not in ("connect", "pool"),
+        )
+    if any(isinstance(e, ssl.SSLError) for e in _chain(exc)):
+        cert = any(isinstance(e, ssl.SSLCertVerificationError) for e in _chain(exc))
+        return StemeDBTLSError(
+            f"{what}: TLS handshake failed ({'certificate not trusted' if cert else 'TLS error'})"
+        )
+    if isinstance(exc, httpx.ConnectError):
+        return StemeDBUnreachable(f"{what}: cannot connect", may_have_applied=False)
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+        return StemeDBUnreachable(f"{what}: bad URL or request ({name})", may_have_applied=False)
+    return StemeDBUnreachable(f"{what}: connection failed ({name})", may_have_applied=True)
+
+
+def _error_from_response(resp: httpx.Response, what: str, token: str | None) -> StemeDBHTTPError:
+    code: str | None = None
+    message: str | None = None
+    try:
+        body = resp.json()
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict):
+            code = str(err["code"]) if err.get("code") is not None else None
+            message = str(err["message"]) if err.get("message") is not None else None
+    except (ValueError, UnicodeDecodeError):
+        pass
+    if code is not None:
+        code = scrub(code, token)[:64]
+    if message is not None:
+        message = scrub(message, token)
+    cls = StemeDBUnauthorized if resp.status_code in (401, 403) else StemeDBHTTPError
+    err_obj = cls(resp.status_code, code, message)
+    err_obj.message = f"{what}: {err_obj.message}"
+    return err_obj
+
+
+def _json_object(resp: httpx.Response, what: str) -> Any:
+    try:
+        return resp.json()
+    except (ValueError, UnicodeDecodeError):
+        raise StemeDBBadResponse(f"{what}: response is not JSON") from None
+
+
+def _opt_float(body: Mapping[str, Any], key: str, what: str) -> float | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise StemeDBBadResponse(f"{what}: {key} is not a number")
+    return float(v)
+
+
+def _opt_str(body: Mapping[str, Any], key: str) -> str | None:
+    v = body.get(key)
+    return None if v is None else str(v)
+
+
+class _Budget:
+    """tenacity stop: no attempt starts after ``budget`` seconds or ``max_attempts``.
+
+    Elapsed time is the larger of the injected clock's reading and the sleeps
+    tenacity made, so tests with a fake sleep see the budget honoured too.
+    """
+
+    def __init__(self, budget: float, max_attempts: int, clock: Callable[[], float]) -> None:
+        self.budget = budget
+        self.max_attempts = max_attempts
+        self.clock = clock
+        self.start = clock()
+
+    def __call__(self, rs: RetryCallState) -> bool:
+        if rs.attempt_number >= self.max_attempts:
+            return True
+        elapsed = max(self.clock() - self.start, rs.idle_for)
+        return elapsed + rs.upcoming_sleep >= self.budget
+
+
+class StemeDBClient:
+    """One per process. Owns the shared ``httpx.AsyncClient`` (system CAs) and a
+    small LRU of clients for custom CAs (httpx fixes ``verify`` per client).
+
+    ``transport`` (tests: ``httpx.MockTransport``), ``sleep``, ``clock`` and
+    ``rng`` are injection seams; production passes none of them.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig | None = None,
+        *,
+        metrics: OperatorMetrics | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config or ClientConfig()
+        self.metrics = metrics
+        self._transport = transport
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._default: httpx.AsyncClient | None = None
+        self._ca_clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------
+    async def __aenter__(self) -> StemeDBClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        clients = list(self._ca_clients.values())
+        if self._default is not None:
+            clients.append(self._default)
+        self._default = None
+        self._ca_clients.clear()
+        for c in clients:
+            await c.aclose()
+        for t in list(self._closing):
+            t.cancel()
+            with contextlib.suppress(BaseException):
+                await t
+
+    def _new_client(self, verify: ssl.SSLContext | bool) -> httpx.AsyncClient:
+        cfg = self.config
+        return httpx.AsyncClient(
+            timeout=cfg.timeout(),
+            limits=cfg.limits(),
+            headers={"User-Agent": cfg.user_agent},
+            verify=verify,
+            trust_env=cfg.trust_env,
+            follow_redirects=False,
+            transport=self._transport,
+        )
+
+    def _client_for(self, creds: Credentials) -> httpx.AsyncClient:
+        if self._closed:
+            raise StemeDBUnreachable("StemeDB client is closed")
+        fp = creds.ca_fingerprint
+        if fp is None:
+            if self._default is None:
+                self._default = self._new_client(True)
+            return self._default
+        client = self._ca_clients.get(fp)
+        if client is not None:
+            self._ca_clients.move_to_end(fp)
+            return client
+        assert creds.ca_pem is not None
+        try:
+            ctx = ssl.create_default_context(cadata=creds.ca_pem.decode("ascii"))
+        except (ssl.SSLError, ValueError, UnicodeDecodeError):
+            raise StemeDBTLSError("CA bundle is not a valid PEM certificate") from None
+        client = self._new_client(ctx)
+        self._ca_clients[fp] = client
+        while len(self._ca_clients) > self.config.max_ca_clients:
+            _, old = self._ca_clients.popitem(last=False)
+            self._close_later(old)
+        return client
+
+    def _close_later(self, client: httpx.AsyncClient) -> None:
+        # In-flight requests may still use an evicted client: close after they end.
+        grace = self.config.retry_budget + self.config.request_timeout
+
+        async def close() -> None:
+            await asyncio.sleep(grace)
+            await client.aclose()
+
+        task = asyncio.get_running_loop().create_task(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    # -- the request engine ----------------------------------------------------
+    async def _call(
+        self,
+        method: str,
+        base: str,
+        path: str,
+        endpoint: str,
+        creds: Credentials,
+        policy: RetryPolicy,
+        handle: Callable[[httpx.Response], T],
+        *,
+        body: Mapping[str, Any] | None = None,
+        accept: Collection[int] = (),
+    ) -> T:
+        """Send with retries; ``handle`` maps a 2xx (or ``accept``ed) response."""
+        what = f"{method} {path}"
+        try:
+            client = self._client_for(creds)
+            url = _endpoint_url(base, path)
+            headers = {"Authorization": f"Bearer {creds.token}"} if creds.token else None
+        except StemeDBError:
+            if self.metrics is not None:
+                self.metrics.count_request(endpoint, "tls")
+            raise
+        cfg = self.config
+        retrying = AsyncRetrying(
+            stop=_Budget(cfg.retry_budget, cfg.max_attempts, self._clock),
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: _should_retry(policy, e)),
+            sleep=self._sleep,
+            before_sleep=lambda rs: self._log_retry(rs, endpoint, url),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(
+                        client, method, url, endpoint, what, headers, body, accept, creds, handle
+                    )
+        except StemeDBError:
+            raise
+        except Exception as exc:  # a bug or an unexpected library error: still typed
+            raise StemeDBError(f"{what}: unexpected {type(exc).__name__}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, rs: RetryCallState) -> float:
+        """Jittered exponential backoff ("equal jitter"): uniform(cap / 2, cap)."""
+        cfg = self.config
+        cap = min(cfg.backoff_max, cfg.backoff_initial * 2 ** (rs.attempt_number - 1))
+        return self._rng.uniform(cap / 2, cap)
+
+    def _log_retry(self, rs: RetryCallState, endpoint: str, url: str) -> None:
+        exc = rs.outcome.exception() if rs.outcome is not None else None
+        log.info(
+            "stemedb.retry",
+            endpoint=endpoint,
+            url=_safe_url(url),
+            attempt=rs.attempt_number,
+            error=str(exc) if exc is not None else None,
+            sleep=round(rs.upcoming_sleep, 3),
+        )
+
+    async def _attempt(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        url: str,
+        endpoint: str,
+        what: str,
+        headers: Mapping[str, str] | None,
+        body: Mapping[str, Any] | None,
+        accept: Collection[int],
+        creds: Credentials,
+        handle: Callable[[httpx.Response], T],
+    ) -> T:
+        started = self._clock()
+        code: str = "error"
+        try:
+            try:
+                async with asyncio.timeout(self.config.request_timeout):
+                    resp = await client.request(method, url, headers=headers, json=body)
+            except TimeoutError:
+                raise StemeDBTimeout(
+                    f"{what}: no complete answer within {self.config.request_timeout:g}s",
+                    phase="deadline",
+                    may_have_applied=True,
+                ) from None
+            except httpx.TransportError as exc:
+                raise _map_transport_error(exc, what) from None
+            except httpx.InvalidURL:
+                raise StemeDBUnreachable(f"{what}: invalid URL", may_have_applied=False) from None
+            code = str(resp.status_code)
+            if not (200 <= resp.status_code < 300 or resp.status_code in accept):
+                raise _error_from_response(resp, what, creds.token)
+            try:
+                return handle(resp)
+            except StemeDBBadResponse as exc:
+                code = exc.kind
+                raise
+        except StemeDBError as exc:
+            if code == "error":
+                code = exc.kind
+            log.debug("stemedb.request_failed", endpoint=endpoint, url=_safe_url(url), code=code)
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.count_request(endpoint, code, self._clock() - started)
+
+    # -- scrapes ------------------------------------------------------------------
+    async def scrape_samples(
+        self, base: str, creds: Credentials, wanted: Collection[str] | None = None
+    ) -> list[Sample]:
+        """GET {base}/metrics and return the wanted samples (all if None)."""
+        want = None if wanted is None else frozenset(wanted)
+
+        def handle(resp: httpx.Response) -> list[Sample]:
+            try:
+                text = resp.content.decode("utf-8")
+            except UnicodeDecodeError:
+                raise MetricsParseError("GET /metrics: body is not UTF-8") from None
+            try:
+                return parse_samples(text, want)
+            except MetricsParseError as exc:
+                raise MetricsParseError(f"GET /metrics: {exc}", line=exc.line) from None
+
+        return await self._call(
+            "GET", base, "/metrics", "GET /metrics", creds, RetryPolicy.SAFE, handle
+        )
+
+    async def scrape_primary(self, base: str, creds: Credentials = NO_CREDENTIALS) -> PrimaryScrape:
+        return primary_from_samples(await self.scrape_samples(base, creds, PRIMARY_METRICS))
+
+    async def scrape_node(self, base: str, creds: Credentials = NO_CREDENTIALS) -> NodeScrape:
+        return node_from_samples(await self.scrape_samples(base, creds, NODE_METRICS))
+
+    # -- admin: rate limit ---------------------------------------------------------
+    @staticmethod
+    def _rate_limit(resp: httpx.Response, what: str) -> RateLimit:
+        body = _json_object(resp, what)
+        if not isinstance(body, dict) or "max_assertions_per_sec" not in body:
+            raise StemeDBBadResponse(f"{what}: no max_assertions_per_sec in response")
+        return RateLimit(
+            _opt_float(body, "max_assertions_per_sec", what),
+            _opt_float(body, "previous_max_assertions_per_sec", what),
+        )
+
+    async def get_rate_limit(self, base: str, creds: Credentials = NO_CREDENTIALS) -> RateLimit:
+        path = "/v1/admin/rate-limit"
+        return await self._call(
+            "GET",
+            base,
+            path,
+            f"GET {path}",
+            creds,
+            RetryPolicy.SAFE,
+            lambda r: self._rate_limit(r, f"GET {path}"),
+        )
+
+    async def set_rate_limit(
+        self, base: str, rate: float | None, creds: Credentials = NO_CREDENTIALS
+    ) -> RateLimit:
+        """Set (None = remove) the ingestion limit. Idempotent, so retried."""
+        if rate is not None and (rate != rate or rate < 0 or rate == float("inf")):
+            raise ValueError("rate must be a finite number >= 0 or None")
+        path = "/v1/admin/rate-limit"
+        value: float | int | None = rate
+        if rate is not None and float(rate).is_integer():
+            value = int(rate)
+        return await self._call(
+            "POST",
+            base,
+            path,
+            f"POST {path}",
+            creds,
+            RetryPolicy.SAFE,
+            lambda r: self._rate_limit(r, f"POST {path}"),
+            body={"max_assertions_per_sec": value},
+        )
+
+    # -- admin: Merkle sync ----------------------------------------------------------
+    async def force_sync(
+        self, base: str, replica_id: str, creds: Credentials = NO_CREDENTIALS
+    ) -> SyncStarted | SyncAlreadyRunning:
+        """Start a forced Merkle sync. 409 is :class:`SyncAlreadyRunning`, not an error.
+
+        Not idempotent: retried only when the request cannot have been sent.
+        """
+        path = "/v1/admin/cluster/sync"
+        what = f"POST {path}"
+
+        def handle(resp: httpx.Response) -> SyncStarted | SyncAlreadyRunning:
+            body = _json_object(resp, what)
+            if resp.status_code == 409:
+                err = body.get("error") if isinstance(body, dict) else None
+                code = err.get("code") if isinstance(err, dict) else "?"
+                if not isinstance(err, dict) or code not in (None, "sync_already_running"):
+                    raise _error_from_response(resp, what, creds.token)
+                return SyncAlreadyRunning(replica_id, _opt_str(err, "sync_id"))
+            if not isinstance(body, dict) or not body.get("sync_id"):
+                raise StemeDBBadResponse(f"{what}: no sync_id in response")
+            return SyncStarted(
+                replica_id=str(body.get("replica_id") or replica_id),
+                sync_id=str(body["sync_id"]),
+                state=str(body.get("state") or "running"),
+                started_at=_opt_str(body, "started_at"),
+            )
+
+        return await self._call(
+            "POST",
+            base,
+            path,
+            what,
+            creds,
+            RetryPolicy.NOT_SENT_ONLY,
+            handle,
+            body={"replica_id": replica_id, "force": True},
+            accept=(409,),
+        )
+
+    async def get_sync(
+        self, base: str, sync_id: str, creds: Credentials = NO_CREDENTIALS
+    ) -> SyncStatus:
+        path = "/v1/admin/cluster/sync/" + httpx.URL(sync_id).path.lstrip("/").replace("/", "%2F")
+        endpoint = "GET /v1/admin/cluster/sync/{sync_id}"
+
+        def handle(resp: httpx.Response) -> SyncStatus:
+            body = _json_object(resp, endpoint)
+            if not isinstance(body, dict) or "state" not in body:
+                raise StemeDBBadResponse(f"{endpoint}: no state in response")
+            return SyncStatus(
+                sync_id=str(body.get("sync_id") or sync_id),
+                replica_id=str(body.get("replica_id") or ""),
+                state=str(body["state"]),
+                progress=_opt_float(body, "progress", endpoint),
+                started_at=_opt_str(body, "started_at"),
+                finished_at=_opt_str(body, "finished_at"),
+                error=_opt_str(body, "error"),
+            )
+
+        return await self._call("GET", base, path, endpoint, creds, RetryPolicy.SAFE, handle)
+
+    # -- admin: circuit breakers -------------------------------------------------------
+    async def tripped_breakers(
+        self, base: str, creds: Credentials = NO_CREDENTIALS
+    ) -> list[TrippedBreaker]:
+        path = "/v1/admin/circuit-breakers/tripped"
+        what = f"GET {path}"
+
+        def handle(resp: httpx.Response) -> list[TrippedBreaker]:
+            body = _json_object(resp, what)
+            if isinstance(body, dict):  # tolerate a wrapped list
+                body = body.get("tripped", body.get("breakers"))
+            if not isinstance(body, list):
+                raise StemeDBBadResponse(f"{what}: response is not a list")
+            out = []
+            for item in body:
+                if not isinstance(item, dict) or not item.get("agent_id"):
+                    raise StemeDBBadResponse(f"{what}: entry without agent_id")
+                out.append(
+                    TrippedBreaker(
+                        agent_id=str(item["agent_id"]),
+                        replica_id=_opt_str(item, "replica_id"),
+                        tripped_at=_opt_str(item, "tripped_at"),
+                        reason=_opt_str(item, "reason"),
+                    )
+                )
+            return out
+
+        return await self._call("GET", base, path, what, creds, RetryPolicy.SAFE, handle)
+
+    async def reset_breaker(
+        self, base: str, agent_id: str, creds: Credentials = NO_CREDENTIALS
+    ) -> BreakerReset:
+        """Reset one breaker. A no-op when not tripped, so retried."""
+        path = "/v1/admin/circuit-breaker/reset"
+        what = f"POST {path}"
+
+        def handle(resp: httpx.Response) -> BreakerReset:
+            body = _json_object(resp, what)
+            if not isinstance(body, dict):
+                body = {}
+            tripped = body.get("was_tripped")
+            return BreakerReset(
+                agent_id=str(body.get("agent_id") or agent_id),
+                replica_id=_opt_str(body, "replica_id"),
+                was_tripped=tripped if isinstance(tripped, bool) else None,
+            )
+
+        return await self._call(
+            "POST", base, path, what, creds, RetryPolicy.SAFE, handle, body={"agent_id": agent_id}
+        )
+
+
+__all__ = [
+    "NODE_METRICS",
+    "NO_CREDENTIALS",
+    "PRIMARY_METRICS",
+    "USER_AGENT",
+    "BreakerReset",
+    "ClientConfig",
+    "Credentials",
+    "MetricsParseError",
+    "NodeScrape",
+    "PrimaryScrape",
+    "RateLimit",
+    "ReplicaScrape",
+    "RetryPolicy",
+    "StemeDBBadResponse",
+    "StemeDBClient",
+    "StemeDBError",
+    "StemeDBHTTPError",
+    "StemeDBTLSError",
+    "StemeDBTimeout",
+    "StemeDBUnauthorized",
+    "StemeDBUnreachable",
+    "SyncAlreadyRunning",
+    "SyncStarted",
+    "SyncStatus",
+    "TrippedBreaker",
+    "node_from_samples",
+    "primary_from_samples",
+]
