@@ -1,0 +1,156 @@
+"""The client against the real simulator over loopback (in-process, port 0).
+
+Covers the four admin calls and the scrape through StemeDBClient, bearer auth
+(including rotation), TLS with the simulator's generated CA, and API faults
+injected through the simulator's /sim/v1 API.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp import web
+
+from controller.adapters.stemedb import (
+    ClientConfig,
+    Credentials,
+    MetricsParseError,
+    StemeDBClient,
+    StemeDBHTTPError,
+    StemeDBTLSError,
+    StemeDBUnauthorized,
+    SyncAlreadyRunning,
+    SyncStarted,
+)
+from stemedb_sim.auth import TokenSource
+from stemedb_sim.clock import ManualClock
+from stemedb_sim.server import build_app
+from stemedb_sim.simulation import Simulation
+from stemedb_sim.tls import ensure_certs, server_context
+
+TOKEN = "sim-token-1"
+
+
+class Sim:
+    def __init__(self, root: str, token: TokenSource) -> None:
+        self.root = root
+        self.token = token
+        self.base = f"{root}/c/demo/node1"
+        self.token_file: Path | None = None
+
+    async def sim(self, path: str, body: dict[str, object], verify: object = True) -> None:
+        async with httpx.AsyncClient(verify=verify) as c:  # type: ignore[arg-type]
+            r = await c.post(f"{self.root}/sim/v1{path}", json=body)
+            r.raise_for_status()
+
+
+async def _serve(tls_dir: Path | None, token: TokenSource) -> AsyncIterator[tuple[Sim, Simulation]]:
+    sim = Simulation(ManualClock(), seed=3)
+    sim.create_cluster("demo", initial=True)
+    app = build_app(sim, token, seed=3)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    ctx = server_context(ensure_certs(tls_dir)) if tls_dir else None
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+    await site.start()
+    port = runner.addresses[0][1]
+    scheme = "https" if tls_dir else "http"
+    try:
+        yield Sim(f"{scheme}://127.0.0.1:{port}", token), sim
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def plain(tmp_path: Path) -> AsyncIterator[tuple[Sim, Simulation]]:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    async for s in _serve(None, TokenSource(token_file=token_file)):
+        s[0].token_file = token_file
+        yield s
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[StemeDBClient]:
+    async with StemeDBClient(ClientConfig(max_attempts=2)) as c:
+        yield c
+
+
+async def test_scrape_and_the_four_admin_calls(
+    plain: tuple[Sim, Simulation], client: StemeDBClient
+) -> None:
+    s, _ = plain
+    creds = Credentials(token=TOKEN)
+    scrape = await client.scrape_primary(s.base, creds)
+    assert set(scrape.replicas) == {"node2", "node3"}
+    assert all(r.lag_seconds is not None and r.up is not None for r in scrape.replicas.values())
+    assert scrape.assertions_indexed_total is not None and scrape.rate_limit_reported
+
+    node = await client.scrape_node(f"{s.root}/c/demo/node2", creds)
+    assert node.role == "replica" and node.assertions_indexed_total is not None
+
+    assert (await client.get_rate_limit(s.base, creds)).max_assertions_per_sec is None
+    assert (await client.set_rate_limit(s.base, 1000, creds)).max_assertions_per_sec == 1000
+    assert (await client.get_rate_limit(s.base, creds)).max_assertions_per_sec == 1000
+    assert (await client.scrape_primary(s.base, creds)).rate_limit == 1000
+    assert (
+        await client.set_rate_limit(s.base, None, creds)
+    ).previous_max_assertions_per_sec == 1000
+
+    started = await client.force_sync(s.base, "node2", creds)
+    assert isinstance(started, SyncStarted)
+    again = await client.force_sync(s.base, "node2", creds)
+    assert again == SyncAlreadyRunning("node2", started.sync_id)
+    status = await client.get_sync(s.base, started.sync_id, creds)
+    assert status.replica_id == "node2" and status.state == "running"
+
+    assert await client.tripped_breakers(s.base, creds) == []
+    await s.sim("/clusters/demo/faults", {"kind": "breaker_trip", "replica": "node3"})
+    await s.sim("/advance", {"seconds": 2})
+    tripped = await client.tripped_breakers(s.base, creds)
+    assert [(b.agent_id, b.replica_id) for b in tripped] == [("agent-node3", "node3")]
+    reset = await client.reset_breaker(s.base, "agent-node3", creds)
+    assert reset.was_tripped is True and reset.replica_id == "node3"
+
+    with pytest.raises(StemeDBHTTPError) as info:
+        await client.reset_breaker(s.base, "agent-node9", creds)
+    assert (info.value.status, info.value.code) == (404, "unknown_agent")
+
+
+async def test_bearer_auth_and_rotation(
+    plain: tuple[Sim, Simulation], client: StemeDBClient
+) -> None:
+    s, _ = plain
+    with pytest.raises(StemeDBUnauthorized):
+        await client.scrape_primary(s.base, Credentials())
+    with pytest.raises(StemeDBUnauthorized) as info:
+        await client.get_rate_limit(s.base, Credentials(token="wrong"))
+    assert "wrong" not in str(info.value)
+    assert s.token_file is not None
+    s.token_file.write_text("rotated-token")  # the server re-reads its token file
+    with pytest.raises(StemeDBUnauthorized):
+        await client.scrape_primary(s.base, Credentials(token=TOKEN))
+    await client.scrape_primary(s.base, Credentials(token="rotated-token"))
+
+
+async def test_garbled_metrics_from_the_simulator_are_a_parse_error(
+    plain: tuple[Sim, Simulation], client: StemeDBClient
+) -> None:
+    s, _ = plain
+    await s.sim("/clusters/demo/faults", {"kind": "garbled_metrics", "node": "node1"})
+    with pytest.raises(MetricsParseError):
+        await client.scrape_primary(s.base, Credentials(token=TOKEN))
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+async def test_tls_with_the_simulators_ca(tmp_path: Path, client: StemeDBClient) -> None:
+    async for s, _ in _serve(tmp_path, TokenSource(TOKEN)):
+        ca = (tmp_path / "ca.pem").read_bytes()
+        scrape = await client.scrape_primary(s.base, Credentials(token=TOKEN, ca_pem=ca))
+        assert "node2" in scrape.replicas
+        with pytest.raises(StemeDBTLSError):
+            await client.scrape_primary(s.base, Credentials(token=TOKEN))  # system CAs only
