@@ -1,0 +1,254 @@
+"""What the operator remembers between polls, stored in `.status.memory` as plain JSON.
+
+Everything here is data that changes only when something happens (a threshold
+crossed, an action planned, an outcome recorded, a shown lag moved by a step),
+never on every poll, so that an unchanged healthy cluster yields identical
+memory and the handler writes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+MEMORY_VERSION = 1
+HISTORY_LIMIT = 20
+
+
+class Severity(enum.StrEnum):
+    NONE = "None"
+    WARNING = "Warning"
+    CRITICAL = "Critical"
+
+
+class Step(enum.StrEnum):
+    NONE = "None"
+    RESET_BREAKER = "ResetBreaker"
+    THROTTLE = "Throttle"
+    FORCE_SYNC = "ForceSync"
+    REBUILD = "Rebuild"
+    EXHAUSTED = "Exhausted"
+
+
+class ActionKind(enum.StrEnum):
+    RESET_BREAKER = "ResetBreaker"
+    SET_RATE_LIMIT = "SetRateLimit"
+    FORCE_SYNC = "ForceSync"
+    MARK_REBUILD = "MarkRebuild"
+
+
+@dataclass(frozen=True)
+class Intent:
+    """An action planned and written to status before it is performed."""
+
+    key: str
+    kind: ActionKind
+    replica_id: str | None
+    agent_id: str | None
+    rate: int | None
+    issued_at: float
+    deadline: float
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: float
+    kind: str
+    replica_id: str | None
+    reason: str
+    message: str
+    outcome: str
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplicaMemory:
+    replica_id: str
+    severity: Severity = Severity.NONE
+    above_warning_since: float | None = None
+    above_critical_since: float | None = None
+    below_recovery_since: float | None = None
+    episode_started_at: float | None = None
+    step: Step = Step.NONE
+    step_started_at: float | None = None
+    step_baseline_lag: float | None = None
+    step_attempts: int = 0
+    sync_attempts: int = 0
+    sync_seen_running: bool = False
+    sync_last_progress: float | None = None
+    sync_progress_at: float | None = None
+    sync_restarts_base: float | None = None
+    sync_errors_base: float | None = None
+    last_failed_kind: str | None = None
+    corruption_seen: float | None = None
+    corrupted_at: float | None = None
+    lag_escalated: bool = False
+    crash_loop: bool = False
+    rebuild_marked: bool = False
+    cooldown_until: float | None = None
+    last_action: str | None = None
+    last_notice: str | None = None
+    shown_lag: float | None = None
+
+
+@dataclass(frozen=True)
+class ThrottleMemory:
+    active: bool = False
+    rate_to_restore: int | None = None  # None = no limit was set (restore = remove limit)
+    rate_to_restore_known: bool = True  # False: the limit could not be read back
+    base_rate: int = 0
+    current_rate: int | None = None
+    step_at: float | None = None
+    baseline_lag: float | None = None
+    restoring: bool = False
+    restore_index: int = -1
+    reissue: bool = False
+
+
+@dataclass(frozen=True)
+class Memory:
+    version: int = MEMORY_VERSION
+    replicas: tuple[ReplicaMemory, ...] = ()
+    throttle: ThrottleMemory = field(default_factory=ThrottleMemory)
+    pending: tuple[Intent, ...] = ()
+    action_times: tuple[float, ...] = ()
+    history: tuple[HistoryEntry, ...] = ()
+    seq: int = 0
+    escalation_level: int = 0
+    escalation_reason: str | None = None
+    escalation_message: str | None = None
+    escalated_since: float | None = None
+    storm: bool = False
+    last_notice: str | None = None
+    last_recovery_replica: str | None = None
+    last_recovery_seconds: float | None = None
+
+    @classmethod
+    def empty(cls) -> Memory:
+        return cls()
+
+    def replica(self, replica_id: str) -> ReplicaMemory | None:
+        for r in self.replicas:
+            if r.replica_id == replica_id:
+                return r
+        return None
+
+    def with_history(self, *entries: HistoryEntry) -> Memory:
+        return replace(self, history=(self.history + tuple(entries))[-HISTORY_LIMIT:])
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = _to_json(self)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> Memory:
+        return memory_from_json(data)
+
+
+class MemoryFormatError(ValueError):
+    """Stored memory has an unknown version or shape; the handler starts afresh."""
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.capitalize() for w in rest)
+
+
+def _to_json(obj: Any) -> Any:
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if hasattr(obj, "__dataclass_fields__"):
+        return {_camel(f.name): _to_json(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [_to_json(x) for x in obj]
+    return obj
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise MemoryFormatError(f"expected a number, got {v!r}")
+    return float(v)
+
+
+def _build(cls: type[Any], data: Any, conv: dict[str, Any]) -> Any:
+    if not isinstance(data, dict):
+        raise MemoryFormatError(f"{cls.__name__} must be an object")
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        key = _camel(f.name)
+        if key not in data:
+            continue
+        value = data[key]
+        fn = conv.get(f.name)
+        kwargs[f.name] = fn(value) if fn is not None and value is not None else value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:  # pragma: no cover - defensive
+        raise MemoryFormatError(str(exc)) from exc
+
+
+_FLOAT_FIELDS = {
+    "above_warning_since", "above_critical_since", "below_recovery_since",
+    "episode_started_at", "step_started_at", "step_baseline_lag", "sync_last_progress",
+    "sync_progress_at", "sync_restarts_base", "sync_errors_base", "corruption_seen",
+    "corrupted_at", "cooldown_until", "shown_lag", "step_at", "baseline_lag",
+    "issued_at", "deadline", "at", "escalated_since", "last_recovery_seconds",
+}
+
+
+def _conv_for(cls: type[Any], extra: dict[str, Any]) -> dict[str, Any]:
+    conv: dict[str, Any] = {f.name: _num for f in fields(cls) if f.name in _FLOAT_FIELDS}
+    conv.update(extra)
+    return conv
+
+
+def memory_from_json(data: Any) -> Memory:
+    if not isinstance(data, dict):
+        raise MemoryFormatError("memory must be an object")
+    if data.get("version") != MEMORY_VERSION:
+        raise MemoryFormatError(f"unsupported memory version {data.get('version')!r}")
+
+    def enum_of(e: type[enum.Enum]) -> Any:
+        def conv(v: Any) -> Any:
+            try:
+                return e(v)
+            except ValueError as exc:
+                raise MemoryFormatError(str(exc)) from exc
+
+        return conv
+
+    def many(fn: Any) -> Any:
+        def conv(v: Any) -> Any:
+            if not isinstance(v, list):
+                raise MemoryFormatError("expected a list")
+            return tuple(fn(x) for x in v)
+
+        return conv
+
+    replica = lambda d: _build(  # noqa: E731
+        ReplicaMemory, d,
+        _conv_for(ReplicaMemory, {"severity": enum_of(Severity), "step": enum_of(Step)}),
+    )
+    intent = lambda d: _build(  # noqa: E731
+        Intent, d, _conv_for(Intent, {"kind": enum_of(ActionKind)})
+    )
+    hist = lambda d: _build(HistoryEntry, d, _conv_for(HistoryEntry, {}))  # noqa: E731
+    throttle = lambda d: _build(ThrottleMemory, d, _conv_for(ThrottleMemory, {}))  # noqa: E731
+    mem: Memory = _build(
+        Memory,
+        data,
+        _conv_for(
+            Memory,
+            {
+                "replicas": many(replica),
+                "throttle": throttle,
+                "pending": many(intent),
+                "action_times": many(_num),
+                "history": many(hist),
+            },
+        ),
+    )
+    return mem

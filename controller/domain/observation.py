@@ -1,0 +1,109 @@
+"""What one poll saw. A failed scrape is data (`SourceStatus.failed`), not an exception."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class SourceState(enum.StrEnum):
+    OK = "Ok"
+    FAILED = "Failed"
+    STALE = "Stale"
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """How one metrics source answered: ok, failed (with the error text) or stale."""
+
+    state: SourceState
+    detail: str = ""
+
+    @classmethod
+    def ok(cls) -> SourceStatus:
+        return cls(SourceState.OK)
+
+    @classmethod
+    def failed(cls, error: str) -> SourceStatus:
+        return cls(SourceState.FAILED, error)
+
+    @classmethod
+    def stale(cls, detail: str = "") -> SourceStatus:
+        return cls(SourceState.STALE, detail)
+
+    @property
+    def is_ok(self) -> bool:
+        return self.state is SourceState.OK
+
+
+class Unknown(enum.Enum):
+    """The rate limit could not be read back (distinct from None = unlimited)."""
+
+    UNKNOWN = "Unknown"
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN = Unknown.UNKNOWN
+
+# The ingestion rate limit as read back from the primary:
+#   int      -> max assertions per second currently configured
+#   None     -> no limit configured (unlimited)
+#   UNKNOWN  -> could not be read back
+RateLimit = int | None | Unknown
+
+
+@dataclass(frozen=True)
+class ReplicaObservation:
+    replica_id: str
+    lag_seconds: float | None = None
+    sync_running: bool | None = None
+    sync_progress: float | None = None
+    sync_errors_total: float | None = None
+    sync_corruption_total: float | None = None
+    restarts_total: float | None = None
+    up: bool | None = None
+    assertions_indexed_total: float | None = None
+    source: SourceStatus | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    at: float
+    primary: SourceStatus
+    replicas: tuple[ReplicaObservation, ...] = ()
+    primary_assertions_indexed_total: float | None = None
+    tripped_agents: frozenset[str] | None = None
+    rate_limit: RateLimit = UNKNOWN
+    # Replica ids approved for rebuild by the annotation `stemedb.io/approve-rebuild`.
+    approved_rebuilds: frozenset[str] = field(default_factory=frozenset)
+
+    def replica(self, replica_id: str) -> ReplicaObservation | None:
+        for r in self.replicas:
+            if r.replica_id == replica_id:
+                return r
+        return None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the handler should fetch this poll beyond the one primary scrape."""
+
+    fetch_tripped_breakers: bool = False
+    replica_metrics: frozenset[str] = frozenset()
+
+    @property
+    def nothing_extra(self) -> bool:
+        return not self.fetch_tripped_breakers and not self.replica_metrics
+
+
+APPROVE_REBUILD_ANNOTATION = "stemedb.io/approve-rebuild"
+
+
+def parse_approvals(annotations: dict[str, str] | None) -> frozenset[str]:
+    """Replica ids named (comma-separated) in the approve-rebuild annotation."""
+    if not annotations:
+        return frozenset()
+    raw = annotations.get(APPROVE_REBUILD_ANNOTATION, "")
+    return frozenset(x.strip() for x in raw.split(",") if x.strip())
