@@ -83,7 +83,7 @@ class NodeHandler:
         self.rng = random.Random(f"api:{seed}")  # separate from the models' RNGs
         self._cache: dict[tuple[str, str], tuple[float, int, bytes]] = {}
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         info = request.match_info
         model = self.sim.get(info["cluster"])
         if model is None:
@@ -192,6 +192,6 @@ def build_app(
     app[TOKEN_KEY] = token or TokenSource()
     app[STATE_KEY] = {"started_wall": time.time()}
     handler = NodeHandler(sim, app[TOKEN_KEY], seed)
-    app.router.add_route("*", "/c/{cluster}/{node}/{tail:.*}", handler)
+    app.router.add_route("*", "/c/{cluster}/{node}/{tail:.*}", handler.handle)
     add_sim_routes(app)
     return app
