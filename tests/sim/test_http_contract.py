@@ -1,4 +1,4 @@
-"""Contract tests through a real HTTP client against a real in-process server (docs/stemedb-api.md)."""
+"""Contract tests via a real HTTP client against a real in-process server (stemedb-api.md)."""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from stemedb_sim import ClusterConfig, ClusterModel
@@ -111,7 +113,7 @@ def test_sync_progress_only_rises_within_a_sync(name: str, faults: list[dict]) -
         if m.replicas["node2"].up and not m.replicas["node2"].sync_running:
             m.start_sync("node2", True)
         trace += progress_trace(m, "node2", 60)
-    for (id_a, p_a), (id_b, p_b) in zip(trace, trace[1:], strict=False):
+    for (id_a, p_a), (id_b, p_b) in itertools.pairwise(trace):
         if id_a == id_b:
             assert p_b >= p_a, f"progress fell within {id_a}: {p_a} -> {p_b}"
         assert 0.0 <= p_b <= 1.0
@@ -213,7 +215,7 @@ def test_flapping_lag_crosses_the_threshold_both_ways_repeatedly() -> None:
     for _ in range(240):
         m.advance_to(m.t + 1)
         above.append(lag(m) > 10)
-    crossings = sum(a != b for a, b in zip(above, above[1:], strict=False))
+    crossings = sum(a != b for a, b in itertools.pairwise(above))
     assert crossings >= 7  # ~2 per 60 s period over 240 s
     assert 6 < lag(m) < 14
 
