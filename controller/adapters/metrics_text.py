@@ -82,6 +82,11 @@ _TYPES = frozenset(
         "gaugehistogram",
     }
 )
+# Well-formed HELP/TYPE lines, accepted without the exact (slower) check.
+_COMMENT_OK_RE = re.compile(
+    r"# (?:HELP [a-zA-Z_:][a-zA-Z0-9_:]*(?:[ \t].*)?"
+    r"|TYPE [a-zA-Z_:][a-zA-Z0-9_:]*[ \t]+(?:counter|gauge|histogram|summary|untyped))"
+)
 _ESCAPE_RE = re.compile(r'\\[\\n"]')
 _ESCAPES = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
 
@@ -126,6 +131,7 @@ def parse_samples(text: str, wanted: Collection[str] | None = None) -> list[Samp
         raise MetricsParseError("metrics body is truncated (no final newline)")
     want = None if wanted is None else frozenset(wanted)
     match = _SAMPLE_RE.fullmatch
+    comment_ok = _COMMENT_OK_RE.fullmatch
     out: list[Sample] = []
     append = out.append
     for lineno, raw in enumerate(text.split("\n"), 1):
@@ -133,7 +139,7 @@ def parse_samples(text: str, wanted: Collection[str] | None = None) -> list[Samp
         if not line:
             continue
         if line[0] == "#":
-            if "HELP" in line or "TYPE" in line:
+            if ("HELP" in line or "TYPE" in line) and comment_ok(line) is None:
                 _check_comment(line, lineno)
             continue
         m = match(line)
