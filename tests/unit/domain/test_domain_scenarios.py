@@ -1,0 +1,240 @@
+"""Scenario traces: one timeline per runbook situation, run through decide() poll by poll,
+asserting the exact sequence of actions and the conditions at the end."""
+
+from __future__ import annotations
+
+from _domain_fixtures import FakeCluster, Harness, make_spec
+
+from controller.domain import ActionKind, Step
+
+
+def _h(n: int = 2, **kw: object) -> Harness:
+    spec = make_spec(n, **kw)
+    lags: dict[str, float | None] = {f"node{k}": 0.3 for k in range(2, n + 2)}
+    return Harness(spec, FakeCluster(lags=lags))
+
+
+def test_tripped_breaker_is_reset_and_the_replica_recovers() -> None:
+    h = _h()
+    h.run(60)
+    h.cluster.lags["node2"] = 14.0
+    h.cluster.tripped = {"agent-node2"}
+    h.run(180)  # critical window not yet complete
+    assert h.kinds() == []
+    h.run(20)
+    assert h.kinds() == ["ResetBreaker:node2"]
+    assert h.cond("Remediating") == (True, "ResettingBreaker")
+    h.cluster.lags["node2"] = 1.0  # stream unblocked, lag drains
+    h.run(200)
+    assert h.kinds() == ["ResetBreaker:node2"]
+    assert h.cond("Ready") == (True, "AllReplicasInSync")
+    assert h.cond("Remediating") == (False, "Idle")
+    assert "Recovered" in h.events()
+    assert h.memory.last_recovery_seconds is not None and h.memory.last_recovery_seconds > 180
+
+
+def test_disk_saturation_is_throttled_in_steps_and_restored_in_a_ramp() -> None:
+    h = _h()
+    h.cluster.rate_limit = 4000
+    h.cluster.lags["node2"] = 20.0
+    h.run(190)
+    assert h.kinds() == ["SetRateLimit:3000"]  # breaker not tripped: straight to throttle
+    h.run(60)
+    assert h.kinds() == ["SetRateLimit:3000", "SetRateLimit:2000"]
+    h.cluster.lags["node2"] = 12.0  # draining: the step is given time
+    h.run(60)
+    assert h.kinds() == ["SetRateLimit:3000", "SetRateLimit:2000"]
+    assert "StepWorking" in h.events()
+    h.cluster.lags["node2"] = 1.0
+    h.run(130)
+    assert h.cond("Degraded")[0] is False
+    h.run(240)
+    assert h.kinds() == ["SetRateLimit:3000", "SetRateLimit:2000", "SetRateLimit:3000",
+                         "SetRateLimit:4000"]
+    assert h.memory.throttle.active is False
+    assert h.cluster.rate_limit == 4000
+    assert "RateRestored" in h.events()
+
+
+def test_unknown_rate_limit_is_restored_by_removing_the_limit() -> None:
+    h = _h()
+    h.cluster.rate_readable = False
+    h.cluster.lags["node2"] = 20.0
+    h.run(200)
+    assert h.memory.throttle.rate_to_restore is None
+    assert h.memory.throttle.rate_to_restore_known is False
+    h.cluster.lags["node2"] = 0.5
+    h.run(400)
+    assert h.kinds()[0] == "SetRateLimit:1500"
+    assert h.kinds()[-1] == "SetRateLimit:None"
+    assert h.memory.throttle.active is False
+
+
+def test_stuck_replica_gets_a_forced_sync_and_catches_up() -> None:
+    h = _h(remediation__throttle__enabled=False)
+    h.cluster.lags["node2"] = 25.0
+    h.run(200)
+    assert h.kinds() == ["ForceSync:node2"]
+    assert h.cond("Remediating") == (True, "ForcingSync")
+    for p in (0.2, 0.5, 0.9):
+        h.cluster.sync_progress["node2"] = p
+        h.run(60)
+    h.cluster.sync_running["node2"] = False
+    h.cluster.sync_progress["node2"] = 1.0
+    h.cluster.lags["node2"] = 1.0
+    h.run(200)
+    assert h.kinds() == ["ForceSync:node2"]
+    assert h.cond("Ready") == (True, "AllReplicasInSync")
+
+
+def test_repeated_sync_failures_end_in_a_rebuild_mark_and_escalation() -> None:
+    h = _h(3, remediation__throttle__enabled=False, remediation__rebuild__policy="Automatic")
+    h.cluster.lags["node2"] = 25.0
+    h.run(200 + 3 * 130)
+    assert h.kinds() == ["ForceSync:node2"] * 3 + ["MarkRebuild:node2"]
+    assert h.events().count("SyncStalled") == 3
+    assert h.cond("Escalated") == (True, "LadderExhausted")
+    assert h.plans[-1].escalation.level == 2
+    assert h.plans[-1].escalation.contact == "Distributed systems engineer"
+    assert h.cond("Remediating") == (True, "RebuildMarked")
+    h.run(300)
+    assert h.kinds()[-1] == "MarkRebuild:node2" and len(h.kinds()) == 4
+
+
+def test_manual_rebuild_waits_for_the_approval_annotation() -> None:
+    h = _h(3, remediation__throttle__enabled=False)
+    h.cluster.lags["node2"] = 25.0
+    h.run(200 + 3 * 130)
+    assert h.kinds() == ["ForceSync:node2"] * 3
+    assert h.cond("Remediating") == (True, "AwaitingRebuildApproval")
+    assert h.events().count("RebuildNeedsApproval") == 1
+    h.cluster.approved = frozenset({"node2"})
+    h.run(10)
+    assert h.kinds()[-1] == "MarkRebuild:node2"
+
+
+def test_corruption_escalates_at_once_to_the_principal_engineer_and_holds_actions() -> None:
+    h = _h()
+    h.run(30)
+    h.cluster.corruption["node2"] = 1.0
+    h.cluster.lags["node2"] = 30.0
+    plan = h.poll()
+    assert plan.escalation.level == 3
+    assert plan.escalation.contact == "Principal engineer"
+    assert h.cond("Escalated") == (True, "MerkleCorruption")
+    h.run(400)
+    assert h.kinds() == []
+    assert "MerkleCorruption" in h.events()
+
+
+def test_several_replicas_lagging_throttle_and_escalate_without_syncs() -> None:
+    h = _h(3)
+    h.cluster.rate_limit = 1000
+    h.cluster.tripped = {"agent-node2"}
+    for rid in ("node2", "node3"):
+        h.cluster.lags[rid] = 20.0
+    h.run(200)
+    assert h.kinds() == ["SetRateLimit:750"]
+    assert h.cond("Escalated") == (True, "ReplicaStorm")
+    h.run(600)
+    kinds = h.kinds()
+    assert kinds == ["SetRateLimit:750", "SetRateLimit:500", "SetRateLimit:250"]
+    assert not any(k.startswith(("ForceSync", "ResetBreaker")) for k in kinds)
+    assert h.plans[-1].escalation.level == 1
+
+
+def test_lag_over_the_escalation_threshold_escalates_immediately() -> None:
+    h = _h()
+    h.cluster.lags["node2"] = 75.0
+    plan = h.poll()
+    assert plan.escalation.level == 1
+    assert plan.escalation.contact == "Cluster SRE"
+    assert h.cond("Escalated") == (True, "LagAboveEscalationThreshold")
+    assert h.cond("Degraded") == (True, "LagCritical")
+
+
+def test_crash_loop_during_sync_escalates_and_stops_syncing() -> None:
+    h = _h(3, remediation__throttle__enabled=False)
+    h.cluster.lags["node2"] = 25.0
+    h.run(200)
+    assert h.kinds() == ["ForceSync:node2"]
+    h.cluster.restarts["node2"] = 4.0
+    h.run(10)
+    assert h.cond("Escalated")[0] is True
+    assert h.memory.replica("node2").crash_loop  # type: ignore[union-attr]
+    assert h.memory.replica("node2").step is Step.REBUILD  # type: ignore[union-attr]
+    h.run(300)
+    assert h.kinds() == ["ForceSync:node2"]
+
+
+def test_flapping_lag_causes_no_action() -> None:
+    h = _h()
+    for i in range(100):
+        h.cluster.lags["node2"] = 15.0 if i % 6 < 3 else 0.5
+        h.poll()
+    assert h.kinds() == []
+    assert h.cond("Degraded")[0] is False
+
+
+def test_dry_run_reports_would_do_and_never_acts() -> None:
+    h = _h(3, remediation__mode="DryRun", remediation__rebuild__policy="Automatic")
+    h.cluster.lags["node2"] = 25.0
+    h.cluster.tripped = {"agent-node2"}
+    h.run(1500)
+    assert h.kinds() == []
+    would = [e for p in h.plans for e in p.events if e.reason.value == "WouldAct"]
+    assert [e.message.split(" ")[1] for e in would][:2] == ["reset", "reset"]
+    assert any("would mark node2 for rebuild" in e.message for e in would)
+    assert h.cond("RemediationAllowed") == (False, "DryRunMode")
+
+
+def test_paused_and_observe_act_on_nothing() -> None:
+    for kw, reason in (({"remediation__paused": True}, "Paused"),
+                       ({"remediation__mode": "Observe"}, "ObserveMode")):
+        h = _h(**kw)  # type: ignore[arg-type]
+        h.cluster.lags["node2"] = 25.0
+        h.cluster.tripped = {"agent-node2"}
+        h.run(900)
+        assert h.kinds() == []
+        assert h.cond("RemediationAllowed") == (False, reason)
+        assert h.cond("Degraded") == (True, "LagCritical")
+        assert h.events().count("ActionSkipped") == 1
+
+
+def test_restart_mid_sync_never_repeats_the_sync() -> None:
+    h = _h(remediation__throttle__enabled=False)
+    h.cluster.lags["node2"] = 25.0
+    h.run(180)
+    plan = h.poll(act=False)  # intent written, operator dies before the call returns
+    assert [a.kind for a in plan.actions] == [ActionKind.FORCE_SYNC]
+    stored = h.memory.to_json()
+    from controller.domain import Memory
+
+    h.memory = Memory.from_json(stored)  # restarted operator
+    h.cluster.sync_running["node2"] = True  # the call had reached StemeDB
+    h.cluster.sync_progress["node2"] = 0.1
+    h.run(100)
+    assert h.kinds() == ["ForceSync:node2"]
+    assert not h.memory.pending
+
+
+def test_restart_with_unknown_sync_outcome_retries_only_after_the_timeout() -> None:
+    h = _h(remediation__throttle__enabled=False, remediation__merkleSync__maxAttempts=2,
+           remediation__merkleSync__stallTimeoutSeconds=600)
+    h.cluster.lags["node2"] = 25.0
+    h.run(180)
+    h.poll(act=False)  # the call never reached StemeDB, outcome unknown
+    h.run(590)
+    assert h.kinds() == ["ForceSync:node2"]
+    h.run(20)
+    assert h.kinds() == ["ForceSync:node2", "ForceSync:node2"]
+    assert "ActionTimedOut" in h.events()
+
+
+def test_failed_admin_call_is_retried_within_the_attempt_limit() -> None:
+    h = _h(remediation__throttle__enabled=False)
+    h.fail_kinds = {ActionKind.FORCE_SYNC}
+    h.cluster.lags["node2"] = 25.0
+    h.run(260)
+    assert h.kinds() == ["ForceSync:node2"] * 3
+    assert h.memory.replica("node2").step is Step.REBUILD  # type: ignore[union-attr]
