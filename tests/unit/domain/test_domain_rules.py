@@ -10,6 +10,7 @@ from _domain_fixtures import T0, FakeCluster, Harness, make_spec
 
 from controller.domain import (
     UNKNOWN,
+    ActionKind,
     ActionOutcome,
     Condition,
     ConditionType,
@@ -244,8 +245,7 @@ def test_escalation_is_promoted_when_unresolved() -> None:
 def test_a_failed_rate_limit_call_is_reissued() -> None:
     h = _h()
     h.cluster.lags["node2"] = 30.0
-    h.fail_kinds = {h.spec.remediation.throttle and __import__(
-        "controller.domain", fromlist=["ActionKind"]).ActionKind.SET_RATE_LIMIT}
+    h.fail_kinds = {ActionKind.SET_RATE_LIMIT}
     h.run(190)
     h.fail_kinds = set()
     h.run(10)
@@ -253,8 +253,6 @@ def test_a_failed_rate_limit_call_is_reissued() -> None:
 
 
 def test_a_failed_rebuild_mark_is_retried() -> None:
-    from controller.domain import ActionKind
-
     h = _h(3, remediation__throttle__enabled=False, remediation__rebuild__policy="Automatic")
     h.fail_kinds = {ActionKind.MARK_REBUILD}
     h.cluster.lags["node2"] = 30.0
