@@ -98,12 +98,17 @@ def cluster_crds(control_plane: Any) -> str:
     """Install the StemeDBCluster CRD (the chart's copy, else crds/, else a test-only
     placeholder) and test-only monitoring.coreos.com stubs. Returns which CRD was used."""
     kc = control_plane.kubectl
+    used = "placeholder"
     if CRD_CHART_COPY.exists() or CRD_SOURCE.exists():
         crd = CRD_CHART_COPY if CRD_CHART_COPY.exists() else CRD_SOURCE
-        kc("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-        used = str(crd.relative_to(ROOT))
-    else:
-        used = "placeholder"
+        applied = kc("apply", "--server-side", "--force-conflicts", "-f", str(crd), check=False)
+        if applied.returncode == 0:
+            used = str(crd.relative_to(ROOT))
+        else:
+            # test_the_chart_crd_is_accepted_by_the_api_server reports this failure;
+            # the other chart tests go on with the placeholder.
+            used = f"placeholder (the API server refused {crd.name})"
+    if used.startswith("placeholder"):
         exists = kc("get", "crd", "stemedbclusters.stemedb.io", check=False)
         if exists.returncode != 0:
             kc("create", "-f", str(FIXTURES / "placeholder-stemedbcluster-crd.yaml"))
