@@ -431,3 +431,12 @@ def test_unknown_rate_limit_is_not_unlimited() -> None:
     assert obs.rate_limit is UNKNOWN
     assert obs.replica("node9") is None
     assert EventReason.WOULD_ACT.meaning
+
+
+def test_the_policy_doc_lists_every_reason_code() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "remediation-policy.md").read_text()
+    for enum_cls in _Meaning.__subclasses__():
+        for member in enum_cls:  # type: ignore[var-annotated]
+            assert f"`{member.value}`" in doc, member
