@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("stemedb-operator run: --max-actions-per-hour must be >= 0", file=sys.stderr)
             return 2
         logs.configure(args.log_format, args.log_level)
-        from controller import handlers  # imported late: it loads Kopf and the clients
+        import controller.handlers as handlers  # late: it loads Kopf and the clients
 
         return handlers.run(
             namespaces=tuple(args.namespace),

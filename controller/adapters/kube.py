@@ -83,7 +83,12 @@ class KubeClient:
         try:
             await asyncio.to_thread(
                 self._custom.patch_namespaced_custom_object_status,
-                GROUP, VERSION, namespace, PLURAL, name, {"status": status},
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": status},
             )
         except ApiException as exc:
             raise _describe(exc, f"patching status of {namespace}/{name}") from None
@@ -93,9 +98,7 @@ class KubeClient:
         data = self._secrets.get(namespace, name)
         if data is None:
             try:
-                secret = await asyncio.to_thread(
-                    self._core.read_namespaced_secret, name, namespace
-                )
+                secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
             except ApiException as exc:
                 if exc.status == 404:
                     raise SecretNotFound(
@@ -112,7 +115,9 @@ class KubeClient:
         try:
             await asyncio.to_thread(
                 self._core.patch_namespaced_pod,
-                name, namespace, {"metadata": {"annotations": annotations}},
+                name,
+                namespace,
+                {"metadata": {"annotations": annotations}},
             )
         except ApiException as exc:
             raise _describe(exc, f"annotating Pod {namespace}/{name}") from None

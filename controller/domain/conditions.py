@@ -77,6 +77,10 @@ class Reason(_Meaning):
         "OperatorBudgetExhausted",
         "The operator-wide action budget (--max-actions-per-hour) is used up.",
     )
+    INVALID_SPEC = (
+        "InvalidSpec",
+        "The spec got past the schema but fails the policy's checks; the message lists each.",
+    )
     # Escalated
     NOT_ESCALATED = "NotEscalated", "Nothing needs a human."
     LAG_ABOVE_ESCALATION_THRESHOLD = (

@@ -1,0 +1,156 @@
+"""The Kopf wiring, and the only module that imports Kopf.
+
+One daemon per StemeDBCluster polls at the interval the policy asks for (a Kopf
+timer has one interval for all objects; a daemon can follow each spec), starting
+after a random delay so a thousand clusters do not poll in lockstep. Each poll is
+handed to `Reconciler.poll`; the daemon itself only sleeps and loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import structlog
+from prometheus_client import start_http_server
+
+from controller.adapters import kube
+from controller.adapters.kube import KubeClient, KubeError
+from controller.adapters.operator_metrics import OperatorMetrics
+from controller.adapters.stemedb import ClientConfig, StemeDBClient
+from controller.adapters.stemedb_errors import StemeDBError
+from controller.domain import SpecError, parse_spec
+from controller.domain.budget import ActionBudget
+from controller.domain.spec import DetectionSpec
+from controller.reconcile import ClusterKey, Reconciler
+
+GROUP, VERSION, PLURAL = kube.GROUP, kube.VERSION, kube.PLURAL
+FINALIZER = "stemedb.io/restore-rate"
+DELETE_RETRY_SECONDS = 5.0
+DELETE_GIVE_UP_SECONDS = 600.0
+
+log = structlog.get_logger("stemedb.handlers")
+
+
+class _Config:
+    """What the CLI asked for, read by the startup handler."""
+
+    max_actions_per_hour = 100
+
+
+def _post_event(body: Mapping[str, Any], type: str, reason: str, message: str) -> None:
+    kopf.event(body, type=type, reason=reason, message=message)  # type: ignore[arg-type]
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Kopf's own state goes under our prefix, and nothing of it in status.
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    # Only explicit Events (ours); Kopf's log lines stay logs.
+    settings.posting.enabled = True
+    settings.posting.loggers = False
+    settings.posting.level = logging.INFO
+    # Serve only the namespaces we were given; no cluster-wide CRD/namespace scans.
+    settings.scanning.disabled = True
+    settings.peering.standalone = True
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.background.cancellation_polling = 5
+    memo.reconciler = Reconciler(
+        stemedb=StemeDBClient(ClientConfig(), metrics=memo.metrics),
+        kube=KubeClient(kube.load_config()),
+        metrics=memo.metrics,
+        budget=ActionBudget(_Config.max_actions_per_hour),
+        post_event=_post_event,
+    )
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    reconciler: Reconciler | None = getattr(memo, "reconciler", None)
+    if reconciler is not None:
+        await reconciler.stemedb.aclose()
+
+
+def _interval(spec: Mapping[str, Any]) -> float:
+    try:
+        return parse_spec(spec).detection.poll_interval_seconds
+    except SpecError:
+        return DetectionSpec().poll_interval_seconds
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
+async def poll(
+    body: kopf.Body, spec: kopf.Spec, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
+) -> None:
+    """Poll this cluster until it is deleted or the operator stops."""
+    reconciler: Reconciler = memo.reconciler
+    # A random first delay spreads the polls of many clusters over the interval.
+    await stopped.wait(random.uniform(0, _interval(spec)))
+    while not stopped:
+        delay = await reconciler.poll(body)
+        await stopped.wait(delay)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def restore_rate(body: kopf.Body, memo: kopf.Memo, runtime: Any, **_: Any) -> None:
+    """Deleting a resource while ingestion is throttled lifts the throttle first."""
+    reconciler: Reconciler = memo.reconciler
+    key = ClusterKey.of(body)
+    try:
+        done = await reconciler.restore_before_delete(body)
+    except (StemeDBError, KubeError) as err:
+        if runtime.total_seconds() < DELETE_GIVE_UP_SECONDS:
+            raise kopf.TemporaryError(
+                f"cannot restore the ingestion rate yet: {err}", delay=DELETE_RETRY_SECONDS
+            ) from None
+        kopf.event(body, type="Warning", reason="RestoreAbandoned",
+                   message=f"gave up restoring the ingestion rate after "
+                           f"{DELETE_GIVE_UP_SECONDS:.0f}s: {err}; restore it by hand")
+        done = None
+    if done:
+        kopf.event(body, type="Normal", reason="RateRestored", message=done)
+    reconciler.forget(key)
+
+
+def run(
+    *,
+    namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    metrics_port: int,
+    health_port: int,
+    max_actions_per_hour: int,
+) -> int:
+    """Run the operator until SIGINT/SIGTERM."""
+    metrics = OperatorMetrics()
+    if metrics_port:
+        start_http_server(metrics_port, registry=metrics.registry)
+    _Config.max_actions_per_hour = max_actions_per_hour
+    memo = kopf.Memo(metrics=metrics)
+    liveness = f"http://0.0.0.0:{health_port}/healthz" if health_port else None
+    log.info("starting", namespaces=list(namespaces) or None, all_namespaces=all_namespaces,
+             metrics_port=metrics_port, health_port=health_port)
+
+    async def main() -> None:
+        # Objects created at start-up live for the whole run; keep them out of
+        # the cyclic GC's generations so its pauses stay short.
+        gc.collect()
+        gc.freeze()
+        await kopf.operator(
+            clusterwide=all_namespaces,
+            namespaces=namespaces,
+            standalone=True,
+            liveness_endpoint=liveness,
+            memo=memo,
+        )
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,422 @@
+"""One poll of one StemeDBCluster: observe, decide, record intent, act, report.
+
+Kopf-free on purpose: `handlers.py` owns the Kopf wiring and hands each poll to a
+`Reconciler`, so this orchestration can be tested with fakes at the adapter seams.
+Safety rules that live here rather than in the pure policy:
+- intent is written to status *before* any admin call; if that write fails,
+  nothing is called this poll;
+- a failed scrape becomes data (`SourceStatus.failed`), never an exception;
+- status is written only when what a human reads has changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from controller.adapters.kube import KubeClient, KubeError
+from controller.adapters.operator_metrics import OperatorMetrics
+from controller.adapters.stemedb import (
+    Credentials,
+    PrimaryScrape,
+    StemeDBClient,
+)
+from controller.adapters.stemedb_errors import StemeDBError
+from controller.domain import (
+    UNKNOWN,
+    Action,
+    ActionKind,
+    ActionOutcome,
+    Condition,
+    ConditionType,
+    EventType,
+    Memory,
+    MemoryFormatError,
+    Observation,
+    RateLimit,
+    Reason,
+    ReplicaObservation,
+    SourceStatus,
+    Spec,
+    SpecError,
+    build_status,
+    decide,
+    evidence_needed,
+    merge_conditions,
+    parse_approvals,
+    parse_spec,
+    record_outcome,
+)
+from controller.domain.budget import ActionBudget
+
+log = structlog.get_logger("stemedb.reconcile")
+
+REBUILD_ANNOTATION = "stemedb.io/rebuild-requested"
+REBUILD_REASON_ANNOTATION = "stemedb.io/rebuild-reason"
+INVALID_SPEC_RETRY_SECONDS = 30.0
+
+
+class EventPoster(Protocol):
+    def __call__(self, body: Mapping[str, Any], type: str, reason: str, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ClusterKey:
+    namespace: str
+    name: str
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> ClusterKey:
+        meta = body.get("metadata", {})
+        return cls(str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+
+class Reconciler:
+    """Everything one operator process shares across clusters: clients, budget, metrics."""
+
+    def __init__(
+        self,
+        stemedb: StemeDBClient,
+        kube: KubeClient,
+        metrics: OperatorMetrics,
+        budget: ActionBudget,
+        post_event: EventPoster,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.stemedb = stemedb
+        self.kube = kube
+        self.metrics = metrics
+        self.budget = budget
+        self.post_event = post_event
+        self.clock = clock
+        self._locks: dict[ClusterKey, asyncio.Lock] = {}
+        self._written: dict[ClusterKey, dict[str, Any]] = {}
+
+    def lock(self, key: ClusterKey) -> asyncio.Lock:
+        """One poll (or deletion) of a cluster at a time."""
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    def forget(self, key: ClusterKey) -> None:
+        self._locks.pop(key, None)
+        self._written.pop(key, None)
+        self.metrics.forget_cluster(key.namespace, key.name)
+
+    # ------------------------------------------------------------------ poll
+    async def poll(self, body: Mapping[str, Any]) -> float:
+        """Run one poll; return the seconds until the next one."""
+        key = ClusterKey.of(body)
+        started = time.monotonic()
+        async with self.lock(key):
+            try:
+                delay = await self._poll(key, body)
+                result = "ok"
+            except Exception:
+                log.exception("poll failed", namespace=key.namespace, name=key.name)
+                delay, result = 10.0, "error"
+        self.metrics.observe_poll(time.monotonic() - started, result)
+        return delay
+
+    async def _poll(self, key: ClusterKey, body: Mapping[str, Any]) -> float:
+        now = self.clock()
+        generation = int(body.get("metadata", {}).get("generation") or 0)
+        status = body.get("status") or {}
+        try:
+            spec = parse_spec(body.get("spec") or {})
+        except SpecError as err:
+            await self._report_invalid(key, body, err, now, generation)
+            return INVALID_SPEC_RETRY_SECONDS
+
+        memory = self._load_memory(key, body, status)
+        creds, creds_error = await self._credentials(key, spec)
+        observation = await self._observe(spec, memory, creds, creds_error, body, now)
+        self.metrics.set_lag(
+            key.namespace, key.name, {r.replica_id: r.lag_seconds for r in observation.replicas}
+        )
+        plan = decide(
+            observation, spec, memory, now,
+            operator_budget_remaining=self.budget.remaining(now),
+        )
+        memory = plan.memory
+        if plan.actions:
+            # Intent first: a restarted operator must find what was about to happen.
+            try:
+                await self._write_status(key, body, spec, memory, observation,
+                                         plan.conditions, generation, now)
+            except KubeError as err:
+                log.warning("intent not recorded; no action this poll",
+                            namespace=key.namespace, name=key.name, error=str(err))
+                return spec.detection.poll_interval_seconds
+            for action in plan.actions:
+                outcome = await self._act(key, spec, creds, action)
+                self.budget.spend(now)
+                memory = record_outcome(memory, action.idempotency_key, outcome, self.clock())
+                if not outcome.ok:
+                    self.post_event(body, EventType.WARNING.value, "ActionFailed",
+                                    f"{action.kind.value}"
+                                    f"{' on ' + action.replica_id if action.replica_id else ''}"
+                                    f" failed: {outcome.detail}")
+        for event in plan.events:
+            self.post_event(body, event.type.value, event.reason.value, event.message)
+            if event.reason.value in ("ActionSkipped", "WouldAct"):
+                self.metrics.count_suppressed("any", _allowed_reason(plan.conditions))
+        try:
+            await self._write_status(key, body, spec, memory, observation,
+                                     plan.conditions, generation, now)
+        except KubeError as err:
+            log.warning("status not written", namespace=key.namespace, name=key.name,
+                        error=str(err))
+        return max(0.5, plan.requeue_after)
+
+    # ------------------------------------------------------------- observe
+    async def _credentials(self, key: ClusterKey, spec: Spec) -> tuple[Credentials, str | None]:
+        token: str | None = None
+        ca: bytes | None = None
+        try:
+            if spec.auth.token_secret_ref is not None:
+                ref = spec.auth.token_secret_ref
+                token = (await self.kube.read_secret_key(key.namespace, ref.name, ref.key)).decode(
+                    "utf-8", "replace").strip()
+            if spec.auth.ca_secret_ref is not None:
+                ref = spec.auth.ca_secret_ref
+                ca = await self.kube.read_secret_key(key.namespace, ref.name, ref.key)
+        except KubeError as err:
+            return Credentials(), str(err)
+        return Credentials(token=token, ca_pem=ca), None
+
+    async def _observe(
+        self,
+        spec: Spec,
+        memory: Memory,
+        creds: Credentials,
+        creds_error: str | None,
+        body: Mapping[str, Any],
+        now: float,
+    ) -> Observation:
+        approvals = parse_approvals(dict(body.get("metadata", {}).get("annotations") or {}))
+        base = spec.primary.admin_url
+        if creds_error is not None:
+            return Observation(at=now, primary=SourceStatus.failed(creds_error),
+                               approved_rebuilds=approvals)
+        try:
+            scrape = await self.stemedb.scrape_primary(base, creds)
+        except StemeDBError as err:
+            return Observation(at=now, primary=SourceStatus.failed(str(err)),
+                               approved_rebuilds=approvals)
+        observation = _primary_observation(spec, scrape, now, approvals)
+        evidence = evidence_needed(spec, memory, observation)
+        if evidence.nothing_extra:
+            return observation
+        changes: dict[str, Any] = {}
+        if observation.rate_limit is UNKNOWN:
+            try:
+                read = await self.stemedb.get_rate_limit(base, creds)
+                changes["rate_limit"] = _as_rate(read.max_assertions_per_sec)
+            except StemeDBError:
+                pass
+        if evidence.fetch_tripped_breakers:
+            try:
+                tripped = await self.stemedb.tripped_breakers(base, creds)
+                changes["tripped_agents"] = frozenset(b.agent_id for b in tripped)
+            except StemeDBError as err:
+                log.info("tripped breakers unreadable", error=str(err))
+        if evidence.replica_metrics:
+            changes["replicas"] = await self._replica_evidence(
+                spec, observation, evidence.replica_metrics, creds)
+        return dataclasses.replace(observation, **changes)
+
+    async def _replica_evidence(
+        self, spec: Spec, observation: Observation, wanted: frozenset[str], creds: Credentials
+    ) -> tuple[ReplicaObservation, ...]:
+        urls = {r.id: r.metrics_url for r in spec.replicas if r.id in wanted and r.metrics_url}
+
+        async def one(rid: str, url: str) -> tuple[str, float | None, SourceStatus]:
+            try:
+                node = await self.stemedb.scrape_node(url, creds)
+            except StemeDBError as err:
+                return rid, None, SourceStatus.failed(str(err))
+            return rid, node.assertions_indexed_total, SourceStatus.ok()
+
+        results = {rid: (total, src) for rid, total, src in
+                   await asyncio.gather(*(one(rid, url) for rid, url in urls.items()))}
+        return tuple(
+            dataclasses.replace(r, assertions_indexed_total=results[r.replica_id][0],
+                                source=results[r.replica_id][1])
+            if r.replica_id in results else r
+            for r in observation.replicas
+        )
+
+    # ----------------------------------------------------------------- act
+    async def _act(
+        self, key: ClusterKey, spec: Spec, creds: Credentials, action: Action
+    ) -> ActionOutcome:
+        base = spec.primary.admin_url
+        log.info("action", namespace=key.namespace, name=key.name, action=action.kind.value,
+                 replica=action.replica_id, rate=action.rate, key=action.idempotency_key,
+                 reason=action.reason.value)
+        try:
+            detail = await self._perform(key, spec, creds, base, action)
+        except (StemeDBError, KubeError) as err:
+            self.metrics.count_action(action.kind.value, "failed")
+            return ActionOutcome(False, str(err))
+        self.metrics.count_action(action.kind.value, "success")
+        return ActionOutcome(True, detail)
+
+    async def _perform(
+        self, key: ClusterKey, spec: Spec, creds: Credentials, base: str, action: Action
+    ) -> str:
+        if action.kind is ActionKind.RESET_BREAKER:
+            reset = await self.stemedb.reset_breaker(base, str(action.agent_id), creds)
+            return "" if reset.was_tripped else "breaker was no longer tripped"
+        if action.kind is ActionKind.SET_RATE_LIMIT:
+            await self.stemedb.set_rate_limit(base, action.rate, creds)
+            return ""
+        if action.kind is ActionKind.FORCE_SYNC:
+            started = await self.stemedb.force_sync(base, str(action.replica_id), creds)
+            return f"sync {started.sync_id}" if started.sync_id else ""
+        if action.kind is ActionKind.MARK_REBUILD:
+            replica = next((r for r in spec.replicas if r.id == action.replica_id), None)
+            if replica is not None and replica.pod_name:
+                await self.kube.annotate_pod(key.namespace, replica.pod_name, {
+                    REBUILD_ANNOTATION: "true",
+                    REBUILD_REASON_ANNOTATION: action.message[:250],
+                })
+                return f"Pod {replica.pod_name} annotated"
+            return "no podRef; marked in status only"
+        raise AssertionError(f"unknown action kind {action.kind}")
+
+    # -------------------------------------------------------------- report
+    def _load_memory(
+        self, key: ClusterKey, body: Mapping[str, Any], status: Mapping[str, Any]
+    ) -> Memory:
+        raw = status.get("memory")
+        if raw is None:
+            return Memory.empty()
+        try:
+            return Memory.from_json(raw)
+        except MemoryFormatError as err:
+            self.post_event(body, EventType.WARNING.value, "MemoryReset",
+                            f"status.memory could not be read ({err}); starting afresh")
+            return Memory.empty()
+
+    async def _write_status(
+        self,
+        key: ClusterKey,
+        body: Mapping[str, Any],
+        spec: Spec,
+        memory: Memory,
+        observation: Observation,
+        conditions: tuple[Condition, ...],
+        generation: int,
+        now: float,
+    ) -> None:
+        current = body.get("status") or {}
+        new = build_status(spec, memory, observation, conditions, generation)
+        new["conditions"] = merge_conditions(current.get("conditions"), conditions, now,
+                                             generation=generation)
+        await self._patch_if_changed(key, current, new)
+
+    async def _patch_if_changed(
+        self, key: ClusterKey, current: Mapping[str, Any], new: dict[str, Any]
+    ) -> None:
+        if _same(current, new) or self._written.get(key) == new:
+            return
+        await self.kube.patch_status(key.namespace, key.name, new)
+        self._written[key] = new
+
+    async def _report_invalid(
+        self, key: ClusterKey, body: Mapping[str, Any], err: SpecError, now: float,
+        generation: int,
+    ) -> None:
+        message = "; ".join(f"{p.path}: {p.message}" for p in err.problems)[:1000]
+        current = body.get("status") or {}
+        conditions = (
+            Condition(ConditionType.READY, False, Reason.INVALID_SPEC, message),
+            Condition(ConditionType.REMEDIATION_ALLOWED, False, Reason.INVALID_SPEC,
+                      "Nothing is acted on until the spec is valid."),
+        )
+        new = {
+            **{k: v for k, v in current.items() if k != "conditions"},
+            "observedGeneration": generation,
+            "summary": f"Invalid spec: {message}",
+            "conditions": merge_conditions(current.get("conditions"), conditions, now,
+                                           generation=generation),
+        }
+        if not _same(current, new) and self._written.get(key) != new:
+            self.post_event(body, EventType.WARNING.value, "InvalidSpec", message)
+            try:
+                await self._patch_if_changed(key, current, new)
+            except KubeError as err2:
+                log.warning("status not written", error=str(err2))
+
+    # ------------------------------------------------------------ deletion
+    async def restore_before_delete(self, body: Mapping[str, Any]) -> str | None:
+        """Lift a throttle this operator set before the resource goes away.
+
+        Returns what was done (for an Event), or None when nothing was needed.
+        Raises StemeDBError/KubeError when the restore must be retried.
+        """
+        key = ClusterKey.of(body)
+        async with self.lock(key):
+            memory = self._load_memory(key, body, body.get("status") or {})
+            if not memory.throttle.active:
+                return None
+            spec = parse_spec(body.get("spec") or {})
+            creds, creds_error = await self._credentials(key, spec)
+            if creds_error is not None:
+                raise KubeError(creds_error)
+            rate = memory.throttle.rate_to_restore
+            await self.stemedb.set_rate_limit(spec.primary.admin_url, rate, creds)
+            self.metrics.count_action(ActionKind.SET_RATE_LIMIT.value, "success")
+            return (f"restored the ingestion rate limit to "
+                    f"{'unlimited' if rate is None else f'{rate}/s'} before deletion")
+
+
+def _same(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return all(current.get(k) == v for k, v in new.items())
+
+
+def _allowed_reason(conditions: tuple[Condition, ...]) -> str:
+    for c in conditions:
+        if c.type is ConditionType.REMEDIATION_ALLOWED:
+            return c.reason.value
+    return "unknown"
+
+
+def _as_rate(value: float | None) -> RateLimit:
+    return None if value is None else int(value)
+
+
+def _primary_observation(
+    spec: Spec, scrape: PrimaryScrape, now: float, approvals: frozenset[str]
+) -> Observation:
+    replicas = []
+    for r in spec.replicas:
+        s = scrape.replicas.get(r.id)
+        if s is None:
+            replicas.append(ReplicaObservation(r.id))
+            continue
+        replicas.append(ReplicaObservation(
+            replica_id=r.id,
+            lag_seconds=s.lag_seconds,
+            sync_running=s.sync_running,
+            sync_progress=s.sync_progress,
+            sync_errors_total=s.sync_errors_total,
+            sync_corruption_total=s.sync_corruption_total,
+            restarts_total=s.restarts_total,
+            up=s.up,
+        ))
+    rate: RateLimit = _as_rate(scrape.rate_limit) if scrape.rate_limit_reported else UNKNOWN
+    return Observation(
+        at=now,
+        primary=SourceStatus.ok(),
+        replicas=tuple(replicas),
+        primary_assertions_indexed_total=scrape.assertions_indexed_total,
+        rate_limit=rate,
+        approved_rebuilds=approvals,
+    )
