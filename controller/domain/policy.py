@@ -706,6 +706,8 @@ def _ladder(
         return
     if w.pending_for(None, r.id) is not None:
         return  # an action on this replica awaits its outcome
+    if rm.step is not Step.NONE and lag <= w.spec.detection.critical.lag_seconds:
+        return  # back under the critical threshold: the step worked, wait for recovery
     if rm.step is Step.NONE:
         if rm.cooldown_until is not None and w.now < rm.cooldown_until:
             w.notice(r.id, "cooldown", EventReason.COOLDOWN,
