@@ -12,6 +12,7 @@ import asyncio
 import gc
 import logging
 import random
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -94,9 +95,13 @@ async def poll(
     """Poll this cluster until it is deleted or the operator stops."""
     reconciler: Reconciler = memo.reconciler
     # A random first delay spreads the polls of many clusters over the interval.
-    await stopped.wait(random.uniform(0, _interval(spec)))
+    delay = random.uniform(0, _interval(spec))
+    due = time.monotonic() + delay
+    await stopped.wait(delay)
     while not stopped:
+        reconciler.metrics.observe_slip(time.monotonic() - due)
         delay = await reconciler.poll(body)
+        due = time.monotonic() + delay
         await stopped.wait(delay)
 
 

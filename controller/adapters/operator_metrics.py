@@ -21,6 +21,10 @@ PREFIX = "stemedb_operator"
 # Poll durations: a healthy poll is a few ms, a slow one hits the client's
 # deadline (seconds); the top buckets show polls that overrun the interval.
 POLL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Poll slip: how late a poll starts against its schedule (event-loop lag, GC
+# pauses, a saturated core). Healthy is well under 10 ms.
+SLIP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                30.0)
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -35,6 +39,12 @@ class OperatorMetrics:
             "Duration of one poll of one StemeDBCluster (observe, decide, act, report).",
             ["result"],
             buckets=POLL_BUCKETS,
+            registry=r,
+        )
+        self.poll_slip = Histogram(
+            f"{PREFIX}_poll_slip_seconds",
+            "How late each poll started: actual start minus the time it was scheduled for.",
+            buckets=SLIP_BUCKETS,
             registry=r,
         )
         self.actions = Counter(
@@ -78,6 +88,9 @@ class OperatorMetrics:
     # -- recording helpers -------------------------------------------------
     def observe_poll(self, seconds: float, result: str = "ok") -> None:
         self.poll_duration.labels(result).observe(seconds)
+
+    def observe_slip(self, seconds: float) -> None:
+        self.poll_slip.observe(max(0.0, seconds))
 
     def count_action(self, action: str, result: str) -> None:
         self.actions.labels(action, result).inc()
