@@ -180,6 +180,10 @@ def _build(cls: type[Any], data: Any, conv: dict[str, Any]) -> Any:
     for f in fields(cls):
         key = _camel(f.name)
         if key not in data:
+            # Status is written as a JSON merge patch, where null deletes the key:
+            # an absent optional field was None when it was written.
+            if "None" in str(f.type):
+                kwargs[f.name] = None
             continue
         value = data[key]
         fn = conv.get(f.name)

@@ -15,7 +15,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import (  # noqa: E402
+from harness import (
     CRD,
     RBAC_RULES,
     Operator,
@@ -24,7 +24,7 @@ from harness import (  # noqa: E402
     wait_for,
 )
 
-from localkube import ControlPlane  # noqa: E402
+from localkube import ControlPlane
 
 OPERATOR_NS = "stemedb-system"
 OPERATOR_SA = "stemedb-operator"
