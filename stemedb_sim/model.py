@@ -136,6 +136,9 @@ class ClusterModel:
         #: every admin call received (appended by the server), for the truth API
         self.admin_log: list[dict[str, Any]] = []
         self.admin_log_dropped = 0
+        #: GET /metrics requests per node, served or not: lets tests wait for "the
+        #: operator looked N more times" instead of sleeping
+        self.metrics_requests: dict[str, int] = {}
 
     # -- identity ---------------------------------------------------------------------
 
@@ -479,4 +482,5 @@ class ClusterModel:
                 for r in self.replicas.values()
             },
             "faults": [f.to_json() for f in self.faults],
+            "metrics_requests": dict(self.metrics_requests),
         }

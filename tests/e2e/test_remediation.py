@@ -51,8 +51,7 @@ def sync_posts(env: Env) -> list[dict]:
 
 
 def scrapes(env: Env) -> int:
-    return sum(1 for e in env.sim.admin_log(env.cluster)
-               if e["endpoint"].endswith("/metrics") and e["node"] == "node1")
+    return int(env.sim.state(env.cluster)["metrics_requests"].get("node1", 0))
 
 
 def wait_scrapes(env: Env, more: int) -> None:

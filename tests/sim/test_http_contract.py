@@ -362,3 +362,14 @@ async def test_a_crash_looping_replica_answers_503_and_the_primary_reports_it_do
     await running.advance(10)
     s = await scrape(running)
     assert s[("stemedb_replica_restarts_total", (("replica", "node2"),))] == 1
+
+
+async def test_state_counts_metrics_requests_per_node_even_when_a_fault_answers(
+    running: RunningSim,
+) -> None:
+    await running.client.get(f"{running.node('node1')}/metrics")
+    await inject(running, kind="http_error", node="node1", endpoint="metrics", status=500)
+    assert (await running.client.get(f"{running.node('node1')}/metrics")).status_code == 500
+    await running.client.get(f"{running.node('node2')}/metrics")
+    state = (await running.client.get(f"{running.base}/sim/v1/clusters/demo/state")).json()
+    assert state["metrics_requests"] == {"node1": 2, "node2": 1}
