@@ -42,8 +42,13 @@ tools:
 demo: $(STAMP) controlplane
 	$(PY) -m demo
 
+# A short version of every benchmark (about 10 minutes on 2 cores); the full runs
+# and their figures are in docs/performance.md. Not part of `make test`.
 bench: $(STAMP) controlplane
-	@echo "see bench/README.md"
+	$(PY) bench/reaction.py --clusters 60
+	$(PY) bench/writes.py --clusters 100 --seconds 60 --episodes 5 --episode-seconds 150
+	$(PY) bench/scale.py --clusters 300 --seconds 30
+	$(PY) bench/cost_curve.py --counts 100,300 --seconds 30
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
