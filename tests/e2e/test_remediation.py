@@ -259,7 +259,9 @@ def test_an_invalid_resource_is_refused_by_kubectl_apply(env: Env) -> None:
     spec["replicas"].append(dict(spec["replicas"][0]))
     with pytest.raises(Exception) as refused:
         env.apply(spec)
-    assert "unique" in getattr(refused.value, "stderr", ""), refused.value
+    assert 'spec.replicas[2]: Duplicate value: {"id":"node2"}' in getattr(
+        refused.value, "stderr", ""), refused.value
+    assert env.cp.kubectl("-n", env.namespace, "get", "stemedbclusters", "-o", "name").stdout == ""
 
 
 def test_an_operator_killed_mid_remediation_repeats_nothing_after_restart(env: Env) -> None:
@@ -267,19 +269,20 @@ def test_an_operator_killed_mid_remediation_repeats_nothing_after_restart(env: E
         "throttle": {"enabled": False},
         "merkleSync": {"timeoutSeconds": 60, "stallTimeoutSeconds": 30, "maxAttempts": 3},
     })
+    # A slow Merkle sync (4 MB of tree at 200 kB/s), so it runs across the restart.
+    env.sim.sim("DELETE", f"/clusters/{env.cluster}")
+    env.sim.sim("POST", "/clusters", {"name": env.cluster, "replicas": 2,
+                                      "sync_bandwidth": 200_000})
     env.apply(spec)
     first = env.start_operator()
     env.wait_status("a healthy first look", lambda o: cond_status(o, "Ready") == "True")
-    # A slow sync, so it is still running across the restart.
-    env.sim.sim("POST", f"/clusters/{env.cluster}/faults",
-                {"kind": "network_latency", "replica": "node2", "delay_seconds": 0.05,
-                 "max_stream_rate": 2000})
     disk = env.fault("disk_saturation", replica="node2", capacity_factor=0.3)
     env.wait_status("a forced sync", lambda o: sync_posts(env), timeout=90)
     first.kill()
 
     env.start_operator()
     wait_scrapes(env, 10)
+    assert env.sim.state(env.cluster)["replicas"]["node2"]["sync"]["state"] == "running"
     env.clear_fault(disk)
     env.wait_status("recovery", lambda o: cond_status(o, "Ready") == "True", timeout=150)
 
