@@ -1,9 +1,11 @@
 """End-to-end fixtures: the CRD installed, one simulator, and per test a namespace,
-a simulated StemeDB cluster and the operator running under the chart's RBAC rules."""
+a simulated StemeDB cluster and the operator running under the chart's own
+ServiceAccount token (the RBAC the chart renders, applied as it ships)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import (
     CRD,
-    RBAC_RULES,
     Operator,
     Simulator,
     get_cluster,
@@ -26,8 +27,9 @@ from harness import (
 
 from localkube import ControlPlane
 
-OPERATOR_NS = "stemedb-system"
-OPERATOR_SA = "stemedb-operator"
+OPERATOR_NS = "stemedb-e2e-system"
+RELEASE = "e2e"
+CHART = Path(__file__).resolve().parents[2] / "charts" / "stemedb-operator"
 
 
 @pytest.fixture(scope="session")
@@ -38,20 +40,21 @@ def crd(control_plane: ControlPlane) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator_role(control_plane: ControlPlane) -> str:
-    """The ClusterRole holding exactly the rules the chart ships; bound per namespace."""
-    rules = yaml.safe_load(RBAC_RULES.read_text())
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": "stemedb-operator-e2e"},
-        "rules": rules,
-    }
-    control_plane.kubectl("apply", "-f", "-", input=json.dumps(role))
+def operator_identity(control_plane: ControlPlane, bin_dir: Path) -> str:
+    """The chart's own ServiceAccount, ClusterRole and binding, rendered by helm and
+    applied as they ship: the operator in these tests holds exactly the chart's rights."""
+    rendered = subprocess.run(
+        [str(bin_dir / "helm"), "template", RELEASE, str(CHART), "--namespace", OPERATOR_NS,
+         "--set", "watch.allNamespaces=true"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    docs = [d for d in yaml.safe_load_all(rendered) if d and d.get("kind") in wanted]
+    assert {d["kind"] for d in docs} == wanted, "the chart renders its RBAC"
     control_plane.kubectl("create", "namespace", OPERATOR_NS, check=False)
-    control_plane.kubectl("-n", OPERATOR_NS, "create", "serviceaccount", OPERATOR_SA,
-                          check=False)
-    return "stemedb-operator-e2e"
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1",
+                          "kind": "List", "items": docs}))
+    return next(d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount")
 
 
 @pytest.fixture(scope="session")
@@ -159,17 +162,16 @@ class Env:
 def env(
     control_plane: ControlPlane,
     crd: None,
-    operator_role: str,
+    operator_identity: str,
     simulator: Simulator,
     namespace: str,
     tmp_path: Path,
 ) -> Iterator[Env]:
     kc = control_plane.kubectl
-    kc("-n", namespace, "create", "rolebinding", "stemedb-operator",
-       f"--clusterrole={operator_role}", f"--serviceaccount={OPERATOR_NS}:{OPERATOR_SA}")
-    token = kc("-n", OPERATOR_NS, "create", "token", OPERATOR_SA, "--duration=2h").stdout.strip()
+    token = kc("-n", OPERATOR_NS, "create", "token", operator_identity,
+               "--duration=2h").stdout.strip()
     kubeconfig = tmp_path / "operator.kubeconfig"
-    kubeconfig.write_text(control_plane.kubeconfig_text(user=OPERATOR_SA, token=token))
+    kubeconfig.write_text(control_plane.kubeconfig_text(user=operator_identity, token=token))
     simulator.sim("POST", "/clusters", {"name": namespace, "replicas": 2, "load": 2000})
     e = Env(control_plane, simulator, namespace, namespace, kubeconfig, tmp_path)
     try:

@@ -23,7 +23,6 @@ import httpx
 from localkube import ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
-RBAC_RULES = REPO / "charts" / "stemedb-operator" / "files" / "rbac-rules.yaml"
 CRD = REPO / "crds" / "stemedbclusters.stemedb.io.yaml"
 
 
