@@ -12,6 +12,7 @@ import asyncio
 import gc
 import logging
 import random
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -59,6 +60,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.enabled = True
     settings.posting.loggers = False
     settings.posting.level = logging.INFO
+    settings.posting.reporting_component = "stemedb-operator"
+    settings.posting.reporting_instance = socket.gethostname()
+    settings.posting.event_name_prefix = "stemedb-"
     # Serve only the namespaces we were given; no cluster-wide CRD/namespace scans.
     settings.scanning.disabled = True
     settings.peering.standalone = True

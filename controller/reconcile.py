@@ -298,7 +298,7 @@ class Reconciler:
         if raw is None:
             return Memory.empty()
         try:
-            return Memory.from_json(raw)
+            return Memory.from_text(raw)
         except MemoryFormatError as err:
             self.post_event(body, EventType.WARNING.value, "MemoryReset",
                             f"status.memory could not be read ({err}); starting afresh")

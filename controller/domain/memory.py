@@ -9,6 +9,7 @@ memory and the handler writes nothing.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -144,6 +145,21 @@ class Memory:
     @classmethod
     def from_json(cls, data: Any) -> Memory:
         return memory_from_json(data)
+
+    def to_text(self) -> str:
+        """Compact JSON for `status.memory`: one opaque line in `kubectl describe`,
+        replaced whole by a merge patch (no stale keys, no null-deletion surprises)."""
+        return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_text(cls, text: Any) -> Memory:
+        """Read `status.memory`: the JSON text, or the object form of older writes."""
+        if isinstance(text, str):
+            try:
+                text = json.loads(text)
+            except ValueError as exc:
+                raise MemoryFormatError(f"memory is not JSON: {exc}") from exc
+        return memory_from_json(text)
 
 
 class MemoryFormatError(ValueError):

@@ -124,5 +124,5 @@ def build_status(
         "throttle": throttle,
         "lastEpisode": last_episode,
         "history": history,
-        "memory": memory.to_json(),
+        "memory": memory.to_text(),
     }

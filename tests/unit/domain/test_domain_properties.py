@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from _domain_fixtures import T0, FakeCluster, make_spec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,9 @@ from hypothesis import strategies as st
 from controller.domain import (
     ActionKind,
     ActionOutcome,
+    HistoryEntry,
     Memory,
+    MemoryFormatError,
     Observation,
     SourceStatus,
     decide,
@@ -158,3 +161,21 @@ def test_dry_run_observe_and_paused_never_act(
         if spec.remediation.mode.value != "Auto" or spec.remediation.paused:
             assert plan.actions == ()
     _run(spec_kw, polls, check)
+
+
+@pytest.mark.parametrize("stored, problem", [
+    ("{not json", "memory is not JSON"),
+    ('{"version": 99}', "unsupported memory version 99"),
+    (42, "memory must be an object"),
+], ids=["garbled text", "a future version", "a number"])
+def test_unreadable_memory_is_a_format_error_not_a_crash(stored: Any, problem: str) -> None:
+    with pytest.raises(MemoryFormatError, match=problem):
+        Memory.from_text(stored)
+
+
+def test_memory_text_is_compact_json_that_reads_back_and_accepts_the_object_form() -> None:
+    mem = Memory.empty().with_history(HistoryEntry(1.0, "Note", "node2", "LagWarning", "m", "Note"))
+    text = mem.to_text()
+    assert "\n" not in text and ": " not in text
+    assert Memory.from_text(text) == mem
+    assert Memory.from_text(json.loads(text)) == mem
