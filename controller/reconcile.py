@@ -163,8 +163,9 @@ class Reconciler:
                                     f" failed: {outcome.detail}")
         for event in plan.events:
             self.post_event(body, event.type.value, event.reason.value, event.message)
-            if event.reason.value in ("ActionSkipped", "WouldAct"):
-                self.metrics.count_suppressed("any", _allowed_reason(plan.conditions))
+        for kind, gate in plan.suppressed:
+            self.metrics.count_suppressed(kind.value if kind else "any", gate.value)
+        self.metrics.set_escalation(key.namespace, key.name, plan.escalation.level)
         try:
             await self._write_status(key, body, spec, memory, observation,
                                      plan.conditions, generation, now)
@@ -379,13 +380,6 @@ class Reconciler:
 
 def _same(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return all(current.get(k) == v for k, v in new.items())
-
-
-def _allowed_reason(conditions: tuple[Condition, ...]) -> str:
-    for c in conditions:
-        if c.type is ConditionType.REMEDIATION_ALLOWED:
-            return c.reason.value
-    return "unknown"
 
 
 def _as_rate(value: float | None) -> RateLimit:

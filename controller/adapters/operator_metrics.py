@@ -56,8 +56,9 @@ class OperatorMetrics:
         )
         self.suppressed = Counter(
             f"{PREFIX}_actions_suppressed_total",
-            "Actions the policy wanted but did not take, by reason (paused, observe, "
-            "budget, cooldown, metrics_unavailable, ...).",
+            "Actions the policy wanted but a gate held, by action kind (or 'any' when the "
+            "ladder did not run) and the gate (DryRunMode, Paused, ObserveMode, "
+            "ClusterBudgetExhausted, OperatorBudgetExhausted).",
             ["action", "reason"],
             registry=r,
         )
@@ -80,6 +81,13 @@ class OperatorMetrics:
             f"{PREFIX}_replica_lag_seconds",
             "Replication lag of each replica as last scraped from its primary.",
             ["namespace", "name", "replica"],
+            registry=r,
+        )
+        self.escalation = Gauge(
+            f"{PREFIX}_escalated",
+            "Escalation level of each StemeDBCluster: 0 none, 1 cluster SRE, "
+            "2 distributed-systems engineer, 3 principal engineer.",
+            ["namespace", "name"],
             registry=r,
         )
         self._lock = threading.Lock()
@@ -118,8 +126,13 @@ class OperatorMetrics:
                     self.replica_lag.labels(namespace, name, replica).set(lag)
                     known.add(replica)
 
+    def set_escalation(self, namespace: str, name: str, level: int) -> None:
+        self.escalation.labels(namespace, name).set(level)
+
     def forget_cluster(self, namespace: str, name: str) -> None:
         """Remove every per-resource series of a deleted StemeDBCluster."""
+        with contextlib.suppress(KeyError):
+            self.escalation.remove(namespace, name)
         with self._lock:
             for replica in self._replicas.pop((namespace, name), set()):
                 self._remove(namespace, name, replica)

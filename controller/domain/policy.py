@@ -96,6 +96,9 @@ class Plan:
     escalation: Escalation
     metrics_available: bool
     acting: bool  # mode Auto, not paused
+    # Actions held by a gate, for metrics: (action kind, or None when the ladder did not
+    # run because remediation is paused or observing; the gate's reason).
+    suppressed: tuple[tuple[ActionKind | None, Reason], ...] = ()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -179,6 +182,7 @@ class _Work:
         self.dry_run = self.mode is Mode.DRY_RUN and not self.paused
         self.budget_block: Reason | None = None
         self.cluster_notice = memory.last_notice
+        self.suppressed: list[tuple[ActionKind | None, Reason]] = []
 
     # events / history -------------------------------------------------------
     def event(self, etype: EventType, reason: EventReason, message: str) -> None:
@@ -233,6 +237,7 @@ class _Work:
         if rid is not None and rid == self.spec.primary.id:  # pragma: no cover - spec forbids
             return False
         if self.dry_run:
+            self.suppressed.append((kind, Reason.DRY_RUN_MODE))
             msg = f"would {message[0].lower()}{message[1:]}"
             self.note(EventType.NORMAL, EventReason.WOULD_ACT, msg, rid, Outcome.WOULD_DO,
                       kind.value)
@@ -240,6 +245,8 @@ class _Work:
                 self.upd(rid, last_action=kind.value, last_notice=None)
             return True
         if not self.acting:
+            self.suppressed.append(
+                (kind, Reason.PAUSED if self.paused else Reason.OBSERVE_MODE))
             return False
         cluster_left = self.spec.remediation.max_actions_per_hour - len(self.action_times)
         block: Reason | None = None
@@ -252,6 +259,7 @@ class _Work:
             why = "the operator-wide action budget is used up"
         if block is not None:
             self.budget_block = block
+            self.suppressed.append((kind, block))
             text = f"Skipped {kind.value}{' on ' + rid if rid else ''}: {why}"
             if rid is not None:
                 self.notice(rid, f"budget:{kind.value}", EventReason.ACTION_SKIPPED, text,
@@ -383,6 +391,8 @@ def decide(
         for r in spec.replicas:
             if w.reps[r.id].severity is Severity.CRITICAL:
                 key = "paused" if w.paused else "observe"
+                w.suppressed.append(
+                    (None, Reason.PAUSED if w.paused else Reason.OBSERVE_MODE))
                 text = (f"{r.id} lag {_f(lags[r.id])} s: no action because "
                         + ("spec.remediation.paused is true" if w.paused
                            else "spec.remediation.mode is Observe"))
@@ -1149,6 +1159,7 @@ def _finish(
         escalation=esc,
         metrics_available=metrics is None,
         acting=w.acting,
+        suppressed=tuple(w.suppressed),
     )
 
 

@@ -47,3 +47,14 @@ def test_counters_and_histograms_are_exported() -> None:
         'stemedb_operator_stemedb_requests_total{code="200",endpoint="GET /metrics"} 1.0',
     ):
         assert name in text
+
+
+def test_the_escalation_level_is_a_gauge_per_cluster_and_goes_with_the_cluster() -> None:
+    m = OperatorMetrics(CollectorRegistry())
+    m.set_escalation("ns", "a", 3)
+    m.set_escalation("ns", "b", 0)
+    level = m.registry.get_sample_value
+    assert level("stemedb_operator_escalated", {"namespace": "ns", "name": "a"}) == 3
+    m.forget_cluster("ns", "a")
+    assert level("stemedb_operator_escalated", {"namespace": "ns", "name": "a"}) is None
+    assert level("stemedb_operator_escalated", {"namespace": "ns", "name": "b"}) == 0

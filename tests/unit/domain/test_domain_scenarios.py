@@ -3,6 +3,7 @@ asserting the exact sequence of actions and the conditions at the end."""
 
 from __future__ import annotations
 
+import pytest
 from _domain_fixtures import FakeCluster, Harness, make_spec
 
 from controller.domain import ActionKind, Step
@@ -238,3 +239,25 @@ def test_failed_admin_call_is_retried_within_the_attempt_limit() -> None:
     h.run(260)
     assert h.kinds() == ["ForceSync:node2"] * 3
     assert h.memory.replica("node2").step is Step.REBUILD  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kw, budget, gate", [
+    ({"remediation__mode": "DryRun"}, 1000, "DryRunMode"),
+    ({"remediation__paused": True}, 1000, "Paused"),
+    ({"remediation__mode": "Observe"}, 1000, "ObserveMode"),
+    ({}, 0, "OperatorBudgetExhausted"),
+    ({"remediation__maxActionsPerHour": 0}, 1000, "ClusterBudgetExhausted"),
+], ids=["dry run", "paused", "observe", "operator budget spent", "cluster budget spent"])
+def test_every_held_action_is_reported_with_the_gate_that_held_it(
+    kw: dict[str, object], budget: int, gate: str
+) -> None:
+    h = _h(**kw)  # type: ignore[arg-type]
+    h.budget = budget
+    h.cluster.lags["node2"] = 25.0
+    h.cluster.tripped = {"agent-node2"}
+    h.run(300)
+    held = [(k.value if k else None, r.value) for p in h.plans for k, r in p.suppressed]
+    assert h.kinds() == []
+    ladder_ran = gate not in ("Paused", "ObserveMode")
+    assert held and set(held) >= {("ResetBreaker" if ladder_ran else None, gate)}
+    assert {r for _, r in held} == {gate}
