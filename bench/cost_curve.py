@@ -1,8 +1,8 @@
 """Cost curve: bench/scale.py at several cluster counts; CPU and RSS per cluster.
 
 Each count is a fresh `bench/scale.py` run (own control plane, simulator and
-operator). Prints a table, writes bench/results/cost_curve.json and the plot
-docs/performance-cost-curve.png.
+operator). Prints a table, writes bench/results/cost_curve.json and a plot
+(bench/results/cost_curve.png; --png docs/performance-cost-curve.png for the docs).
 
     .venv/bin/python bench/cost_curve.py [--counts 100,300,1000] [--seconds 60] [--png P]
 """
