@@ -107,6 +107,11 @@ class Reconciler:
         self._written.pop(key, None)
         self.metrics.forget_cluster(key.namespace, key.name)
 
+    def _status(self, key: ClusterKey, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """What this process last wrote, else the body's status: the watch may lag a
+        patch, and a stale body would mean stale memory (an action repeated)."""
+        return self._written.get(key) or body.get("status") or {}
+
     # ------------------------------------------------------------------ poll
     async def poll(self, body: Mapping[str, Any]) -> float:
         """Run one poll; return the seconds until the next one."""
@@ -125,7 +130,7 @@ class Reconciler:
     async def _poll(self, key: ClusterKey, body: Mapping[str, Any]) -> float:
         now = self.clock()
         generation = int(body.get("metadata", {}).get("generation") or 0)
-        status = body.get("status") or {}
+        status = self._status(key, body)
         try:
             spec = parse_spec(body.get("spec") or {})
         except SpecError as err:
@@ -316,7 +321,7 @@ class Reconciler:
         generation: int,
         now: float,
     ) -> None:
-        current = body.get("status") or {}
+        current = self._status(key, body)
         new = build_status(spec, memory, observation, conditions, generation)
         new["conditions"] = merge_conditions(current.get("conditions"), conditions, now,
                                              generation=generation)
@@ -335,7 +340,7 @@ class Reconciler:
         generation: int,
     ) -> None:
         message = "; ".join(f"{p.path}: {p.message}" for p in err.problems)[:1000]
-        current = body.get("status") or {}
+        current = self._status(key, body)
         conditions = (
             Condition(ConditionType.READY, False, Reason.INVALID_SPEC, message),
             Condition(ConditionType.REMEDIATION_ALLOWED, False, Reason.INVALID_SPEC,
@@ -364,7 +369,7 @@ class Reconciler:
         """
         key = ClusterKey.of(body)
         async with self.lock(key):
-            memory = self._load_memory(key, body, body.get("status") or {})
+            memory = self._load_memory(key, body, self._status(key, body))
             if not memory.throttle.active:
                 return None
             spec = parse_spec(body.get("spec") or {})
