@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +150,97 @@ def events(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
         f"--field-selector=involvedObject.name={name}",
     ).stdout
     return list(json.loads(out)["items"])
+
+
+def fast_spec(sim: Simulator, cluster: str, replicas: int = 2, **sections: Any) -> dict[str, Any]:
+    """A spec with second-scale windows so a whole episode fits in a test."""
+    spec: dict[str, Any] = {
+        "primary": {"adminUrl": sim.node_url(cluster, "node1")},
+        "replicas": [
+            {"id": f"node{i}", "agentId": f"agent-node{i}",
+             "metricsUrl": sim.node_url(cluster, f"node{i}")}
+            for i in range(2, replicas + 2)
+        ],
+        "detection": {
+            "pollIntervalSeconds": 1,
+            "warning": {"lagSeconds": 2, "forSeconds": 1},
+            "critical": {"lagSeconds": 4, "forSeconds": 2},
+            "escalation": {"lagSeconds": 60},
+            "recovery": {"lagSeconds": 1, "forSeconds": 3},
+            "staleAfterSeconds": 10,
+        },
+        "remediation": {
+            "cooldownSeconds": 5,
+            "maxActionsPerHour": 50,
+            "breakerReset": {"timeoutSeconds": 10},
+            "throttle": {"stepIntervalSeconds": 4, "restoreStepSeconds": 2},
+            "merkleSync": {"timeoutSeconds": 30, "stallTimeoutSeconds": 8, "maxAttempts": 2},
+        },
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    return spec
+
+
+@dataclass
+class Env:
+    """One test's world: its namespace, its simulated cluster, its operator."""
+
+    cp: ControlPlane
+    sim: Simulator
+    namespace: str
+    cluster: str
+    kubeconfig: Path
+    workdir: Path
+    operators: list[Operator] = field(default_factory=list)
+
+    def start_operator(self) -> Operator:
+        op = Operator.start(self.kubeconfig, self.namespace, self.workdir / "operator.log")
+        self.operators.append(op)
+        return op
+
+    def apply(self, spec: dict[str, Any], name: str = "db",
+              annotations: dict[str, str] | None = None) -> None:
+        body = {
+            "apiVersion": "stemedb.io/v1alpha1",
+            "kind": "StemeDBCluster",
+            "metadata": {"name": name, "namespace": self.namespace,
+                         "annotations": annotations or {}},
+            "spec": spec,
+        }
+        self.cp.kubectl("apply", "-f", "-", input=json.dumps(body))
+
+    def get(self, name: str = "db") -> dict[str, Any]:
+        return get_cluster(self.cp, self.namespace, name)
+
+    def fault(self, kind: str, **params: Any) -> str:
+        return str(self.sim.sim("POST", f"/clusters/{self.cluster}/faults",
+                                {"kind": kind, **params})["id"])
+
+    def clear_fault(self, fault_id: str) -> None:
+        self.sim.sim("DELETE", f"/clusters/{self.cluster}/faults/{fault_id}")
+
+    def admin_calls(self, method: str | None = None) -> list[dict[str, Any]]:
+        """Admin calls the simulator received (scrapes of /metrics excluded)."""
+        return [e for e in self.sim.admin_log(self.cluster)
+                if "/metrics" not in e["endpoint"] and (method is None or e["method"] == method)]
+
+    def writes(self) -> list[dict[str, Any]]:
+        return self.admin_calls("POST")
+
+    def wait_status(self, what: str, predicate: Any, timeout: float = 60.0) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            obj = self.get()
+            return obj if predicate(obj) else None
+
+        try:
+            return dict(wait_for(what, probe, timeout=timeout))
+        except AssertionError:
+            print(self.operator_logs()[-6000:])
+            raise
+
+    def operator_logs(self) -> str:
+        return "\n".join(op.logs() for op in self.operators[-1:])

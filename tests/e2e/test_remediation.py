@@ -7,8 +7,7 @@ Each test asserts what `kubectl` shows and what the simulator's admin log record
 from __future__ import annotations
 
 import pytest
-from conftest import Env, fast_spec
-from harness import condition, events
+from harness import Env, condition, events, fast_spec, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -57,8 +56,6 @@ def scrapes(env: Env) -> int:
 def wait_scrapes(env: Env, more: int) -> None:
     """Wait until the operator has looked `more` more times: proof that it had the
     chance to act, without sleeping for a guessed time."""
-    from harness import wait_for
-
     target = scrapes(env) + more
     wait_for(f"{more} more scrapes", lambda: scrapes(env) >= target, timeout=60)
 
