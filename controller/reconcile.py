@@ -384,7 +384,16 @@ class Reconciler:
 
 
 def _same(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    return all(current.get(k) == v for k, v in new.items())
+    return all(_pruned(current.get(k)) == _pruned(v) for k, v in new.items())
+
+
+def _pruned(value: Any) -> Any:
+    """The stored form: a merge patch deletes null fields, nested ones included."""
+    if isinstance(value, Mapping):
+        return {k: _pruned(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
 
 
 def _as_rate(value: float | None) -> RateLimit:
