@@ -95,7 +95,7 @@ class NodeHandler:
         kind = "metrics" if path == "/metrics" else (
             "admin" if path.startswith("/v1/admin/") else "other")
         raw = await request.read() if kind == "admin" else b""
-        if kind == "metrics":
+        if kind == "metrics" and request.method == "GET":
             model.metrics_requests[node] = model.metrics_requests.get(node, 0) + 1
         resp: web.Response | None = None
         fault_id: str | None = None
