@@ -23,6 +23,7 @@ from prometheus_client import start_http_server
 
 from controller.adapters import kube
 from controller.adapters.kube import KubeClient, KubeError
+from controller.adapters.notify import Notifier
 from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.stemedb import ClientConfig, StemeDBClient
 from controller.adapters.stemedb_errors import StemeDBError
@@ -75,6 +76,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         metrics=memo.metrics,
         budget=ActionBudget(_Config.max_actions_per_hour),
         post_event=_post_event,
+        notifier=Notifier(),
     )
 
 
@@ -83,6 +85,8 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     reconciler: Reconciler | None = getattr(memo, "reconciler", None)
     if reconciler is not None:
         await reconciler.stemedb.aclose()
+        if reconciler.notifier is not None:
+            await reconciler.notifier.aclose()
 
 
 def _interval(spec: Mapping[str, Any]) -> float:

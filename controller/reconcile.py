@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import structlog
 
 from controller.adapters.kube import KubeClient, KubeError
+from controller.adapters.notify import Escalated, NotificationError, Notifier
 from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.stemedb import (
     Credentials,
@@ -35,6 +36,7 @@ from controller.domain import (
     ActionOutcome,
     Condition,
     ConditionType,
+    Escalation,
     EventType,
     Memory,
     MemoryFormatError,
@@ -88,8 +90,10 @@ class Reconciler:
         budget: ActionBudget,
         post_event: EventPoster,
         clock: Callable[[], float] = time.time,
+        notifier: Notifier | None = None,
     ) -> None:
         self.stemedb = stemedb
+        self.notifier = notifier
         self.kube = kube
         self.metrics = metrics
         self.budget = budget
@@ -143,6 +147,7 @@ class Reconciler:
         self.metrics.set_lag(
             key.namespace, key.name, {r.replica_id: r.lag_seconds for r in observation.replicas}
         )
+        escalated_before = memory.escalation_level
         plan = decide(
             observation, spec, memory, now,
             operator_budget_remaining=self.budget.remaining(now),
@@ -171,6 +176,8 @@ class Reconciler:
         for kind, gate in plan.suppressed:
             self.metrics.count_suppressed(kind.value if kind else "any", gate.value)
         self.metrics.set_escalation(key.namespace, key.name, plan.escalation.level)
+        if plan.escalation.level > escalated_before and spec.escalation.webhook_url:
+            await self._notify(key, body, spec.escalation.webhook_url, plan.escalation)
         try:
             await self._write_status(key, body, spec, memory, observation,
                                      plan.conditions, generation, now)
@@ -359,6 +366,22 @@ class Reconciler:
                 await self._patch_if_changed(key, current, new)
             except KubeError as err2:
                 log.warning("status not written", error=str(err2))
+
+    async def _notify(
+        self, key: ClusterKey, body: Mapping[str, Any], url: str, esc: Escalation
+    ) -> None:
+        """Tell the escalation webhook once per rise in level; failure is an Event."""
+        if self.notifier is None:
+            return
+        event = Escalated(key.namespace, key.name, esc.level, esc.contact,
+                          esc.reason.value, esc.message)
+        try:
+            await self.notifier.escalated(url, event)
+        except NotificationError as err:
+            self.post_event(body, EventType.WARNING.value, "NotificationFailed", str(err))
+        else:
+            self.post_event(body, EventType.NORMAL.value, "Notified",
+                            f"escalation webhook told: level {esc.level}, call {esc.contact}")
 
     # ------------------------------------------------------------ deletion
     async def restore_before_delete(self, body: Mapping[str, Any]) -> str | None:

@@ -965,3 +965,45 @@ async def test_a_failed_status_write_is_not_an_error_and_is_retried(
     assert world.sample("stemedb_operator_poll_duration_seconds_count", result="ok") == 2.0
     assert len(world.patches()) == expected_writes
     assert memory_of(world.kube.stored[(NS, NAME)]).pending == ()
+
+class FakeNotifier:
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[tuple[str, Any]] = []
+        self.fail = fail
+
+    async def escalated(self, url: str, event: Any) -> None:
+        from controller.adapters.notify import NotificationError
+
+        self.sent.append((url, event))
+        if self.fail:
+            raise NotificationError("escalation webhook answered HTTP 500")
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["delivered", "webhook down"])
+async def test_the_escalation_webhook_is_told_once_per_rise_in_level(fail: bool) -> None:
+    spec = raw_spec()
+    spec["escalation"]["webhookUrl"] = "https://hooks.example/stemedb"
+    w = World(spec)
+    notifier = FakeNotifier(fail)
+    w.reconciler.notifier = notifier  # type: ignore[assignment]
+    await w.poll()
+    w.stemedb.scrape = primary({"node2": 90.0, "node3": 0.5})
+    for _ in range(5):
+        await w.poll()
+
+    levels = [e.level for _, e in notifier.sent]
+    assert levels and levels == sorted(set(levels)), levels
+    assert all(url == "https://hooks.example/stemedb" for url, _ in notifier.sent)
+    assert notifier.sent[0][1].contact
+    expected = "NotificationFailed" if fail else "Notified"
+    assert w.reasons().count(expected) == len(levels)
+
+
+async def test_no_webhook_no_notification() -> None:
+    w = World()
+    notifier = FakeNotifier()
+    w.reconciler.notifier = notifier  # type: ignore[assignment]
+    w.stemedb.scrape = primary({"node2": 90.0, "node3": 0.5})
+    for _ in range(4):
+        await w.poll()
+    assert notifier.sent == []
