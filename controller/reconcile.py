@@ -101,6 +101,13 @@ class Reconciler:
         self.clock = clock
         self._locks: dict[ClusterKey, asyncio.Lock] = {}
         self._written: dict[ClusterKey, dict[str, Any]] = {}
+        # Per-poll work skipped while its inputs are unchanged (a healthy cluster):
+        # the parsed spec by generation and raw spec, the parsed memory by its text,
+        # and the inputs of the last status already written or found current.
+        self._specs: dict[ClusterKey, tuple[Any, Mapping[str, Any], Spec]] = {}
+        self._memories: dict[ClusterKey, tuple[Any, Memory]] = {}
+        self._reported: dict[ClusterKey, tuple[Spec, Memory, tuple[Condition, ...], int,
+                                               Mapping[str, Any]]] = {}
 
     def lock(self, key: ClusterKey) -> asyncio.Lock:
         """One poll (or deletion) of a cluster at a time."""
@@ -109,6 +116,9 @@ class Reconciler:
     def forget(self, key: ClusterKey) -> None:
         self._locks.pop(key, None)
         self._written.pop(key, None)
+        self._specs.pop(key, None)
+        self._memories.pop(key, None)
+        self._reported.pop(key, None)
         self.metrics.forget_cluster(key.namespace, key.name)
 
     def _status(self, key: ClusterKey, body: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -136,7 +146,7 @@ class Reconciler:
         generation = int(body.get("metadata", {}).get("generation") or 0)
         status = self._status(key, body)
         try:
-            spec = parse_spec(body.get("spec") or {})
+            spec = self._parse_spec(key, body)
         except SpecError as err:
             await self._report_invalid(key, body, err, now, generation)
             return INVALID_SPEC_RETRY_SECONDS
@@ -152,7 +162,8 @@ class Reconciler:
             observation, spec, memory, now,
             operator_budget_remaining=self.budget.remaining(now),
         )
-        memory = plan.memory
+        if plan.memory != memory:  # else keep the instance that caches its text
+            memory = plan.memory
         if plan.actions:
             # Intent first: a restarted operator must find what was about to happen.
             try:
@@ -185,6 +196,20 @@ class Reconciler:
             log.warning("status not written", namespace=key.namespace, name=key.name,
                         error=str(err))
         return max(0.5, plan.requeue_after)
+
+    def _parse_spec(self, key: ClusterKey, body: Mapping[str, Any]) -> Spec:
+        """parse_spec, reused while the generation and the raw spec are unchanged."""
+        raw = body.get("spec") or {}
+        generation = body.get("metadata", {}).get("generation")
+        cached = self._specs.get(key)
+        if cached is not None and cached[0] == generation and (
+                cached[1] is raw or cached[1] == raw):
+            if cached[1] is not raw:
+                self._specs[key] = (generation, raw, cached[2])
+            return cached[2]
+        spec = parse_spec(raw)
+        self._specs[key] = (generation, raw, spec)
+        return spec
 
     # ------------------------------------------------------------- observe
     async def _credentials(self, key: ClusterKey, spec: Spec) -> tuple[Credentials, str | None]:
@@ -310,8 +335,13 @@ class Reconciler:
         raw = status.get("memory")
         if raw is None:
             return Memory.empty()
+        cached = self._memories.get(key)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
         try:
-            return Memory.from_text(raw)
+            memory = Memory.from_text(raw)
+            self._memories[key] = (raw, memory)
+            return memory
         except MemoryFormatError as err:
             self.post_event(body, EventType.WARNING.value, "MemoryReset",
                             f"status.memory could not be read ({err}); starting afresh")
@@ -329,15 +359,24 @@ class Reconciler:
         now: float,
     ) -> None:
         current = self._status(key, body)
+        # Same inputs as the last status already written or found current: the same
+        # status would be built (build_status ignores the observation, and `now` only
+        # stamps conditions that differ from `current`'s), so nothing to write.
+        last = self._reported.get(key)
+        if (last is not None and last[0] is spec and last[1] is memory
+                and last[2] == conditions and last[3] == generation and last[4] is current):
+            return
         new = build_status(spec, memory, observation, conditions, generation)
         new["conditions"] = merge_conditions(current.get("conditions"), conditions, now,
                                              generation=generation)
         await self._patch_if_changed(key, current, new)
+        self._reported[key] = (spec, memory, tuple(conditions), generation,
+                               self._status(key, body))
 
     async def _patch_if_changed(
         self, key: ClusterKey, current: Mapping[str, Any], new: dict[str, Any]
     ) -> None:
-        if _same(current, new) or self._written.get(key) == new:
+        if self._written.get(key) == new or _same(current, new):
             return
         await self.kube.patch_status(key.namespace, key.name, new)
         self._written[key] = new

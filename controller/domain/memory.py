@@ -148,8 +148,14 @@ class Memory:
 
     def to_text(self) -> str:
         """Compact JSON for `status.memory`: one opaque line in `kubectl describe`,
-        replaced whole by a merge patch (no stale keys, no null-deletion surprises)."""
-        return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True)
+        replaced whole by a merge patch (no stale keys, no null-deletion surprises).
+
+        Computed once per instance (a Memory is immutable all the way down)."""
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            text = json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True)
+            object.__setattr__(self, "_text", text)
+        return text
 
     @classmethod
     def from_text(cls, text: Any) -> Memory:

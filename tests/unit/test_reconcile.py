@@ -966,6 +966,38 @@ async def test_a_failed_status_write_is_not_an_error_and_is_retried(
     assert len(world.patches()) == expected_writes
     assert memory_of(world.kube.stored[(NS, NAME)]).pending == ()
 
+
+# --------------------------------------------------------------------------- per-poll caches
+
+
+@pytest.mark.parametrize("new_generation", [
+    pytest.param(3, id="same generation (edited in place)"),
+    pytest.param(4, id="next generation"),
+])
+async def test_a_changed_spec_is_read_again_by_the_next_poll(new_generation: int) -> None:
+    world = World()
+    assert await world.poll() == 10.0
+    assert await world.poll() == 10.0
+    spec = copy.deepcopy(world.body["spec"])
+    spec["detection"]["pollIntervalSeconds"] = 20.0
+    world.body["spec"] = spec
+    world.body["metadata"]["generation"] = new_generation
+    assert await world.poll() == 20.0
+    assert world.patches()[-1]["observedGeneration"] == new_generation
+
+
+async def test_a_status_changed_by_someone_else_is_compared_again() -> None:
+    world = World()
+    await world.poll()
+    await world.poll()
+    assert len(world.patches()) == 1
+    world.reconciler._written.clear()  # as after a restart: read the body's status
+    world.body["status"] = {**world.body["status"], "summary": "edited by hand"}
+    await world.poll()
+    assert len(world.patches()) == 2
+    assert world.patches()[-1]["summary"] != "edited by hand"
+
+
 class FakeNotifier:
     def __init__(self, fail: bool = False) -> None:
         self.sent: list[tuple[str, Any]] = []

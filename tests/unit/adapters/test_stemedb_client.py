@@ -553,3 +553,19 @@ async def test_a_closed_client_raises_a_typed_error() -> None:
     await client.aclose()
     with pytest.raises(StemeDBError):
         await client.get_rate_limit(BASE, CREDS)
+
+
+async def test_each_origin_has_a_pool_of_its_own_on_one_ssl_context() -> None:
+    client = StemeDBClient(ClientConfig(max_origins=2))
+    async with client:
+        transport = client._client_for(Credentials())._transport
+        pools = transport._pools  # type: ignore[attr-defined]
+        a = transport._pool(httpx.URL("https://a.example:8443/metrics"))  # type: ignore[attr-defined]
+        assert transport._pool(httpx.URL("https://a.example:8443/v1/x")) is a  # type: ignore[attr-defined]
+        b = transport._pool(httpx.URL("https://b.example:8443/metrics"))  # type: ignore[attr-defined]
+        assert b is not a and len(pools) == 2
+        assert a._pool._ssl_context is b._pool._ssl_context
+        assert transport._pool(httpx.URL("https://a.example:8443/")) is a  # type: ignore[attr-defined]
+        transport._pool(httpx.URL("http://a.example:8443/metrics"))  # type: ignore[attr-defined]
+        assert len(pools) == 2  # the least recently used (b) was evicted
+        assert b not in pools.values()
