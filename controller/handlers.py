@@ -89,6 +89,35 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
             await reconciler.notifier.aclose()
 
 
+class _FirstPolls:
+    """Freeze what start-up built once every cluster has polled once.
+
+    The listing, the daemons and the first poll of every cluster create objects
+    that live for the whole run (bodies, tasks, parsed specs, clients). Left in the
+    collector's generations, each full collection walks all of them (a pause of
+    ~100 ms at 1,000 clusters, seen as poll slip). When no daemon is waiting for
+    its first poll, collect the start-up garbage and move the survivors to the
+    permanent generation (`gc.freeze`); later clusters trigger it again, and then
+    it only walks what was made since. Cyclic garbage that involves frozen objects
+    is never reclaimed: a small cost per deleted cluster.
+    """
+
+    waiting: set[ClusterKey] = set()
+
+    @classmethod
+    def started(cls, key: ClusterKey) -> None:
+        cls.waiting.add(key)
+
+    @classmethod
+    def done(cls, key: ClusterKey) -> None:
+        if key not in cls.waiting:
+            return
+        cls.waiting.discard(key)
+        if not cls.waiting:
+            gc.collect()
+            gc.freeze()
+
+
 def _interval(spec: Mapping[str, Any]) -> float:
     try:
         return parse_spec(spec).detection.poll_interval_seconds
@@ -102,15 +131,21 @@ async def poll(
 ) -> None:
     """Poll this cluster until it is deleted or the operator stops."""
     reconciler: Reconciler = memo.reconciler
-    # A random first delay spreads the polls of many clusters over the interval.
-    delay = random.uniform(0, _interval(spec))
-    due = time.monotonic() + delay
-    await stopped.wait(delay)
-    while not stopped:
-        reconciler.metrics.observe_slip(time.monotonic() - due)
-        delay = await reconciler.poll(body)
+    key = ClusterKey.of(body)
+    _FirstPolls.started(key)
+    try:
+        # A random first delay spreads the polls of many clusters over the interval.
+        delay = random.uniform(0, _interval(spec))
         due = time.monotonic() + delay
         await stopped.wait(delay)
+        while not stopped:
+            reconciler.metrics.observe_slip(time.monotonic() - due)
+            delay = await reconciler.poll(body)
+            _FirstPolls.done(key)
+            due = time.monotonic() + delay
+            await stopped.wait(delay)
+    finally:
+        _FirstPolls.done(key)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
