@@ -27,7 +27,7 @@ from controller.adapters.notify import Notifier
 from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.stemedb import ClientConfig, StemeDBClient
 from controller.adapters.stemedb_errors import StemeDBError
-from controller.domain import SpecError, parse_spec
+from controller.domain import Memory, MemoryFormatError, SpecError, parse_spec
 from controller.domain.budget import ActionBudget
 from controller.domain.spec import DetectionSpec
 from controller.reconcile import ClusterKey, Reconciler
@@ -148,6 +148,15 @@ async def poll(
         _FirstPolls.done(key)
 
 
+def _rate_to_restore(body: Mapping[str, Any]) -> str:
+    try:
+        memory = Memory.from_text((body.get("status") or {}).get("memory"))
+    except MemoryFormatError:
+        return "the rate before the throttle (unknown: status.memory unreadable)"
+    rate = memory.throttle.rate_to_restore
+    return "unlimited (remove the limit)" if rate is None else f"{rate} assertions/s"
+
+
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def restore_rate(body: kopf.Body, memo: kopf.Memo, runtime: Any, **_: Any) -> None:
     """Deleting a resource while ingestion is throttled lifts the throttle first."""
@@ -162,7 +171,8 @@ async def restore_rate(body: kopf.Body, memo: kopf.Memo, runtime: Any, **_: Any)
             ) from None
         kopf.event(body, type="Warning", reason="RestoreAbandoned",
                    message=f"gave up restoring the ingestion rate after "
-                           f"{DELETE_GIVE_UP_SECONDS:.0f}s: {err}; restore it by hand")
+                           f"{DELETE_GIVE_UP_SECONDS:.0f}s: {err}; set it by hand to "
+                           f"{_rate_to_restore(body)}")
         done = None
     if done:
         kopf.event(body, type="Normal", reason="RateRestored", message=done)
