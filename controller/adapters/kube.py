@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -74,9 +75,27 @@ class KubeClient:
     """Status patches, Secret reads and Pod annotations, each off the event loop."""
 
     def __init__(self, api: k8s.ApiClient, secrets: SecretCache | None = None) -> None:
+        self._api = api
         self._custom = k8s.CustomObjectsApi(api)
-        self._core = k8s.CoreV1Api(api)
+        # Not k8s.CoreV1Api: importing it costs ~20 MiB of RSS (pydantic-validated
+        # methods for every core resource) for the two calls below.
         self._secrets = secrets or SecretCache()
+
+    def _core_call(self, method: str, path: str, body: Any = None,
+                   content_type: str | None = None) -> Any:
+        """One core-API call through the client's own serialisation, auth and TLS
+        (what CoreV1Api does); raises ApiException on a non-2xx status."""
+        headers = {"Accept": "application/json"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        request = self._api.param_serialize(method=method, resource_path=path,
+                                            header_params=headers, body=body,
+                                            auth_settings=["BearerToken"])
+        response = self._api.call_api(*request)
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException(http_resp=response)
+        return json.loads(data) if data else None
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch `.status` through the status subresource."""
@@ -98,14 +117,15 @@ class KubeClient:
         data = self._secrets.get(namespace, name)
         if data is None:
             try:
-                secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
+                secret = await asyncio.to_thread(
+                    self._core_call, "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
             except ApiException as exc:
                 if exc.status == 404:
                     raise SecretNotFound(
                         f"Secret {namespace}/{name} not found", status=404
                     ) from None
                 raise _describe(exc, f"reading Secret {namespace}/{name}") from None
-            data = {str(k): str(v) for k, v in (secret.data or {}).items()}
+            data = {str(k): str(v) for k, v in ((secret or {}).get("data") or {}).items()}
             self._secrets.put(namespace, name, data)
         if key not in data:
             raise SecretNotFound(f"Secret {namespace}/{name} has no key {key!r}")
@@ -113,11 +133,11 @@ class KubeClient:
 
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         try:
+            # CoreV1Api sent a dict body as a strategic merge patch (rest.py).
             await asyncio.to_thread(
-                self._core.patch_namespaced_pod,
-                name,
-                namespace,
+                self._core_call, "PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}",
                 {"metadata": {"annotations": annotations}},
+                "application/strategic-merge-patch+json",
             )
         except ApiException as exc:
             raise _describe(exc, f"annotating Pod {namespace}/{name}") from None
