@@ -168,9 +168,15 @@ def _match_reports(trials: dict[str, dict[str, Any]],
         obj = ev.get("object", {})
         name = obj.get("metadata", {}).get("name")
         status = obj.get("status")
-        changed = status != last_status.get(name)
+        prev = last_status.get(name)
+        changed = status != prev
         last_status[name] = status
         trial = trials.get(name)
+        if trial and changed and "action_wall" in trial:
+            trial.setdefault("status_changes_rel_s", []).append(
+                (round(t_recv - trial["action_wall"], 3), ev.get("type"),
+                 sorted(k for k in (status or {})
+                        if (status or {}).get(k) != (prev or {}).get(k))))
         if (trial and changed and "action_wall" in trial and "status_delay" not in trial
                 and t_recv >= trial["action_wall"]):
             trial["status_delay"] = t_recv - trial["action_wall"]
