@@ -75,6 +75,17 @@ class Watch(threading.Thread):
             self.ready.set()
 
 
+def watch_clusters_and_events(st: Stack) -> tuple[Watch, Watch]:
+    """Start watches on the bench namespace's StemeDBClusters and Events."""
+    ns = st.namespace
+    crs = Watch(st, f"/apis/stemedb.io/v1alpha1/namespaces/{ns}/stemedbclusters")
+    evs = Watch(st, f"/api/v1/namespaces/{ns}/events")
+    for w in (crs, evs):
+        w.start()
+        w.ready.wait(10)
+    return crs, evs
+
+
 def run(clusters: int, poll: float, crit: float, window: float) -> dict[str, Any]:
     width = max(4, len(str(clusters)))
     names = [f"c{i:0{width}d}" for i in range(1, clusters + 1)]
@@ -87,12 +98,7 @@ def run(clusters: int, poll: float, crit: float, window: float) -> dict[str, Any
         sim_url = st.start_simulator("--cluster-count", str(clusters), "--replicas", "2",
                                      "--seed", "3", "--load-jitter", "0")
         st.create_clusters({n: cluster_spec(sim_url, n, poll, **detection) for n in names})
-        ns = st.namespace
-        crs = Watch(st, f"/apis/stemedb.io/v1alpha1/namespaces/{ns}/stemedbclusters")
-        evs = Watch(st, f"/api/v1/namespaces/{ns}/events")
-        for w in (crs, evs):
-            w.start()
-            w.ready.wait(10)
+        crs, evs = watch_clusters_and_events(st)
         st.start_operator("--max-actions-per-hour", "100000")
         st.wait_operator_metrics()
         time.sleep(poll + 3)  # every cluster polled at least once

@@ -20,7 +20,7 @@ from collections import Counter
 from typing import Any
 
 from _stack import cluster_spec, install_sigterm, machine, stack, table, write_result
-from reaction import Watch
+from reaction import watch_clusters_and_events
 
 STATUS_KEY = ("PATCH", "stemedbclusters", "status")
 
@@ -66,12 +66,7 @@ def run(clusters: int, seconds: float, settle: float, episodes: int,
         sim_url = st.start_simulator("--cluster-count", str(clusters), "--replicas", "2",
                                      "--seed", "5")
         st.create_clusters({n: cluster_spec(sim_url, n, 10.0) for n in names})
-        ns = st.namespace
-        crs = Watch(st, f"/apis/stemedb.io/v1alpha1/namespaces/{ns}/stemedbclusters")
-        evs = Watch(st, f"/api/v1/namespaces/{ns}/events")
-        for w in (crs, evs):
-            w.start()
-            w.ready.wait(10)
+        crs, evs = watch_clusters_and_events(st)
         st.start_operator("--max-actions-per-hour", "100000")
         st.wait_operator_metrics()
         time.sleep(settle)
@@ -107,7 +102,7 @@ def run(clusters: int, seconds: float, settle: float, episodes: int,
                 time.sleep(5)
                 ready = 0
                 for n in chosen:
-                    st_ = st.api.get(f"/apis/stemedb.io/v1alpha1/namespaces/{ns}/"
+                    st_ = st.api.get(f"/apis/stemedb.io/v1alpha1/namespaces/{st.namespace}/"
                                      f"stemedbclusters/{n}").json().get("status") or {}
                     cond = {c["type"]: c for c in st_.get("conditions") or []}
                     acted = any(e["method"] == "POST" for e in st.sim_api(
