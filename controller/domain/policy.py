@@ -759,14 +759,19 @@ def _give_time(w: _Work, r: ReplicaSpec, lag: float, what: str) -> bool:
     return False
 
 
+def _skip_disabled(w: _Work, r: ReplicaSpec, what: str, next_step: Step, lag: float) -> bool:
+    """A step turned off in the spec: say so and move the ladder on."""
+    w.note(EventType.NORMAL, EventReason.STEP_DISABLED,
+           f"{r.id}: {what} is disabled in the spec; next step", r.id, Outcome.SKIPPED)
+    _enter(w, r.id, next_step, lag)
+    return True
+
+
 def _step_breaker(w: _Work, r: ReplicaSpec, lag: float) -> bool:
     spec = w.spec.remediation.breaker_reset
     rm = w.reps[r.id]
     if not spec.enabled:
-        w.note(EventType.NORMAL, EventReason.STEP_DISABLED,
-               f"{r.id}: breaker reset is disabled in the spec; next step", r.id, Outcome.SKIPPED)
-        _enter(w, r.id, Step.THROTTLE, lag)
-        return True
+        return _skip_disabled(w, r, "breaker reset", Step.THROTTLE, lag)
     failed = rm.last_failed_kind == ActionKind.RESET_BREAKER.value
     if rm.step_attempts > 0 and not failed:
         if not _waited(w, rm, spec.timeout_seconds):
@@ -810,10 +815,7 @@ def _step_throttle(w: _Work, r: ReplicaSpec, lag: float) -> bool:
     ts = w.spec.remediation.throttle
     rm = w.reps[r.id]
     if not ts.enabled:
-        w.note(EventType.NORMAL, EventReason.STEP_DISABLED,
-               f"{r.id}: throttling is disabled in the spec; next step", r.id, Outcome.SKIPPED)
-        _enter(w, r.id, Step.FORCE_SYNC, lag)
-        return True
+        return _skip_disabled(w, r, "throttling", Step.FORCE_SYNC, lag)
     _reissue_rate(w)
     if rm.step_attempts > 0:
         if not _waited(w, rm, ts.step_interval_seconds):
@@ -841,11 +843,7 @@ def _step_sync(w: _Work, r: ReplicaSpec, ro: ReplicaObservation | None, lag: flo
     ms = w.spec.remediation.merkle_sync
     rm = w.reps[r.id]
     if not ms.enabled:
-        w.note(EventType.NORMAL, EventReason.STEP_DISABLED,
-               f"{r.id}: forced Merkle sync is disabled in the spec; next step", r.id,
-               Outcome.SKIPPED)
-        _enter(w, r.id, Step.REBUILD, lag)
-        return True
+        return _skip_disabled(w, r, "forced Merkle sync", Step.REBUILD, lag)
     failed_why: str | None = None
     if rm.sync_attempts > 0:
         progress = ro.sync_progress if ro else None
