@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator
+import socket
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from aiohttp import web
 
+from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.stemedb import (
     ClientConfig,
     Credentials,
     MetricsParseError,
     StemeDBClient,
     StemeDBHTTPError,
+    StemeDBTimeout,
     StemeDBTLSError,
     StemeDBUnauthorized,
+    StemeDBUnreachable,
     SyncAlreadyRunning,
     SyncStarted,
 )
@@ -46,6 +51,12 @@ class Sim:
         async with httpx.AsyncClient(verify=verify) as c:  # type: ignore[arg-type]
             r = await c.post(f"{self.root}/sim/v1{path}", json=body)
             r.raise_for_status()
+
+    async def get(self, path: str) -> Any:
+        async with httpx.AsyncClient() as c:
+            r = await c.get(f"{self.root}/sim/v1{path}")
+            r.raise_for_status()
+            return r.json()
 
 
 async def _serve(tls_dir: Path | None, token: TokenSource) -> AsyncIterator[tuple[Sim, Simulation]]:
@@ -154,3 +165,79 @@ async def test_tls_with_the_simulators_ca(tmp_path: Path, client: StemeDBClient)
         assert "node2" in scrape.replicas
         with pytest.raises(StemeDBTLSError):
             await client.scrape_primary(s.base, Credentials(token=TOKEN))  # system CAs only
+
+
+# ------------------------------------------------------------------ the wire, for real
+# Each case is a failure on a real socket. "may have applied" decides whether a
+# POST that changes StemeDB may be repeated: only what cannot have reached the
+# server is retried for force_sync.
+def _requests(metrics: OperatorMetrics, endpoint: str, code: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "stemedb_operator_stemedb_requests_total", {"endpoint": endpoint, "code": code})
+    return value or 0.0
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_nothing_listening_is_unreachable_not_applied_and_a_sync_is_retried() -> None:
+    metrics = OperatorMetrics()
+    base = f"http://127.0.0.1:{_closed_port()}/c/demo/node1"
+    async with StemeDBClient(ClientConfig(max_attempts=3), metrics=metrics) as client:
+        with pytest.raises(StemeDBUnreachable) as info:
+            await client.force_sync(base, "node2", Credentials(token=TOKEN))
+    assert info.value.may_have_applied is False
+    assert _requests(metrics, "POST /v1/admin/cluster/sync", "unreachable") == 3
+
+
+async def test_a_connection_reset_after_sending_may_have_applied_so_a_sync_is_not_repeated(
+    plain: tuple[Sim, Simulation],
+) -> None:
+    s, _ = plain
+    await s.sim("/clusters/demo/faults",
+                {"kind": "connection_refused", "node": "node1", "endpoint": "admin"})
+    async with StemeDBClient(ClientConfig(max_attempts=3)) as client:
+        with pytest.raises(StemeDBUnreachable) as info:
+            await client.force_sync(s.base, "node2", Credentials(token=TOKEN))
+    assert info.value.may_have_applied is True
+    log = await s.get("/clusters/demo/admin-log")
+    syncs = [e for e in log["entries"] if e["endpoint"].endswith("/sync")]
+    assert [e["status"] for e in syncs] == [None]  # sent once, reset, not repeated
+
+
+async def test_a_reset_scrape_is_retried_and_then_unreachable(
+    plain: tuple[Sim, Simulation],
+) -> None:
+    s, _ = plain
+    await s.sim("/clusters/demo/faults",
+                {"kind": "connection_refused", "node": "node1", "endpoint": "metrics"})
+    metrics = OperatorMetrics()
+    async with StemeDBClient(ClientConfig(max_attempts=3), metrics=metrics) as client:
+        with pytest.raises(StemeDBUnreachable):
+            await client.scrape_primary(s.base, Credentials(token=TOKEN))
+    assert _requests(metrics, "GET /metrics", "unreachable") == 3
+
+
+async def test_a_server_that_holds_the_request_is_a_read_timeout(
+    plain: tuple[Sim, Simulation],
+) -> None:
+    s, _ = plain
+    await s.sim("/clusters/demo/faults",
+                {"kind": "timeout", "node": "node1", "hang_seconds": 2.0})
+    cfg = ClientConfig.for_poll_interval(2.0, max_attempts=1)  # read timeout 0.5 s
+    async with StemeDBClient(cfg) as client:
+        with pytest.raises(StemeDBTimeout) as info:
+            await client.force_sync(s.base, "node2", Credentials(token=TOKEN))
+    assert info.value.phase in ("read", "deadline") and info.value.may_have_applied is True
+
+
+async def test_a_truncated_metrics_body_is_a_parse_error_not_a_lag(
+    plain: tuple[Sim, Simulation], client: StemeDBClient
+) -> None:
+    s, _ = plain
+    await s.sim("/clusters/demo/faults", {"kind": "truncated_metrics", "node": "node1"})
+    with pytest.raises(MetricsParseError):
+        await client.scrape_primary(s.base, Credentials(token=TOKEN))

@@ -518,12 +518,26 @@ async def test_an_invalid_ca_bundle_is_a_tls_error_before_any_request() -> None:
     assert count(metrics, "GET /metrics", "tls") == 1
 
 
-async def test_one_client_per_ca_and_one_default_client() -> None:
-    client, _, _, _ = make([200])
-    async with client:
-        a = client._client_for(Credentials(token="x"))
-        b = client._client_for(Credentials(token="y"))
-        assert a is b
+def _a_ca_pem() -> bytes:
+    """A real CA certificate (the first in certifi's bundle)."""
+    import certifi
+
+    text = open(certifi.where(), encoding="ascii").read()
+    end = "-----END CERTIFICATE-----"
+    start = text.index("-----BEGIN CERTIFICATE-----")
+    return text[start : text.index(end) + len(end)].encode("ascii") + b"\n"
+
+
+async def test_one_transport_per_ca_and_one_default_transport() -> None:
+    async with StemeDBClient(ClientConfig(max_ca_clients=1)) as client:
+        a = client._transport_for(Credentials(token="x"))
+        assert client._transport_for(Credentials(token="y")) is a  # the token is per call
+        ca = _a_ca_pem()
+        with_ca = client._transport_for(Credentials(ca_pem=ca))
+        assert with_ca is not a
+        assert client._transport_for(Credentials(token="z", ca_pem=ca)) is with_ca
+        other = client._transport_for(Credentials(ca_pem=ca.replace(b"\n", b"\r\n")))
+        assert other is not with_ca and len(client._ca_transports) == 1  # LRU of 1
         assert client.config.keepalive_expiry > client.config.poll_interval
 
 
@@ -554,18 +568,3 @@ async def test_a_closed_client_raises_a_typed_error() -> None:
     with pytest.raises(StemeDBError):
         await client.get_rate_limit(BASE, CREDS)
 
-
-async def test_each_origin_has_a_pool_of_its_own_on_one_ssl_context() -> None:
-    client = StemeDBClient(ClientConfig(max_origins=2))
-    async with client:
-        transport = client._client_for(Credentials())._transport
-        pools = transport._pools  # type: ignore[attr-defined]
-        a = transport._pool(httpx.URL("https://a.example:8443/metrics"))  # type: ignore[attr-defined]
-        assert transport._pool(httpx.URL("https://a.example:8443/v1/x")) is a  # type: ignore[attr-defined]
-        b = transport._pool(httpx.URL("https://b.example:8443/metrics"))  # type: ignore[attr-defined]
-        assert b is not a and len(pools) == 2
-        assert a._pool._ssl_context is b._pool._ssl_context
-        assert transport._pool(httpx.URL("https://a.example:8443/")) is a  # type: ignore[attr-defined]
-        transport._pool(httpx.URL("http://a.example:8443/metrics"))  # type: ignore[attr-defined]
-        assert len(pools) == 2  # the least recently used (b) was evicted
-        assert b not in pools.values()
