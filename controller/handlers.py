@@ -9,8 +9,12 @@ handed to `Reconciler.poll`; the daemon itself only sleeps and loops.
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import gc
+import importlib.util
 import logging
+import os
 import random
 import socket
 import time
@@ -21,10 +25,11 @@ from typing import Any
 import aiohttp
 import kopf
 import structlog
+import yaml
 from prometheus_client import start_http_server
 
 from controller.adapters import kube
-from controller.adapters.kube import KubeClient, KubeError
+from controller.adapters.kube import KubeClient, KubeEndpoint, KubeError
 from controller.adapters.notify import Notifier
 from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.stemedb import ClientConfig, StemeDBClient
@@ -43,6 +48,9 @@ DELETE_GIVE_UP_SECONDS = 600.0
 # start-up it opened ~800 TLS connections for the finalizer and annotation
 # PATCHes of 1,000 resources, each with a 256 KiB read buffer: peak RSS 440 MiB.
 KUBE_API_CONNECTIONS = 32
+# What runs kubeconfig `exec`/`auth-provider` plugins: the `kubernetes` package,
+# left out of the default install because Kopf imports it when present (~32 MiB).
+KUBECONFIG_PLUGINS_EXTRA = "stemedb-operator[kubeconfig-plugins]"
 
 log = structlog.get_logger("stemedb.handlers")
 
@@ -55,12 +63,102 @@ class _Config:
 
 
 @kopf.on.login()
-async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
-    """Kopf's usual login (via the kubernetes client's config), with a bounded pool."""
-    info = kopf.login_via_client(**kwargs)
+async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
+    """Log in without the `kubernetes` package; hand the credentials to our KubeClient
+    too, and give Kopf a session with a bounded pool. Kopf calls this again after a
+    401 or at expiry, and both follow."""
+    info = _credentials(**kwargs)
     if info is None:
         return None
+    _kube(memo).use(_endpoint(info))
     return _bounded_session(info, KUBE_API_CONNECTIONS + len(_Config.namespaces))
+
+
+def _credentials(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The Pod's ServiceAccount, else the kubeconfig (Kopf's minimal readers).
+
+    Those readers cannot run kubeconfig plugins (`exec`, `auth-provider`); for
+    such a user the `kubernetes` package does it if installed (the optional
+    extra), at the cost of its import.
+    """
+    info = kopf.login_with_service_account(**kwargs)
+    if info is not None:
+        return _in_cluster_address(info)
+    plugin = kubeconfig_plugin()
+    if plugin is not None:
+        if importlib.util.find_spec("kubernetes") is not None:
+            return kopf.login_via_client(**kwargs)
+        raise kopf.LoginError(
+            f"the kubeconfig's current user authenticates with {plugin!r}, a plugin this "
+            f"operator runs only through the kubernetes package: install "
+            f"{KUBECONFIG_PLUGINS_EXTRA!r}, or use a kubeconfig with a token or a "
+            f"client certificate")
+    return kopf.login_with_kubeconfig(**kwargs)
+
+
+def _in_cluster_address(info: kopf.ConnectionInfo) -> kopf.ConnectionInfo:
+    """The API server at the address the kubelet gives the Pod, as client-go and the
+    kubernetes package use it: Kopf's `kubernetes.default.svc` needs cluster DNS,
+    which the chart's NetworkPolicy may not allow (`networkPolicy.dns`)."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return info
+    host = f"[{host}]" if ":" in host else host
+    return dataclasses.replace(info, server=f"https://{host}:{port}")
+
+
+def kubeconfig_plugin(environ: Mapping[str, str] = os.environ) -> str | None:
+    """`exec` or `auth-provider` if the kubeconfig's current user needs a plugin.
+
+    Follows what `kopf.login_with_kubeconfig` reads: $KUBECONFIG's files (the first
+    value of each entry wins) or ~/.kube/config. Anything unreadable is left for
+    Kopf's reader to report.
+    """
+    paths = [os.path.expanduser(p.strip())
+             for p in (environ.get("KUBECONFIG") or "~/.kube/config").split(os.pathsep)
+             if p.strip()]
+    current: str | None = None
+    contexts: dict[Any, Any] = {}
+    users: dict[Any, Any] = {}
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                config = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if not isinstance(config, dict):
+            continue
+        current = current or config.get("current-context")
+        for item in config.get("contexts") or []:
+            contexts.setdefault(item.get("name"), item.get("context") or {})
+        for item in config.get("users") or []:
+            users.setdefault(item.get("name"), item.get("user") or {})
+    user = users.get((contexts.get(current) or {}).get("user")) or {}
+    return next((key for key in ("exec", "auth-provider") if user.get(key)), None)
+
+
+def _endpoint(info: kopf.ConnectionInfo) -> KubeEndpoint:
+    """The same server, TLS and Authorization header Kopf's own session uses."""
+    headers = dict(info.as_http_headers())
+    if "Authorization" not in headers and info.username and info.password:
+        # Kopf before 1.45 sent basic auth through aiohttp's `auth`, not a header.
+        pair = base64.b64encode(f"{info.username}:{info.password}".encode()).decode()
+        headers["Authorization"] = f"Basic {pair}"
+    return KubeEndpoint(server=info.server, ssl=info.as_ssl_context(), headers=headers,
+                        proxy=info.proxy_url, trust_env=info.trust_env)
+
+
+def _kube(memo: kopf.Memo) -> KubeClient:
+    """The one KubeClient, made by whichever of startup and login runs first.
+
+    Kopf 1.45 runs login after the startup handlers (its authenticator waits for
+    `started_flag`), but does not document the order.
+    """
+    client: KubeClient | None = memo.get("kube")
+    if client is None:
+        client = memo["kube"] = KubeClient()
+    return client
 
 
 def _bounded_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSession:
@@ -108,7 +206,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.background.cancellation_polling = 5
     memo.reconciler = Reconciler(
         stemedb=StemeDBClient(ClientConfig(), metrics=memo.metrics),
-        kube=KubeClient(kube.load_config()),
+        kube=_kube(memo),
         metrics=memo.metrics,
         budget=ActionBudget(_Config.max_actions_per_hour),
         post_event=_post_event,
@@ -121,6 +219,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     reconciler: Reconciler | None = getattr(memo, "reconciler", None)
     if reconciler is not None:
         await reconciler.stemedb.aclose()
+        await reconciler.kube.aclose()
         if reconciler.notifier is not None:
             await reconciler.notifier.aclose()
 

@@ -1,25 +1,30 @@
 """Kubernetes writes and reads the operator needs beyond what Kopf does for it.
 
-The official client is synchronous, so every call runs in a worker thread. At
-steady state nothing here is called: status is written only when it changes,
-and Secrets are read through a short-lived cache.
+Three calls over aiohttp (already loaded for Kopf), not the `kubernetes` package:
+Kopf imports `kubernetes.client` whenever that package is installed, ~32 MiB of
+RSS for these three requests. At steady state nothing here is called: status is
+written only when it changes, and Secrets are read through a short-lived cache.
+
+Credentials come from Kopf's login (handlers.py hands them over with `use`), so
+this adapter and Kopf always talk to the same server as the same user.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
+import aiohttp
 
 GROUP, VERSION, PLURAL = "stemedb.io", "v1alpha1", "stemedbclusters"
+REQUEST_TIMEOUT_SECONDS = 30.0
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 
 class KubeError(Exception):
@@ -34,18 +39,19 @@ class SecretNotFound(KubeError):
     """The Secret or the key named in spec.auth does not exist."""
 
 
-def load_config() -> k8s.ApiClient:
-    """In-cluster credentials when running in a Pod, else the kubeconfig."""
-    try:
-        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except k8s_config.ConfigException:
-        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
-    return k8s.ApiClient()
+@dataclass(frozen=True)
+class KubeEndpoint:
+    """Where the API server is and how to authenticate to it.
 
+    `headers` carry the Authorization header (bearer token or basic auth), so they
+    are left out of the repr; client certificates live in the `ssl` context.
+    """
 
-def _describe(exc: ApiException, what: str) -> KubeError:
-    reason = exc.reason or "error"
-    return KubeError(f"{what}: HTTP {exc.status} {reason}", status=exc.status)
+    server: str
+    ssl: ssl.SSLContext | bool = True
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    proxy: str | None = None
+    trust_env: bool = False
 
 
 @dataclass
@@ -71,60 +77,138 @@ class SecretCache:
             del self._entries[key]
 
 
+def _failure(exc: BaseException) -> str:
+    """A short description of a transport failure: no URL parts, headers or bodies."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to the API server ({type(exc).__name__})"
+    return f"connection error ({type(exc).__name__})"
+
+
 class KubeClient:
-    """Status patches, Secret reads and Pod annotations, each off the event loop."""
+    """Status patches, Secret reads and Pod annotations over one bounded aiohttp pool.
 
-    def __init__(self, api: k8s.ApiClient, secrets: SecretCache | None = None) -> None:
-        self._api = api
-        self._custom = k8s.CustomObjectsApi(api)
-        # Not k8s.CoreV1Api: importing it costs ~20 MiB of RSS (pydantic-validated
-        # methods for every core resource) for the two calls below.
+    The session is made inside the running loop on first use and remade when `use`
+    installs new credentials (Kopf logs in again after a 401 or at expiry). The old
+    session is closed once the requests still running on it have finished.
+    """
+
+    def __init__(
+        self,
+        secrets: SecretCache | None = None,
+        max_connections: int = 8,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
         self._secrets = secrets or SecretCache()
+        self._max_connections = max_connections
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._endpoint: KubeEndpoint | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._session_endpoint: KubeEndpoint | None = None
+        # Requests running per session; a replaced session closes when it reaches 0.
+        self._in_flight: dict[aiohttp.ClientSession, int] = {}
 
-    def _core_call(self, method: str, path: str, body: Any = None,
-                   content_type: str | None = None) -> Any:
-        """One core-API call through the client's own serialisation, auth and TLS
-        (what CoreV1Api does); raises ApiException on a non-2xx status."""
+    def use(self, endpoint: KubeEndpoint) -> None:
+        """Install (or replace) the credentials; the next call uses them."""
+        self._endpoint = endpoint
+
+    async def aclose(self) -> None:
+        sessions = {s for s in (self._session, *self._in_flight) if s is not None}
+        self._session, self._session_endpoint = None, None
+        self._in_flight.clear()
+        for session in sessions:
+            await session.close()
+
+    def _acquire(
+        self,
+    ) -> tuple[aiohttp.ClientSession, KubeEndpoint, aiohttp.ClientSession | None]:
+        """The session for the current endpoint, counted as in use, and a replaced
+        session that no request uses any more (for the caller to close)."""
+        endpoint = self._endpoint
+        if endpoint is None:
+            raise KubeError("not logged in to the Kubernetes API yet")
+        retired = None
+        if self._session is None or self._session_endpoint != endpoint:
+            retired = self._session
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=endpoint.ssl),
+                headers=dict(endpoint.headers),
+                timeout=self._timeout,
+                trust_env=endpoint.trust_env,
+            )
+            self._session_endpoint = endpoint
+        session = self._session
+        self._in_flight[session] = self._in_flight.get(session, 0) + 1
+        if retired is not None and self._in_flight.get(retired):
+            retired = None  # closed by its last request (`_release`)
+        return session, endpoint, retired
+
+    async def _release(self, session: aiohttp.ClientSession) -> None:
+        left = self._in_flight.get(session, 0) - 1
+        if left > 0:
+            self._in_flight[session] = left
+            return
+        self._in_flight.pop(session, None)
+        if session is not self._session:
+            await session.close()
+
+    async def _call(
+        self, what: str, method: str, path: str, body: Any = None,
+        content_type: str | None = None,
+    ) -> Any:
+        """One API call; the decoded JSON body of a 2xx response, else KubeError.
+
+        Error messages hold the status line only: response bodies can echo what
+        was sent, and nothing of the credentials belongs in a condition or Event.
+        """
         headers = {"Accept": "application/json"}
-        if content_type is not None:
-            headers["Content-Type"] = content_type
-        request = self._api.param_serialize(method=method, resource_path=path,
-                                            header_params=headers, body=body,
-                                            auth_settings=["BearerToken"])
-        response = self._api.call_api(*request)
-        data = response.read()
-        if not 200 <= response.status <= 299:
-            raise ApiException(http_resp=response)
-        return json.loads(data) if data else None
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+            data = json.dumps(body).encode()
+        session, endpoint, retired = self._acquire()
+        try:
+            if retired is not None:
+                await retired.close()
+            async with session.request(
+                method, endpoint.server.rstrip("/") + path, data=data, headers=headers,
+                proxy=endpoint.proxy,
+            ) as resp:
+                payload = await resp.read()
+                if not 200 <= resp.status <= 299:
+                    raise KubeError(f"{what}: HTTP {resp.status} {resp.reason or 'error'}",
+                                    status=resp.status)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise KubeError(f"{what}: {_failure(exc)}") from None
+        finally:
+            await self._release(session)
+        try:
+            return json.loads(payload) if payload else None
+        except ValueError:
+            raise KubeError(f"{what}: the API server's answer is not JSON") from None
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch `.status` through the status subresource."""
-        try:
-            await asyncio.to_thread(
-                self._custom.patch_namespaced_custom_object_status,
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                {"status": status},
-            )
-        except ApiException as exc:
-            raise _describe(exc, f"patching status of {namespace}/{name}") from None
+        """Merge-patch `.status` through the status subresource (null deletes a key)."""
+        await self._call(
+            f"patching status of {namespace}/{name}", "PATCH",
+            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status",
+            {"status": status}, MERGE_PATCH,
+        )
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
         """One key of a Secret, decoded. Never logs or echoes the value."""
         data = self._secrets.get(namespace, name)
         if data is None:
             try:
-                secret = await asyncio.to_thread(
-                    self._core_call, "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
-            except ApiException as exc:
+                secret = await self._call(f"reading Secret {namespace}/{name}", "GET",
+                                          f"/api/v1/namespaces/{namespace}/secrets/{name}")
+            except KubeError as exc:
                 if exc.status == 404:
                     raise SecretNotFound(
                         f"Secret {namespace}/{name} not found", status=404
                     ) from None
-                raise _describe(exc, f"reading Secret {namespace}/{name}") from None
+                raise
             data = {str(k): str(v) for k, v in ((secret or {}).get("data") or {}).items()}
             self._secrets.put(namespace, name, data)
         if key not in data:
@@ -132,12 +216,9 @@ class KubeClient:
         return base64.b64decode(data[key])
 
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
-        try:
-            # CoreV1Api sent a dict body as a strategic merge patch (rest.py).
-            await asyncio.to_thread(
-                self._core_call, "PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}",
-                {"metadata": {"annotations": annotations}},
-                "application/strategic-merge-patch+json",
-            )
-        except ApiException as exc:
-            raise _describe(exc, f"annotating Pod {namespace}/{name}") from None
+        """Add or replace annotations, keeping the Pod's others (strategic merge)."""
+        await self._call(
+            f"annotating Pod {namespace}/{name}", "PATCH",
+            f"/api/v1/namespaces/{namespace}/pods/{name}",
+            {"metadata": {"annotations": annotations}}, STRATEGIC_MERGE_PATCH,
+        )

@@ -8,8 +8,8 @@ injected through the simulator's /sim/v1 API.
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 

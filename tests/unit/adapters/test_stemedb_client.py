@@ -10,6 +10,7 @@ import json
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -522,7 +523,7 @@ def _a_ca_pem() -> bytes:
     """A real CA certificate (the first in certifi's bundle)."""
     import certifi
 
-    text = open(certifi.where(), encoding="ascii").read()
+    text = Path(certifi.where()).read_text(encoding="ascii")
     end = "-----END CERTIFICATE-----"
     start = text.index("-----BEGIN CERTIFICATE-----")
     return text[start : text.index(end) + len(end)].encode("ascii") + b"\n"
