@@ -3,18 +3,25 @@
 One :class:`OperatorMetrics` per process, on its own ``CollectorRegistry`` (tests
 make their own), served by the CLI at ``:{metrics-port}/metrics``.
 
-Cardinality: only the lag gauge carries per-resource labels (namespace, name,
-replica); :meth:`OperatorMetrics.forget_cluster` removes those series when a
-resource is deleted. Histograms and counters have small, fixed label sets.
+Cardinality: only the lag and escalation gauges carry per-resource labels
+(namespace, name[, replica]); :meth:`OperatorMetrics.forget_cluster` removes those
+series when a resource is deleted. Histograms and counters have small, fixed
+label sets.
+
+The per-resource gauges are plain dicts exported at scrape time by a custom
+collector (prometheus_client's pattern for state a program already holds), not
+``Gauge`` children: a child is a full metric object with its own locks (~1 KiB),
+and 1,000 clusters made 3,000 of them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 PREFIX = "stemedb_operator"
 
@@ -77,21 +84,8 @@ class OperatorMetrics:
             buckets=REQUEST_BUCKETS,
             registry=r,
         )
-        self.replica_lag = Gauge(
-            f"{PREFIX}_replica_lag_seconds",
-            "Replication lag of each replica as last scraped from its primary.",
-            ["namespace", "name", "replica"],
-            registry=r,
-        )
-        self.escalation = Gauge(
-            f"{PREFIX}_escalated",
-            "Escalation level of each StemeDBCluster: 0 none, 1 cluster SRE, "
-            "2 distributed-systems engineer, 3 principal engineer.",
-            ["namespace", "name"],
-            registry=r,
-        )
-        self._lock = threading.Lock()
-        self._replicas: dict[tuple[str, str], set[str]] = {}
+        self._clusters = _ClusterGauges()
+        r.register(self._clusters)
 
     # -- recording helpers -------------------------------------------------
     def observe_poll(self, seconds: float, result: str = "ok") -> None:
@@ -114,36 +108,57 @@ class OperatorMetrics:
     def set_lag(self, namespace: str, name: str, lags: dict[str, float | None]) -> None:
         """Set the lag of every replica of one cluster; replicas without a value
         (or no longer listed) lose their series rather than keep a stale number."""
-        key = (namespace, name)
-        with self._lock:
-            known = self._replicas.setdefault(key, set())
-            for replica in list(known):
-                if lags.get(replica) is None:
-                    self._remove(namespace, name, replica)
-                    known.discard(replica)
-            for replica, lag in lags.items():
-                if lag is not None:
-                    self.replica_lag.labels(namespace, name, replica).set(lag)
-                    known.add(replica)
+        known = {replica: lag for replica, lag in lags.items() if lag is not None}
+        with self._clusters.lock:
+            self._clusters.lag[(namespace, name)] = known
 
     def set_escalation(self, namespace: str, name: str, level: int) -> None:
-        self.escalation.labels(namespace, name).set(level)
+        with self._clusters.lock:
+            self._clusters.level[(namespace, name)] = level
 
     def forget_cluster(self, namespace: str, name: str) -> None:
         """Remove every per-resource series of a deleted StemeDBCluster."""
-        with contextlib.suppress(KeyError):
-            self.escalation.remove(namespace, name)
-        with self._lock:
-            for replica in self._replicas.pop((namespace, name), set()):
-                self._remove(namespace, name, replica)
+        with self._clusters.lock:
+            self._clusters.lag.pop((namespace, name), None)
+            self._clusters.level.pop((namespace, name), None)
 
     def clusters(self) -> Iterable[tuple[str, str]]:
-        with self._lock:
-            return list(self._replicas)
+        with self._clusters.lock:
+            return list(self._clusters.lag)
 
-    def _remove(self, namespace: str, name: str, replica: str) -> None:
-        with contextlib.suppress(KeyError):
-            self.replica_lag.remove(namespace, name, replica)
+
+class _ClusterGauges(Collector):
+    """`replica_lag_seconds` and `escalated`, read from two dicts at scrape time
+    (the scrape runs on the metrics server's thread, hence the lock)."""
+
+    LAG = (f"{PREFIX}_replica_lag_seconds",
+           "Replication lag of each replica as last scraped from its primary.")
+    LEVEL = (f"{PREFIX}_escalated",
+             "Escalation level of each StemeDBCluster: 0 none, 1 cluster SRE, "
+             "2 distributed-systems engineer, 3 principal engineer.")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lag: dict[tuple[str, str], dict[str, float]] = {}
+        self.level: dict[tuple[str, str], int] = {}
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(*self.LAG, labels=["namespace", "name", "replica"])
+        yield GaugeMetricFamily(*self.LEVEL, labels=["namespace", "name"])
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        lag = GaugeMetricFamily(*self.LAG, labels=["namespace", "name", "replica"])
+        level = GaugeMetricFamily(*self.LEVEL, labels=["namespace", "name"])
+        with self.lock:
+            lags = [(key, dict(replicas)) for key, replicas in self.lag.items()]
+            levels = list(self.level.items())
+        for (namespace, name), replicas in lags:
+            for replica, value in replicas.items():
+                lag.add_metric([namespace, name, replica], value)
+        for (namespace, name), value in levels:
+            level.add_metric([namespace, name], value)
+        yield lag
+        yield level
 
 
 __all__ = ["OperatorMetrics"]
