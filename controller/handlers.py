@@ -180,6 +180,24 @@ def _bounded_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSessi
     )
 
 
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """Keep no "last handled" copy of the spec on the object.
+
+    Kopf stores one (an annotation holding the whole spec, ~1.5 KB) to tell
+    creations from updates for on.create/on.update/on.resume handlers. This
+    operator has none of those (its daemon reads the current spec on every poll,
+    its on.delete does not look at a diff), so the copy bought one PATCH per
+    object at start-up and a larger body in etcd and in Kopf's memory. Without a
+    stored essence every event looks like a creation with no handlers: a no-op.
+    """
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def _post_event(body: Mapping[str, Any], type: str, reason: str, message: str) -> None:
     kopf.event(body, type=type, reason=reason, message=message)  # type: ignore[arg-type]
 
@@ -189,8 +207,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Kopf's own state goes under our prefix, and nothing of it in status.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = _NoDiffBase()
     # Only explicit Events (ours); Kopf's log lines stay logs.
     settings.posting.enabled = True
     settings.posting.loggers = False

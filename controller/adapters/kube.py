@@ -155,9 +155,12 @@ class KubeClient:
 
     async def _call(
         self, what: str, method: str, path: str, body: Any = None,
-        content_type: str | None = None,
+        content_type: str | None = None, *, decode: bool = True,
     ) -> Any:
         """One API call; the decoded JSON body of a 2xx response, else KubeError.
+
+        With ``decode=False`` the answer is read and dropped: a PATCH answers with
+        the whole object, and decoding 1,000 of them at start-up only made garbage.
 
         Error messages hold the status line only: response bodies can echo what
         was sent, and nothing of the credentials belongs in a condition or Event.
@@ -183,6 +186,8 @@ class KubeClient:
             raise KubeError(f"{what}: {_failure(exc)}") from None
         finally:
             await self._release(session)
+        if not decode:
+            return None
         try:
             return json.loads(payload) if payload else None
         except ValueError:
@@ -193,7 +198,7 @@ class KubeClient:
         await self._call(
             f"patching status of {namespace}/{name}", "PATCH",
             f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status",
-            {"status": status}, MERGE_PATCH,
+            {"status": status}, MERGE_PATCH, decode=False,
         )
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
@@ -220,5 +225,5 @@ class KubeClient:
         await self._call(
             f"annotating Pod {namespace}/{name}", "PATCH",
             f"/api/v1/namespaces/{namespace}/pods/{name}",
-            {"metadata": {"annotations": annotations}}, STRATEGIC_MERGE_PATCH,
+            {"metadata": {"annotations": annotations}}, STRATEGIC_MERGE_PATCH, decode=False,
         )

@@ -143,7 +143,7 @@ class EventReason(_Meaning):
     COOLDOWN = "CooldownActive", "The replica's ladder ran recently; waiting out the cooldown."
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Condition:
     type: ConditionType
     status: bool

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 MEMORY_VERSION = 1
@@ -39,7 +39,7 @@ class ActionKind(enum.StrEnum):
     MARK_REBUILD = "MarkRebuild"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Intent:
     """An action planned and written to status before it is performed."""
 
@@ -52,7 +52,7 @@ class Intent:
     deadline: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HistoryEntry:
     at: float
     kind: str
@@ -63,7 +63,7 @@ class HistoryEntry:
     key: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReplicaMemory:
     replica_id: str
     severity: Severity = Severity.NONE
@@ -93,7 +93,7 @@ class ReplicaMemory:
     shown_lag: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ThrottleMemory:
     active: bool = False
     rate_to_restore: int | None = None  # None = no limit was set (restore = remove limit)
@@ -177,11 +177,30 @@ def _camel(name: str) -> str:
     return head + "".join(w.capitalize() for w in rest)
 
 
+def _omittable(f: Any, value: Any) -> bool:
+    """True when `_build` would read the field back as `value` from its absence:
+    an optional field that is None, or any other field at its default. Leaving
+    those out halves `status.memory` (it is held in every copy of the object)."""
+    if "None" in str(f.type):
+        return value is None
+    if f.default is not MISSING:
+        return bool(value == f.default)
+    if f.default_factory is not MISSING:
+        return bool(value == f.default_factory())
+    return False
+
+
 def _to_json(obj: Any) -> Any:
     if isinstance(obj, enum.Enum):
         return obj.value
     if hasattr(obj, "__dataclass_fields__"):
-        return {_camel(f.name): _to_json(getattr(obj, f.name)) for f in fields(obj)}
+        out = {}
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if f.name != "version" and _omittable(f, value):
+                continue
+            out[_camel(f.name)] = _to_json(value)
+        return out
     if isinstance(obj, tuple | list):
         return [_to_json(x) for x in obj]
     return obj

@@ -12,7 +12,7 @@ class SourceState(enum.StrEnum):
     STALE = "Stale"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceStatus:
     """How one metrics source answered: ok, failed (with the error text) or stale."""
 
@@ -54,7 +54,7 @@ UNKNOWN = Unknown.UNKNOWN
 RateLimit = int | None | Unknown
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReplicaObservation:
     replica_id: str
     lag_seconds: float | None = None
@@ -68,7 +68,7 @@ class ReplicaObservation:
     source: SourceStatus | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Observation:
     at: float
     primary: SourceStatus
@@ -86,7 +86,7 @@ class Observation:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Evidence:
     """What the handler should fetch this poll beyond the one primary scrape."""
 

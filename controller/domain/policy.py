@@ -53,7 +53,7 @@ class Outcome(enum.StrEnum):
     NOTE = "Note"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     kind: ActionKind
     idempotency_key: str
@@ -65,14 +65,14 @@ class Action:
     rate: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EventRecord:
     type: EventType
     reason: EventReason
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Escalation:
     level: int  # 0 none, 1 cluster SRE, 2 distributed-systems engineer, 3 principal engineer
     reason: Reason
@@ -80,13 +80,13 @@ class Escalation:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ActionOutcome:
     ok: bool
     detail: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Plan:
     actions: tuple[Action, ...]
     memory: Memory

@@ -31,7 +31,7 @@ class RebuildPolicy(enum.StrEnum):
     AUTOMATIC = "Automatic"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpecProblem:
     path: str
     message: str
@@ -48,19 +48,19 @@ class SpecError(ValueError):
         super().__init__("; ".join(p.message for p in self.problems))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SecretKeyRef:
     name: str
     key: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PrimarySpec:
     admin_url: str
     id: str = "node1"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReplicaSpec:
     id: str
     agent_id: str
@@ -68,19 +68,19 @@ class ReplicaSpec:
     pod_name: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AuthSpec:
     token_secret_ref: SecretKeyRef | None = None
     ca_secret_ref: SecretKeyRef | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Threshold:
     lag_seconds: float
     for_seconds: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DetectionSpec:
     poll_interval_seconds: float = 10.0
     warning: Threshold = Threshold(5.0, 300.0)
@@ -92,14 +92,14 @@ class DetectionSpec:
     crash_loop_restarts: int = 3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BreakerResetSpec:
     enabled: bool = True
     timeout_seconds: float = 60.0
     max_attempts: int = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ThrottleSpec:
     enabled: bool = True
     ladder: tuple[float, ...] = (0.75, 0.5, 0.25)
@@ -110,7 +110,7 @@ class ThrottleSpec:
     restore_step_seconds: float = 60.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MerkleSyncSpec:
     enabled: bool = True
     timeout_seconds: float = 600.0
@@ -118,19 +118,19 @@ class MerkleSyncSpec:
     stall_timeout_seconds: float = 120.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RebuildSpec:
     enabled: bool = True
     policy: RebuildPolicy = RebuildPolicy.MANUAL
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackpressureSpec:
     enabled: bool = False
     lag_seconds: float = 30.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RemediationSpec:
     mode: Mode = Mode.AUTO
     paused: bool = False
@@ -146,7 +146,7 @@ class RemediationSpec:
     backpressure: BackpressureSpec = BackpressureSpec()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EscalationSpec:
     cluster_sre: str = "Cluster SRE"
     distributed_systems_engineer: str = "Distributed systems engineer"
@@ -160,7 +160,7 @@ class EscalationSpec:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Spec:
     primary: PrimarySpec
     replicas: tuple[ReplicaSpec, ...]
