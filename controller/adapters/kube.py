@@ -97,7 +97,7 @@ class KubeClient:
     def __init__(
         self,
         secrets: SecretCache | None = None,
-        max_connections: int = 8,
+        max_connections: int = 4,
         timeout: float = REQUEST_TIMEOUT_SECONDS,
     ) -> None:
         self._secrets = secrets or SecretCache()
