@@ -49,6 +49,7 @@ bench: $(STAMP) controlplane
 	$(PY) bench/writes.py --clusters 100 --seconds 60 --episodes 5 --episode-seconds 150
 	$(PY) bench/scale.py --clusters 300 --seconds 30
 	$(PY) bench/cost_curve.py --counts 100,300 --seconds 30
+	$(PY) bench/client_cpu.py --clusters 300 --requests 2000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
