@@ -88,13 +88,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 timeout=timeout,
             ) as resp:
-                if resp.content_length is not None and resp.content_length > MAX_BODY_BYTES:
-                    raise httpx.RemoteProtocolError(
-                        f"response larger than {MAX_BODY_BYTES} bytes", request=request)
-                body = await resp.content.read(MAX_BODY_BYTES + 1)
-                if len(body) > MAX_BODY_BYTES:
-                    raise httpx.RemoteProtocolError(
-                        f"response larger than {MAX_BODY_BYTES} bytes", request=request)
+                body = await _read_body(resp, request)
                 return httpx.Response(
                     status_code=resp.status,
                     headers=resp.raw_headers,
@@ -114,6 +108,26 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+async def _read_body(resp: aiohttp.ClientResponse, request: httpx.Request) -> bytes:
+    """The whole body, however many reads it takes (one `read(n)` returns only what
+    has arrived), refused beyond MAX_BODY_BYTES whether declared or streamed."""
+    if resp.content_length is not None and resp.content_length > MAX_BODY_BYTES:
+        raise _too_large(request)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _too_large(request)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(request: httpx.Request) -> httpx.RemoteProtocolError:
+    return httpx.RemoteProtocolError(f"response larger than {MAX_BODY_BYTES} bytes",
+                                     request=request)
 
 
 def _timeout(t: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
