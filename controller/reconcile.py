@@ -434,7 +434,7 @@ class Reconciler:
             memory = self._load_memory(key, body, self._status(key, body))
             if not memory.throttle.active:
                 return None
-            spec = parse_spec(body.get("spec") or {})
+            spec = self._parse_spec(key, body)
             creds, creds_error = await self._credentials(key, spec)
             if creds_error is not None:
                 raise KubeError(creds_error)

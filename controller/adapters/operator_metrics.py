@@ -149,8 +149,8 @@ class _ClusterGauges(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         lag = GaugeMetricFamily(*self.LAG, labels=["namespace", "name", "replica"])
         level = GaugeMetricFamily(*self.LEVEL, labels=["namespace", "name"])
-        with self.lock:
-            lags = [(key, dict(replicas)) for key, replicas in self.lag.items()]
+        with self.lock:  # the inner dicts are replaced whole, never changed in place
+            lags = list(self.lag.items())
             levels = list(self.level.items())
         for (namespace, name), replicas in lags:
             for replica, value in replicas.items():

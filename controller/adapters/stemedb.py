@@ -622,23 +622,21 @@ class StemeDBClient:
         # The first attempt runs outside tenacity: nearly every call succeeds at
         # once, and building the retry machinery per call cost ~10 % of a poll.
         try:
-            return await self._attempt(*args)
-        except StemeDBError as exc:
-            if not _should_retry(policy, exc):
-                raise
-            first_failure: StemeDBError = exc
-        except Exception as exc:  # a bug or an unexpected library error: still typed
-            raise StemeDBError(f"{what}: unexpected {type(exc).__name__}") from None
-        retrying = AsyncRetrying(
-            stop=budget,
-            wait=self._wait,
-            retry=retry_if_exception(lambda e: _should_retry(policy, e)),
-            sleep=self._sleep,
-            before_sleep=lambda rs: self._log_retry(rs, endpoint, url),
-            reraise=True,
-        )
-        replayed = False
-        try:
+            try:
+                return await self._attempt(*args)
+            except StemeDBError as exc:
+                if not _should_retry(policy, exc):
+                    raise
+                first_failure = exc
+            retrying = AsyncRetrying(
+                stop=budget,
+                wait=self._wait,
+                retry=retry_if_exception(lambda e: _should_retry(policy, e)),
+                sleep=self._sleep,
+                before_sleep=lambda rs: self._log_retry(rs, endpoint, url),
+                reraise=True,
+            )
+            replayed = False
             async for attempt in retrying:
                 with attempt:
                     if not replayed:  # tenacity's attempt 1 is the one already made

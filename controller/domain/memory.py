@@ -177,11 +177,16 @@ def _camel(name: str) -> str:
     return head + "".join(w.capitalize() for w in rest)
 
 
+def _optional(f: Any) -> bool:
+    """The field's type admits None (annotations are strings here)."""
+    return "None" in str(f.type)
+
+
 def _omittable(f: Any, value: Any) -> bool:
     """True when `_build` would read the field back as `value` from its absence:
     an optional field that is None, or any other field at its default. Leaving
     those out halves `status.memory` (it is held in every copy of the object)."""
-    if "None" in str(f.type):
+    if _optional(f):
         return value is None
     if f.default is not MISSING:
         return bool(value == f.default)
@@ -223,7 +228,7 @@ def _build(cls: type[Any], data: Any, conv: dict[str, Any]) -> Any:
         if key not in data:
             # Status is written as a JSON merge patch, where null deletes the key:
             # an absent optional field was None when it was written.
-            if "None" in str(f.type):
+            if _optional(f):
                 kwargs[f.name] = None
             continue
         value = data[key]
