@@ -56,6 +56,7 @@ from controller.reconcile import (
     ClusterKey,
     Reconciler,
 )
+from tests.unit.domain._domain_fixtures import set_path
 
 T0 = 1_700_000_000.0
 NS, NAME = "db", "demo"
@@ -85,11 +86,7 @@ def raw_spec(n_replicas: int = 2, **overrides: Any) -> dict[str, Any]:
     raw["detection"]["warning"] = {"lagSeconds": 5.0, "forSeconds": 0.0}
     raw["detection"]["critical"] = {"lagSeconds": 10.0, "forSeconds": 0.0}
     for dotted, value in overrides.items():
-        cur = raw
-        parts = dotted.split("__")
-        for p in parts[:-1]:
-            cur = cur.setdefault(p, {})
-        cur[parts[-1]] = value
+        set_path(raw, dotted.split("__"), value)
     return raw
 
 

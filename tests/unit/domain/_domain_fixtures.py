@@ -33,12 +33,16 @@ def make_spec(n_replicas: int = 2, **overrides: Any) -> Spec:
         ],
     }
     for dotted, value in overrides.items():
-        cur = raw
-        parts = dotted.split("__")
-        for p in parts[:-1]:
-            cur = cur.setdefault(p, {})
-        cur[parts[-1]] = value
+        set_path(raw, dotted.split("__"), value)
     return parse_spec(raw)
+
+
+def set_path(raw: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set raw[parts[0]][parts[1]]... = value, making the missing objects on the way."""
+    cur = raw
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from _domain_fixtures import set_path
 
 from controller.domain import Mode, RebuildPolicy, SpecError, parse_spec
 from controller.domain.spec import spec_to_raw
@@ -19,11 +20,7 @@ def _with(path: str, value: Any) -> dict[str, Any]:
     import copy
 
     raw = copy.deepcopy(BASE)
-    cur = raw
-    parts = path.split(".")
-    for p in parts[:-1]:
-        cur = cur.setdefault(p, {})
-    cur[parts[-1]] = value
+    set_path(raw, path.split("."), value)
     return raw
 
 
