@@ -17,8 +17,8 @@ if ! diff -u --label "crds/ (source)" --label "chart copy" "$SRC" "$DST" >&2; th
   exit 1
 fi
 # Also catch a stray extra CRD in the chart that crds/ does not have.
-extra=$(comm -13 <(cd "$(dirname "$SRC")" && ls ./*.yaml 2>/dev/null | sort) \
-                 <(cd "$(dirname "$DST")" && ls ./*.yaml 2>/dev/null | sort) || true)
+extra=$(comm -13 <(find "$(dirname "$SRC")" -maxdepth 1 -name '*.yaml' -printf '%f\n' | sort) \
+                 <(find "$(dirname "$DST")" -maxdepth 1 -name '*.yaml' -printf '%f\n' | sort) || true)
 if [ -z "${CRD_SRC:-}" ] && [ -n "$extra" ]; then
   echo "crd-drift: the chart carries CRDs that crds/ does not: $extra" >&2
   exit 1
