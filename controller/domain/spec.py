@@ -15,9 +15,58 @@ from __future__ import annotations
 import enum
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from controller.domain.validation import (
+    contact_problem,
+    node_id_problem,
+    object_name_problem,
+    secret_key_problem,
+    url_problem,
+)
+
+_WEEK, _DAY = 604800, 86400
+# Upper bounds of every number in the spec, by field path ([i] dropped). The CRD
+# carries the same `maximum`s (a unit test compares them): a week for any time
+# window, a day for a lag threshold. Without them `forSeconds: 1e308` was
+# accepted and simply never elapsed.
+MAXIMA: dict[str, float] = {
+    "spec.detection.pollIntervalSeconds": 3600,
+    "spec.detection.warning.lagSeconds": _DAY,
+    "spec.detection.warning.forSeconds": _WEEK,
+    "spec.detection.critical.lagSeconds": _DAY,
+    "spec.detection.critical.forSeconds": _WEEK,
+    "spec.detection.escalation.lagSeconds": _DAY,
+    "spec.detection.recovery.lagSeconds": _DAY,
+    "spec.detection.recovery.forSeconds": _WEEK,
+    "spec.detection.staleAfterSeconds": _WEEK,
+    "spec.detection.stormReplicas": 64,
+    "spec.detection.crashLoopRestarts": 1000,
+    "spec.remediation.cooldownSeconds": _WEEK,
+    "spec.remediation.maxActionsPerHour": 10000,
+    "spec.remediation.maxConcurrentRebuilds": 64,
+    "spec.remediation.minInSyncReplicas": 64,
+    "spec.remediation.breakerReset.timeoutSeconds": _WEEK,
+    "spec.remediation.breakerReset.maxAttempts": 10,
+    "spec.remediation.throttle.floorAssertionsPerSec": 1_000_000_000,
+    "spec.remediation.throttle.stepIntervalSeconds": _WEEK,
+    "spec.remediation.throttle.unlimitedBaselineAssertionsPerSec": 1_000_000_000,
+    "spec.remediation.throttle.restoreStepSeconds": _WEEK,
+    "spec.remediation.merkleSync.timeoutSeconds": _WEEK,
+    "spec.remediation.merkleSync.maxAttempts": 10,
+    "spec.remediation.merkleSync.stallTimeoutSeconds": _WEEK,
+    "spec.remediation.backpressure.lagSeconds": _DAY,
+    "spec.escalation.promoteAfterSeconds": _WEEK,
+}
+MAX_REPLICAS = 64  # the CRD's maxItems
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def _maximum(path: str) -> float | None:
+    return MAXIMA.get(_INDEX.sub("", path))
 
 
 class Mode(enum.StrEnum):
@@ -218,10 +267,14 @@ class _Reader:
         if not math.isfinite(v):
             self.fail(p, f"{p} must be a finite number")
             return default
+        high = _maximum(p)
         if positive and v <= 0:
             self.fail(p, f"{p} ({_fmt(v)}) must be greater than 0")
         elif minimum is not None and v < minimum:
             self.fail(p, f"{p} ({_fmt(v)}) must be at least {_fmt(minimum)}")
+        elif high is not None and v > high:
+            self.fail(p, f"{p} ({_fmt(v)}) must be at most {_fmt(high)}")
+            return default
         return v
 
     def integer(
@@ -231,8 +284,14 @@ class _Reader:
         value = raw.get(key, _MISSING)
         if value is _MISSING or value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or (isinstance(value, float) and not math.isfinite(value))
+                or value != int(value)):
             self.fail(p, f"{p} must be a whole number, not {value!r}")
+            return default
+        high = _maximum(p)
+        if high is not None and abs(value) > high:
+            self.fail(p, f"{p} ({_fmt(value)}) must be at most {_fmt(high)}")
             return default
         v = int(value)
         if v < minimum:
@@ -251,7 +310,7 @@ class _Reader:
 
     def string(
         self, raw: Mapping[str, Any], key: str, path: str, default: str | None, *,
-        required: bool = False,
+        required: bool = False, check: Callable[[str], str | None] | None = None,
     ) -> str | None:
         p = f"{path}.{key}"
         value = raw.get(key, _MISSING)
@@ -264,6 +323,12 @@ class _Reader:
             return default
         if required and not value:
             self.fail(p, f"{p} must not be empty")
+            return default
+        problem = check(value) if check is not None else None
+        if problem is not None:
+            # Never keep a refused value: it must not reach a request, even by mistake.
+            self.fail(p, f"{p} {problem}")
+            return default
         return str(value)
 
     def fractions(
@@ -300,13 +365,13 @@ class _Reader:
             return None
         obj = self.obj(raw, key, path)
         p = f"{path}.{key}"
-        name = self.string(obj, "name", p, "", required=True) or ""
-        k = self.string(obj, "key", p, "", required=True) or ""
+        name = self.string(obj, "name", p, "", required=True, check=object_name_problem) or ""
+        k = self.string(obj, "key", p, "", required=True, check=secret_key_problem) or ""
         return SecretKeyRef(name, k)
 
 
 def _fmt(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
 
 
 def parse_spec(raw_spec: Mapping[str, Any]) -> Spec:
@@ -320,8 +385,9 @@ def parse_spec(raw_spec: Mapping[str, Any]) -> Spec:
     if "primary" not in raw_spec:
         r.fail("spec.primary", "spec.primary is required")
     primary = PrimarySpec(
-        admin_url=r.string(prim_raw, "adminUrl", "spec.primary", "", required=True) or "",
-        id=r.string(prim_raw, "id", "spec.primary", "node1") or "node1",
+        admin_url=r.string(prim_raw, "adminUrl", "spec.primary", "", required=True,
+                           check=url_problem) or "",
+        id=r.string(prim_raw, "id", "spec.primary", "node1", check=node_id_problem) or "node1",
     )
 
     replicas: list[ReplicaSpec] = []
@@ -333,17 +399,31 @@ def parse_spec(raw_spec: Mapping[str, Any]) -> Spec:
     else:
         if not raw_replicas:
             r.fail("spec.replicas", "spec.replicas must list at least one replica")
+        elif len(raw_replicas) > MAX_REPLICAS:
+            r.fail("spec.replicas", f"spec.replicas lists {len(raw_replicas)} replicas; "
+                   f"at most {MAX_REPLICAS}")
         seen: dict[str, int] = {}
+        seen_agents: dict[str, int] = {}
         for i, item in enumerate(raw_replicas):
             p = f"spec.replicas[{i}]"
             if not isinstance(item, Mapping):
                 r.fail(p, f"{p} must be an object")
                 continue
-            rid = r.string(item, "id", p, "", required=True) or ""
-            agent = r.string(item, "agentId", p, f"agent-{rid}" if rid else "") or ""
-            murl = r.string(item, "metricsUrl", p, None)
+            rid = r.string(item, "id", p, "", required=True, check=node_id_problem) or ""
+            agent = r.string(item, "agentId", p, f"agent-{rid}" if rid else "",
+                             check=node_id_problem) or ""
+            murl = r.string(item, "metricsUrl", p, None, check=url_problem)
             pod = r.obj(item, "podRef", p)
-            pod_name = r.string(pod, "name", f"{p}.podRef", None) if pod else None
+            pod_name = None
+            if item.get("podRef") is not None:
+                pod_name = r.string(pod, "name", f"{p}.podRef", None, required=True,
+                                    check=object_name_problem)
+            if agent and agent in seen_agents:
+                r.fail(f"{p}.agentId", f"{p}.agentId ({agent}) repeats "
+                       f"spec.replicas[{seen_agents[agent]}].agentId: each replica has its "
+                       "own breaker")
+            elif agent:
+                seen_agents[agent] = i
             if rid and rid in seen:
                 r.fail(f"{p}.id", f"{p}.id ({rid}) repeats spec.replicas[{seen[rid]}].id")
             elif rid:
@@ -393,6 +473,13 @@ def parse_spec(raw_spec: Mapping[str, Any]) -> Spec:
             det_raw, "crashLoopRestarts", d, dd.crash_loop_restarts, minimum=1
         ),
     )
+    if detection.stale_after_seconds < detection.poll_interval_seconds:
+        r.fail(
+            f"{d}.staleAfterSeconds",
+            f"{d}.staleAfterSeconds ({_fmt(detection.stale_after_seconds)}) must be at least "
+            f"{d}.pollIntervalSeconds ({_fmt(detection.poll_interval_seconds)}): otherwise "
+            "every observation is stale when it is used",
+        )
     if not critical.lag_seconds > warning.lag_seconds:
         r.fail(
             f"{d}.critical.lagSeconds",
@@ -532,16 +619,19 @@ def parse_spec(raw_spec: Mapping[str, Any]) -> Spec:
     esc = r.obj(raw_spec, "escalation", s)
     ed = EscalationSpec()
     escalation = EscalationSpec(
-        cluster_sre=r.string(esc, "clusterSre", e, ed.cluster_sre) or ed.cluster_sre,
+        cluster_sre=r.string(esc, "clusterSre", e, ed.cluster_sre, check=contact_problem)
+        or ed.cluster_sre,
         distributed_systems_engineer=r.string(
-            esc, "distributedSystemsEngineer", e, ed.distributed_systems_engineer
+            esc, "distributedSystemsEngineer", e, ed.distributed_systems_engineer,
+            check=contact_problem,
         ) or ed.distributed_systems_engineer,
-        principal_engineer=r.string(esc, "principalEngineer", e, ed.principal_engineer)
+        principal_engineer=r.string(esc, "principalEngineer", e, ed.principal_engineer,
+                                    check=contact_problem)
         or ed.principal_engineer,
         promote_after_seconds=r.number(
             esc, "promoteAfterSeconds", e, ed.promote_after_seconds, positive=True
         ),
-        webhook_url=r.string(esc, "webhookUrl", e, None),
+        webhook_url=r.string(esc, "webhookUrl", e, None, check=url_problem),
     )
 
     if r.problems:
