@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -37,6 +39,44 @@ class KubeError(Exception):
 
 class SecretNotFound(KubeError):
     """The Secret or the key named in spec.auth does not exist."""
+
+
+class RefusedName(KubeError):
+    """A namespace or object name that is not a Kubernetes name: never sent.
+
+    Names reach this adapter from a tenant's spec. `../../other/secrets/x` in a
+    request path would be resolved by the API server into another namespace
+    (the confused deputy of docs/security.md), so a name must be a DNS-1123
+    subdomain, and is escaped as one path segment even then.
+    """
+
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _segment(kind: str, value: str) -> str:
+    """One path segment for a namespace or an object name, or RefusedName."""
+    if not isinstance(value, str) or len(value) > 253 or not _NAME.fullmatch(value):
+        raise RefusedName(f"refusing {kind} name {ascii(str(value))[:80]}: "
+                          "not a Kubernetes object name")
+    return quote(value, safe="")
+
+
+def _path(*parts: tuple[str, str] | str) -> str:
+    """A request path from fixed words and (kind, name) pairs, each name checked."""
+    return "/" + "/".join(p if isinstance(p, str) else _segment(*p) for p in parts)
+
+
+def _check_identity(what: str, obj: Any, namespace: str, name: str) -> None:
+    """The API server answered with the object asked for, or KubeError.
+
+    A second line after `_segment`: whatever the path resolved to, an answer
+    about another object is never used.
+    """
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict) or (meta.get("namespace"), meta.get("name")) != (
+            namespace, name):
+        raise KubeError(f"{what}: the API server answered with a different object; not used")
 
 
 @dataclass(frozen=True)
@@ -197,7 +237,8 @@ class KubeClient:
         """Merge-patch `.status` through the status subresource (null deletes a key)."""
         await self._call(
             f"patching status of {namespace}/{name}", "PATCH",
-            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status",
+            _path("apis", GROUP, VERSION, "namespaces", ("namespace", namespace), PLURAL,
+                  ("StemeDBCluster", name), "status"),
             {"status": status}, MERGE_PATCH, decode=False,
         )
 
@@ -205,15 +246,18 @@ class KubeClient:
         """One key of a Secret, decoded. Never logs or echoes the value."""
         data = self._secrets.get(namespace, name)
         if data is None:
+            what = f"reading Secret {namespace}/{name}"
+            path = _path("api", "v1", "namespaces", ("namespace", namespace), "secrets",
+                         ("Secret", name))
             try:
-                secret = await self._call(f"reading Secret {namespace}/{name}", "GET",
-                                          f"/api/v1/namespaces/{namespace}/secrets/{name}")
+                secret = await self._call(what, "GET", path)
             except KubeError as exc:
                 if exc.status == 404:
                     raise SecretNotFound(
                         f"Secret {namespace}/{name} not found", status=404
                     ) from None
                 raise
+            _check_identity(what, secret, namespace, name)
             data = {str(k): str(v) for k, v in ((secret or {}).get("data") or {}).items()}
             self._secrets.put(namespace, name, data)
         if key not in data:
@@ -222,8 +266,10 @@ class KubeClient:
 
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         """Add or replace annotations, keeping the Pod's others (strategic merge)."""
-        await self._call(
-            f"annotating Pod {namespace}/{name}", "PATCH",
-            f"/api/v1/namespaces/{namespace}/pods/{name}",
-            {"metadata": {"annotations": annotations}}, STRATEGIC_MERGE_PATCH, decode=False,
+        what = f"annotating Pod {namespace}/{name}"
+        pod = await self._call(
+            what, "PATCH",
+            _path("api", "v1", "namespaces", ("namespace", namespace), "pods", ("Pod", name)),
+            {"metadata": {"annotations": annotations}}, STRATEGIC_MERGE_PATCH,
         )
+        _check_identity(what, pod, namespace, name)
