@@ -7,6 +7,19 @@ import sys
 from collections.abc import Sequence
 
 from controller import logs
+from controller.domain.destinations import (
+    DEFAULT_DENY,
+    LOOPBACK,
+    DestinationPolicy,
+    parse_networks,
+)
+
+
+def destination_policy(args: argparse.Namespace) -> DestinationPolicy:
+    """The policy the flags ask for; ValueError names a bad CIDR."""
+    deny = [*DEFAULT_DENY, *(LOOPBACK if args.deny_loopback else ()), *args.deny_destination]
+    return DestinationPolicy(deny=parse_networks(deny),
+                             allow=parse_networks(args.allow_destination))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-actions-per-hour", type=int, default=100, metavar="N",
         help="operator-wide budget of admin actions across all clusters per hour",
     )
+    run.add_argument(
+        "--deny-destination", action="append", default=[], metavar="CIDR",
+        help="never send a request to addresses in CIDR, whatever a StemeDBCluster's URLs "
+             "say (repeatable; added to the built-in list: "
+             f"{', '.join(DEFAULT_DENY)} and the API server itself)",
+    )
+    run.add_argument(
+        "--allow-destination", action="append", default=[], metavar="CIDR",
+        help="if given, send requests only to addresses in these CIDRs (repeatable)",
+    )
+    run.add_argument(
+        "--deny-loopback", action="store_true",
+        help=f"also deny loopback ({', '.join(LOOPBACK)}); the chart sets it: in a Pod "
+             "loopback is the operator itself",
+    )
     run.add_argument("--standalone", action="store_true", default=True,
                      help=argparse.SUPPRESS)
     return parser
@@ -51,6 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.max_actions_per_hour < 0:
             print("stemedb-operator run: --max-actions-per-hour must be >= 0", file=sys.stderr)
             return 2
+        try:
+            destinations = destination_policy(args)
+        except ValueError as err:
+            print(f"stemedb-operator run: --deny-destination/--allow-destination: {err}",
+                  file=sys.stderr)
+            return 2
         logs.configure(args.log_format, args.log_level)
         import controller.handlers as handlers  # late: it loads Kopf and the clients
 
@@ -60,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics_port=args.metrics_port,
             health_port=args.health_port,
             max_actions_per_hour=args.max_actions_per_hour,
+            destinations=destinations,
         )
     return 2
 

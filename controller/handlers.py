@@ -29,6 +29,7 @@ import yaml
 from prometheus_client import start_http_server
 
 from controller.adapters import kube
+from controller.adapters.destinations import Destinations
 from controller.adapters.kube import KubeClient, KubeEndpoint, KubeError
 from controller.adapters.notify import Notifier
 from controller.adapters.operator_metrics import OperatorMetrics
@@ -36,6 +37,7 @@ from controller.adapters.stemedb import ClientConfig, StemeDBClient
 from controller.adapters.stemedb_errors import StemeDBError
 from controller.domain import Memory, MemoryFormatError, SpecError, parse_spec
 from controller.domain.budget import ActionBudget
+from controller.domain.destinations import DestinationPolicy
 from controller.domain.spec import DetectionSpec
 from controller.reconcile import ClusterKey, Reconciler
 
@@ -62,6 +64,7 @@ class _Config:
 
     max_actions_per_hour = 100
     namespaces: tuple[str, ...] = ()
+    destinations = Destinations()
 
 
 @kopf.on.login()
@@ -73,6 +76,7 @@ async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
     if info is None:
         return None
     _kube(memo).use(_endpoint(info))
+    await _Config.destinations.deny_api_server(info.server)
     return _bounded_session(info, KUBE_API_CONNECTIONS + len(_Config.namespaces))
 
 
@@ -224,12 +228,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.background.cancellation_polling = 5
     memo.reconciler = Reconciler(
-        stemedb=StemeDBClient(ClientConfig(), metrics=memo.metrics),
+        stemedb=StemeDBClient(ClientConfig(), metrics=memo.metrics,
+                              destinations=_Config.destinations),
         kube=_kube(memo),
         metrics=memo.metrics,
         budget=ActionBudget(_Config.max_actions_per_hour),
         post_event=_post_event,
-        notifier=Notifier(),
+        notifier=Notifier(destinations=_Config.destinations),
     )
 
 
@@ -346,8 +351,10 @@ def run(
     metrics_port: int,
     health_port: int,
     max_actions_per_hour: int,
+    destinations: DestinationPolicy | None = None,
 ) -> int:
     """Run the operator until SIGINT/SIGTERM."""
+    _Config.destinations = Destinations(destinations)
     metrics = OperatorMetrics()
     if metrics_port:
         start_http_server(metrics_port, registry=metrics.registry)
@@ -356,7 +363,9 @@ def run(
     memo = kopf.Memo(metrics=metrics)
     liveness = f"http://0.0.0.0:{health_port}/healthz" if health_port else None
     log.info("starting", namespaces=list(namespaces) or None, all_namespaces=all_namespaces,
-             metrics_port=metrics_port, health_port=health_port)
+             metrics_port=metrics_port, health_port=health_port,
+             deny_destinations=[str(n) for n in _Config.destinations.policy.deny],
+             allow_destinations=[str(n) for n in _Config.destinations.policy.allow] or None)
 
     async def main() -> None:
         # Objects created at start-up live for the whole run; keep them out of

@@ -28,7 +28,7 @@ from controller.adapters.stemedb import (
     PrimaryScrape,
     StemeDBClient,
 )
-from controller.adapters.stemedb_errors import StemeDBError
+from controller.adapters.stemedb_errors import StemeDBDestinationDenied, StemeDBError
 from controller.domain import (
     UNKNOWN,
     Action,
@@ -62,6 +62,16 @@ log = structlog.get_logger("stemedb.reconcile")
 REBUILD_ANNOTATION = "stemedb.io/rebuild-requested"
 REBUILD_REASON_ANNOTATION = "stemedb.io/rebuild-reason"
 INVALID_SPEC_RETRY_SECONDS = 30.0
+# Runtime failures name the spec field whose value was used (issue 11: "bad URL
+# or request" alone did not say which of the URLs was bad).
+ADMIN_URL = "spec.primary.adminUrl"
+
+
+def _pod_field(spec: Spec, replica_id: str | None) -> str:
+    for i, r in enumerate(spec.replicas):
+        if r.id == replica_id:
+            return f"spec.replicas[{i}].podRef.name"
+    return "spec.replicas[].podRef.name"
 
 
 class EventPoster(Protocol):
@@ -215,16 +225,18 @@ class Reconciler:
     async def _credentials(self, key: ClusterKey, spec: Spec) -> tuple[Credentials, str | None]:
         token: str | None = None
         ca: bytes | None = None
+        field = "spec.auth.tokenSecretRef"
         try:
             if spec.auth.token_secret_ref is not None:
                 ref = spec.auth.token_secret_ref
                 token = (await self.kube.read_secret_key(key.namespace, ref.name, ref.key)).decode(
                     "utf-8", "replace").strip()
             if spec.auth.ca_secret_ref is not None:
+                field = "spec.auth.caSecretRef"
                 ref = spec.auth.ca_secret_ref
                 ca = await self.kube.read_secret_key(key.namespace, ref.name, ref.key)
         except KubeError as err:
-            return Credentials(), str(err)
+            return Credentials(), f"{field}: {err}"
         return Credentials(token=token, ca_pem=ca), None
 
     async def _observe(
@@ -243,8 +255,11 @@ class Reconciler:
                                approved_rebuilds=approvals)
         try:
             scrape = await self.stemedb.scrape_primary(base, creds)
+        except StemeDBDestinationDenied as err:
+            return Observation(at=now, primary=SourceStatus.denied(f"{ADMIN_URL}: {err}"),
+                               approved_rebuilds=approvals)
         except StemeDBError as err:
-            return Observation(at=now, primary=SourceStatus.failed(str(err)),
+            return Observation(at=now, primary=SourceStatus.failed(f"{ADMIN_URL}: {err}"),
                                approved_rebuilds=approvals)
         observation = _primary_observation(spec, scrape, now, approvals)
         evidence = evidence_needed(spec, memory, observation)
@@ -272,12 +287,15 @@ class Reconciler:
         self, spec: Spec, observation: Observation, wanted: frozenset[str], creds: Credentials
     ) -> tuple[ReplicaObservation, ...]:
         urls = {r.id: r.metrics_url for r in spec.replicas if r.id in wanted and r.metrics_url}
+        fields = {r.id: f"spec.replicas[{i}].metricsUrl" for i, r in enumerate(spec.replicas)}
 
         async def one(rid: str, url: str) -> tuple[str, float | None, SourceStatus]:
             try:
                 node = await self.stemedb.scrape_node(url, creds)
+            except StemeDBDestinationDenied as err:
+                return rid, None, SourceStatus.denied(f"{fields[rid]}: {err}")
             except StemeDBError as err:
-                return rid, None, SourceStatus.failed(str(err))
+                return rid, None, SourceStatus.failed(f"{fields[rid]}: {err}")
             return rid, node.assertions_indexed_total, SourceStatus.ok()
 
         results = {rid: (total, src) for rid, total, src in
@@ -299,9 +317,12 @@ class Reconciler:
                  reason=action.reason.value)
         try:
             detail = await self._perform(key, spec, creds, base, action)
-        except (StemeDBError, KubeError) as err:
+        except StemeDBError as err:
             self.metrics.count_action(action.kind.value, "failed")
-            return ActionOutcome(False, str(err))
+            return ActionOutcome(False, f"{ADMIN_URL}: {err}")
+        except KubeError as err:
+            self.metrics.count_action(action.kind.value, "failed")
+            return ActionOutcome(False, f"{_pod_field(spec, action.replica_id)}: {err}")
         self.metrics.count_action(action.kind.value, "success")
         return ActionOutcome(True, detail)
 

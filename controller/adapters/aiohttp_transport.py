@@ -33,6 +33,13 @@ from collections.abc import Mapping
 import aiohttp
 import httpx
 
+from controller.adapters.destinations import (
+    DestinationDenied,
+    Destinations,
+    GuardedResolver,
+    check_host,
+)
+
 # A /metrics page or an admin answer is a few KiB; anything this large is not
 # StemeDB talking, and is refused rather than buffered.
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -52,7 +59,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         *,
         max_per_origin: int,
         keepalive_expiry: float,
+        destinations: Destinations | None = None,
     ) -> None:
+        self._destinations = destinations
         self._ssl_context = ssl_context
         self._max_per_origin = max_per_origin
         self._keepalive_expiry = keepalive_expiry
@@ -66,6 +75,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 limit=0,
                 limit_per_host=self._max_per_origin,
                 keepalive_timeout=self._keepalive_expiry,
+                resolver=(None if self._destinations is None
+                          else GuardedResolver(self._destinations)),
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -79,6 +90,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._get_session()
         timeout = _timeout(request.extensions.get("timeout") or {})
+        if self._destinations is not None:
+            try:
+                check_host(self._destinations, request.url.host,
+                           request.url.port or (443 if request.url.scheme == "https" else 80))
+            except DestinationDenied as exc:
+                raise httpx.ConnectError("destination denied", request=request) from exc
         try:
             async with session.request(
                 request.method,

@@ -20,6 +20,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from controller.adapters.destinations import DestinationDenied, Destinations, check_url_host
+
 USER_AGENT = "stemedb-operator-notifier"
 
 
@@ -49,7 +51,9 @@ class NotificationError(Exception):
 
 class Notifier:
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None,
-                 timeout: float = 5.0, attempts: int = 3) -> None:
+                 timeout: float = 5.0, attempts: int = 3,
+                 destinations: Destinations | None = None) -> None:
+        self._destinations = destinations
         self._client = httpx.AsyncClient(
             transport=transport, timeout=timeout, headers={"User-Agent": USER_AGENT},
             trust_env=False,
@@ -57,6 +61,20 @@ class Notifier:
         self._attempts = attempts
 
     async def escalated(self, url: str, event: Escalated) -> None:
+        if self._destinations is not None:
+            # Checked on the resolved addresses before each notification; the
+            # webhook carries no credential, so a name re-resolving between this
+            # check and the connection risks a page sent astray, not a secret.
+            target = httpx.URL(url)
+            try:
+                await check_url_host(self._destinations, target.host,
+                                     target.port or (443 if target.scheme == "https" else 80))
+            except DestinationDenied as err:
+                raise NotificationError(
+                    f"spec.escalation.webhookUrl: destination denied ({err})") from None
+            except OSError:
+                raise NotificationError(
+                    "spec.escalation.webhookUrl: host name does not resolve") from None
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(httpx.ConnectError),

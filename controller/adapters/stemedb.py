@@ -48,11 +48,13 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from controller.adapters.aiohttp_transport import AiohttpTransport
+from controller.adapters.destinations import DestinationDenied, Destinations
 from controller.adapters.metrics_text import Sample, parse_samples
 from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.stemedb_errors import (
     MetricsParseError,
     StemeDBBadResponse,
+    StemeDBDestinationDenied,
     StemeDBError,
     StemeDBHTTPError,
     StemeDBTimeout,
@@ -411,6 +413,9 @@ def _map_transport_error(exc: httpx.TransportError, what: str) -> StemeDBError:
             phase=phase,
             may_have_applied=phase not in ("connect", "pool"),
         )
+    denied = next((e for e in _chain(exc) if isinstance(e, DestinationDenied)), None)
+    if denied is not None:
+        return StemeDBDestinationDenied(f"{what}: destination denied ({denied})")
     if any(isinstance(e, ssl.SSLError) for e in _chain(exc)):
         cert = any(isinstance(e, ssl.SSLCertVerificationError) for e in _chain(exc))
         return StemeDBTLSError(
@@ -509,8 +514,10 @@ class StemeDBClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        destinations: Destinations | None = None,
     ) -> None:
         self.config = config or ClientConfig()
+        self._destinations = destinations
         self.metrics = metrics
         self._injected = transport
         self._sleep = sleep
@@ -550,7 +557,8 @@ class StemeDBClient:
             return self._injected
         cfg = self.config
         return AiohttpTransport(ctx, max_per_origin=cfg.max_connections,
-                                keepalive_expiry=cfg.keepalive_expiry)
+                                keepalive_expiry=cfg.keepalive_expiry,
+                                destinations=self._destinations)
 
     def _transport_for(self, creds: Credentials) -> httpx.AsyncBaseTransport:
         if self._closed:

@@ -70,6 +70,17 @@ class StemeDBTimeout(StemeDBError):
         self.may_have_applied = may_have_applied
 
 
+class StemeDBDestinationDenied(StemeDBError):
+    """The operator's destination policy refuses the URL's address (docs/security.md).
+
+    Nothing was sent, and nothing will be until the spec or the policy changes:
+    never retried.
+    """
+
+    reason = "DestinationDenied"
+    kind = "denied"
+
+
 class StemeDBTLSError(StemeDBError):
     """The TLS handshake failed (unknown CA, bad certificate, hostname mismatch, bad CA PEM)."""
 

@@ -43,6 +43,10 @@ class Reason(_Meaning):
     # MetricsAvailable
     METRICS_SCRAPED = "MetricsScraped", "The primary's /metrics was scraped and had every replica."
     PRIMARY_SCRAPE_FAILED = "PrimaryScrapeFailed", "The primary's /metrics could not be read."
+    DESTINATION_DENIED = (
+        "DestinationDenied",
+        "spec.primary.adminUrl resolves to an address the operator's destination policy denies.",
+    )
     PRIMARY_METRICS_STALE = "PrimaryMetricsStale", "The primary's metrics are older than allowed."
     OBSERVATION_STALE = "ObservationStale", "The observation is older than staleAfterSeconds."
     REPLICA_LAG_MISSING = "ReplicaLagMissing", "A replica in the spec has no lag series."

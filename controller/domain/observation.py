@@ -10,11 +10,13 @@ class SourceState(enum.StrEnum):
     OK = "Ok"
     FAILED = "Failed"
     STALE = "Stale"
+    DENIED = "Denied"
 
 
 @dataclass(frozen=True, slots=True)
 class SourceStatus:
-    """How one metrics source answered: ok, failed (with the error text) or stale."""
+    """How one metrics source answered: ok, failed (with the error text), stale, or
+    denied by the operator's destination policy."""
 
     state: SourceState
     detail: str = ""
@@ -26,6 +28,11 @@ class SourceStatus:
     @classmethod
     def failed(cls, error: str) -> SourceStatus:
         return cls(SourceState.FAILED, error)
+
+    @classmethod
+    def denied(cls, detail: str) -> SourceStatus:
+        """The operator's destination policy refused the URL: nothing was sent."""
+        return cls(SourceState.DENIED, detail)
 
     @classmethod
     def stale(cls, detail: str = "") -> SourceStatus:

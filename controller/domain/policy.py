@@ -321,6 +321,11 @@ def evidence_needed(spec: Spec, memory: Memory, primary_only_observation: Observ
 
 
 def _metrics_problem(obs: Observation, spec: Spec, now: float) -> tuple[Reason, str] | None:
+    if obs.primary.state is SourceState.DENIED:
+        return Reason.DESTINATION_DENIED, (
+            f"{obs.primary.detail or 'the primary URL is denied'}; the operator sends nothing "
+            "to a destination its policy denies (docs/security.md)"
+        )
     if obs.primary.state is SourceState.FAILED:
         return Reason.PRIMARY_SCRAPE_FAILED, (
             f"The primary's /metrics could not be read ({obs.primary.detail or 'no detail'}); "

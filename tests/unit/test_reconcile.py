@@ -38,6 +38,7 @@ from controller.adapters.stemedb import (
 from controller.adapters.stemedb_errors import (
     MetricsParseError,
     StemeDBBadResponse,
+    StemeDBDestinationDenied,
     StemeDBError,
     StemeDBHTTPError,
     StemeDBTimeout,
@@ -379,6 +380,9 @@ SCRAPE_ERRORS = [
                  id="the body is not what the contract says"),
     pytest.param(MetricsParseError("GET /metrics: line 3: bad sample", line=3),
                  id="the metrics text is garbled"),
+    pytest.param(StemeDBDestinationDenied("GET /metrics: destination denied (169.254.169.254 "
+                                          "is in 169.254.0.0/16)"),
+                 id="the operator's destination policy denies the address"),
 ]
 
 
@@ -410,8 +414,11 @@ async def test_a_failed_scrape_reports_metrics_unavailable_and_acts_on_nothing(
     [status] = world.patches()
     cond = conditions(status)
     assert cond["MetricsAvailable"]["status"] == "False"
-    assert cond["MetricsAvailable"]["reason"] == "PrimaryScrapeFailed"
-    assert str(error) in cond["MetricsAvailable"]["message"]
+    denied = isinstance(error, StemeDBDestinationDenied)
+    assert cond["MetricsAvailable"]["reason"] == (
+        "DestinationDenied" if denied else "PrimaryScrapeFailed")
+    # The message names the field whose value was used, then the problem.
+    assert f"spec.primary.adminUrl: {error}" in cond["MetricsAvailable"]["message"]
     assert cond["RemediationAllowed"]["status"] == "False"
     assert cond["Ready"]["status"] == "False"
     assert [(e.type, e.reason) for e in world.events] == [("Warning", "MetricsUnavailable")]
@@ -514,19 +521,21 @@ async def test_a_poll_whose_body_lags_the_last_write_does_not_repeat_the_action(
 FAILURES = [
     pytest.param(raw_spec, ["agent-node2"], "reset_breaker",
                  StemeDBUnauthorized(403, "forbidden", "missing permission admin:breakers"),
-                 "ResetBreaker on node2 failed: HTTP 403 forbidden",
+                 "ResetBreaker on node2 failed: spec.primary.adminUrl: HTTP 403 forbidden",
                  id="a breaker reset is refused"),
     pytest.param(raw_spec, [], "set_rate_limit",
                  StemeDBHTTPError(503, "unavailable", "rate limiter busy"),
-                 "SetRateLimit failed: HTTP 503 unavailable", id="a throttle call answers 503"),
+                 "SetRateLimit failed: spec.primary.adminUrl: HTTP 503 unavailable", id="a throttle call answers 503"),
     pytest.param(lambda: sync_first(raw_spec()), [], "force_sync",
                  StemeDBTimeout("POST /v1/admin/cluster/sync: read timeout", phase="read",
                                 may_have_applied=True),
-                 "ForceSync on node2 failed: POST /v1/admin/cluster/sync: read timeout",
+                 "ForceSync on node2 failed: spec.primary.adminUrl: POST /v1/admin/cluster/sync: "
+                 "read timeout",
                  id="a forced sync times out"),
     pytest.param(lambda: only_rebuild_left(raw_spec()), [], "annotate_pod",
                  KubeError("annotating Pod db/stemedb-1: HTTP 403 Forbidden", status=403),
-                 "MarkRebuild on node2 failed: annotating Pod db/stemedb-1: HTTP 403",
+                 "MarkRebuild on node2 failed: spec.replicas[0].podRef.name: annotating Pod "
+                 "db/stemedb-1: HTTP 403",
                  id="the Pod cannot be annotated"),
 ]
 
