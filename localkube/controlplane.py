@@ -9,6 +9,7 @@ subresource, RBAC, watches and TokenRequest.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ADMIN_USER = "stemedb-admin"
 
@@ -52,6 +54,8 @@ class ControlPlane:
     workdir: Path
     port: int = 0
     admin_token: str = ""
+    # An audit policy (YAML text) turns on kube-apiserver's audit log at `audit_log`.
+    audit_policy: str | None = None
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -66,15 +70,35 @@ class ControlPlane:
     def ca_file(self) -> Path:
         return self.workdir / "certs" / "apiserver.crt"
 
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """The audit log's events so far (empty without an audit policy); a last line
+        still being written is left for the next read."""
+        try:
+            text = self.audit_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        complete = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
     @classmethod
     @contextlib.contextmanager
     def running(
-        cls, bin_dir: Path, workdir: Path | None = None, ready_timeout: float = 90.0
+        cls, bin_dir: Path, workdir: Path | None = None, ready_timeout: float = 90.0,
+        *, audit_policy: str | None = None,
     ) -> Iterator[ControlPlane]:
-        """Start both processes, yield when /readyz is ok, stop them on exit."""
+        """Start both processes, yield when /readyz is ok, stop them on exit.
+
+        With `audit_policy` (an audit.k8s.io/v1 Policy as YAML) the API server writes
+        every request the policy selects to `audit_log`, one JSON event a line,
+        before it answers (blocking mode).
+        """
         own_dir = workdir is None
         wd = Path(tempfile.mkdtemp(prefix="localkube-")) if workdir is None else workdir
-        cp = cls(bin_dir=bin_dir, workdir=wd)
+        cp = cls(bin_dir=bin_dir, workdir=wd, audit_policy=audit_policy)
         previous = signal.getsignal(signal.SIGTERM)
         if previous in (signal.SIG_DFL, None):
             # Turn SIGTERM into an exception so the finally below runs.
@@ -102,6 +126,12 @@ class ControlPlane:
         (self.workdir / "tokens.csv").write_text(
             f'{self.admin_token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'
         )
+        audit: list[str] = []
+        if self.audit_policy is not None:
+            policy = self.workdir / "audit-policy.yaml"
+            policy.write_text(self.audit_policy)
+            audit = [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
+                     "--audit-log-format=json", "--audit-log-mode=blocking"]
         etcd_port, peer_port = free_port(), free_port()
         self.port = free_port()
         self._spawn(
@@ -135,6 +165,7 @@ class ControlPlane:
                 "--disable-admission-plugins=ServiceAccount",
                 "--enable-priority-and-fairness=false",
                 "--v=0",
+                *audit,
             ],
         )
         self._wait_ready(ready_timeout)
