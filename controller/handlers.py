@@ -329,6 +329,13 @@ async def restore_rate(body: kopf.Body, memo: kopf.Memo, runtime: Any, **_: Any)
     key = ClusterKey.of(body)
     try:
         done = await reconciler.restore_before_delete(body)
+    except SpecError as err:
+        # Where to send the restore is part of the spec: an invalid one is never used.
+        kopf.event(body, type="Warning", reason="RestoreAbandoned",
+                   message=f"cannot restore the ingestion rate: the spec is invalid "
+                           f"({'; '.join(str(p) for p in err.problems)[:600]}); set it by "
+                           f"hand to {_rate_to_restore(body)}")
+        done = None
     except (StemeDBError, KubeError) as err:
         if runtime.total_seconds() < DELETE_GIVE_UP_SECONDS:
             raise kopf.TemporaryError(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,6 +47,7 @@ from controller.domain import (
     SourceStatus,
     Spec,
     SpecError,
+    SpecProblem,
     build_status,
     decide,
     evidence_needed,
@@ -54,6 +55,7 @@ from controller.domain import (
     parse_approvals,
     parse_spec,
     record_outcome,
+    spec_contradictions,
 )
 from controller.domain.budget import ActionBudget
 
@@ -65,6 +67,8 @@ INVALID_SPEC_RETRY_SECONDS = 30.0
 # Runtime failures name the spec field whose value was used (issue 11: "bad URL
 # or request" alone did not say which of the URLs was bad).
 ADMIN_URL = "spec.primary.adminUrl"
+_SUMMARY_PREFIX = {Reason.INVALID_SPEC: "Invalid spec",
+                   Reason.SPEC_CONTRADICTS_CLUSTER: "Spec contradicts the cluster"}
 
 
 def _pod_field(spec: Spec, replica_id: str | None) -> str:
@@ -158,12 +162,18 @@ class Reconciler:
         try:
             spec = self._parse_spec(key, body)
         except SpecError as err:
-            await self._report_invalid(key, body, err, now, generation)
+            await self._report_invalid(key, body, err.problems, Reason.INVALID_SPEC, now,
+                                       generation)
             return INVALID_SPEC_RETRY_SECONDS
 
         memory = self._load_memory(key, body, status)
         creds, creds_error = await self._credentials(key, spec)
         observation = await self._observe(spec, memory, creds, creds_error, body, now)
+        contradictions = spec_contradictions(spec, observation)
+        if contradictions:
+            await self._report_invalid(key, body, contradictions,
+                                       Reason.SPEC_CONTRADICTS_CLUSTER, now, generation)
+            return spec.detection.poll_interval_seconds
         self.metrics.set_lag(
             key.namespace, key.name, {r.replica_id: r.lag_seconds for r in observation.replicas}
         )
@@ -403,25 +413,26 @@ class Reconciler:
         self._written[key] = new
 
     async def _report_invalid(
-        self, key: ClusterKey, body: Mapping[str, Any], err: SpecError, now: float,
-        generation: int,
+        self, key: ClusterKey, body: Mapping[str, Any], problems: Sequence[SpecProblem],
+        reason: Reason, now: float, generation: int,
     ) -> None:
-        message = "; ".join(f"{p.path}: {p.message}" for p in err.problems)[:1000]
+        """Ready and RemediationAllowed False naming each field; no action at all."""
+        message = "; ".join(f"{p.path}: {p.message}" for p in problems)[:1000]
         current = self._status(key, body)
         conditions = (
-            Condition(ConditionType.READY, False, Reason.INVALID_SPEC, message),
-            Condition(ConditionType.REMEDIATION_ALLOWED, False, Reason.INVALID_SPEC,
-                      "Nothing is acted on until the spec is valid."),
+            Condition(ConditionType.READY, False, reason, message),
+            Condition(ConditionType.REMEDIATION_ALLOWED, False, reason,
+                      "Nothing is acted on until the spec is valid and matches the cluster."),
         )
         new = {
             **{k: v for k, v in current.items() if k != "conditions"},
             "observedGeneration": generation,
-            "summary": f"Invalid spec: {message}",
+            "summary": f"{_SUMMARY_PREFIX.get(reason, reason.value)}: {message}",
             "conditions": merge_conditions(current.get("conditions"), conditions, now,
                                            generation=generation),
         }
         if not _same(current, new) and self._written.get(key) != new:
-            self.post_event(body, EventType.WARNING.value, "InvalidSpec", message)
+            self.post_event(body, EventType.WARNING.value, reason.value, message)
             try:
                 await self._patch_if_changed(key, current, new)
             except KubeError as err2:
@@ -501,6 +512,7 @@ def _primary_observation(
             sync_corruption_total=s.sync_corruption_total,
             restarts_total=s.restarts_total,
             up=s.up,
+            agent_id=s.agent_id,
         ))
     rate: RateLimit = _as_rate(scrape.rate_limit) if scrape.rate_limit_reported else UNKNOWN
     return Observation(
@@ -510,4 +522,6 @@ def _primary_observation(
         primary_assertions_indexed_total=scrape.assertions_indexed_total,
         rate_limit=rate,
         approved_rebuilds=approvals,
+        primary_node=scrape.node,
+        primary_role=scrape.role,
     )

@@ -210,6 +210,8 @@ class ReplicaScrape:
     network_bytes_sent_total: float | None = None
     breaker_tripped: bool | None = None
     backlog_assertions: float | None = None
+    # The agent the primary names for this replica's breaker (label agent_id).
+    agent_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +338,8 @@ def primary_from_samples(samples: Iterable[Sample]) -> PrimaryScrape:
                 continue
             v = _num(s.value)
             fields = per_replica.setdefault(replica, {})
+            if attr == "breaker_tripped" and s.labels.get("agent_id"):
+                fields["agent_id"] = s.labels["agent_id"]
             fields[attr] = (v != 0) if (v is not None and attr in _BOOL_FIELDS) else v
         elif s.name == "stemedb_node_info":
             info = s.labels

@@ -11,6 +11,7 @@ from controller.domain.conditions import (
     Reason,
     merge_conditions,
 )
+from controller.domain.consistency import spec_contradictions
 from controller.domain.memory import (
     ActionKind,
     HistoryEntry,
@@ -86,4 +87,5 @@ __all__ = [
     "parse_approvals",
     "parse_spec",
     "record_outcome",
+    "spec_contradictions",
 ]

@@ -81,6 +81,10 @@ class Reason(_Meaning):
         "OperatorBudgetExhausted",
         "The operator-wide action budget (--max-actions-per-hour) is used up.",
     )
+    SPEC_CONTRADICTS_CLUSTER = (
+        "SpecContradictsCluster",
+        "StemeDB's metrics contradict a spec field (the message names it); nothing is acted on.",
+    )
     INVALID_SPEC = (
         "InvalidSpec",
         "The spec got past the schema but fails the policy's checks; the message lists each.",

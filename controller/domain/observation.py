@@ -73,6 +73,8 @@ class ReplicaObservation:
     up: bool | None = None
     assertions_indexed_total: float | None = None
     source: SourceStatus | None = None
+    # The agent id the primary reports for this replica's breaker, if any.
+    agent_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,9 @@ class Observation:
     rate_limit: RateLimit = UNKNOWN
     # Replica ids approved for rebuild by the annotation `stemedb.io/approve-rebuild`.
     approved_rebuilds: frozenset[str] = field(default_factory=frozenset)
+    # Who the scraped node says it is (stemedb_node_info), if it says.
+    primary_node: str | None = None
+    primary_role: str | None = None
 
     def replica(self, replica_id: str) -> ReplicaObservation | None:
         for r in self.replicas:

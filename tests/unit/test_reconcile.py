@@ -525,7 +525,8 @@ FAILURES = [
                  id="a breaker reset is refused"),
     pytest.param(raw_spec, [], "set_rate_limit",
                  StemeDBHTTPError(503, "unavailable", "rate limiter busy"),
-                 "SetRateLimit failed: spec.primary.adminUrl: HTTP 503 unavailable", id="a throttle call answers 503"),
+                 "SetRateLimit failed: spec.primary.adminUrl: HTTP 503 unavailable",
+                 id="a throttle call answers 503"),
     pytest.param(lambda: sync_first(raw_spec()), [], "force_sync",
                  StemeDBTimeout("POST /v1/admin/cluster/sync: read timeout", phase="read",
                                 may_have_applied=True),
@@ -1045,3 +1046,38 @@ async def test_no_webhook_no_notification() -> None:
     for _ in range(4):
         await w.poll()
     assert notifier.sent == []
+
+
+# --------------------------------------------------------------------------- (9) spec vs StemeDB
+
+
+async def test_agent_ids_swapped_in_the_spec_are_reported_and_nothing_is_acted_on() -> None:
+    """The primary labels each breaker with its replica and agent: a spec that
+    names the other replica's agent would reset the wrong breaker (issue 11)."""
+    world = World()
+    scrape = primary(NODE2_CRITICAL)
+    world.stemedb.scrape = dataclasses.replace(scrape, replicas={
+        "node2": dataclasses.replace(scrape.replicas["node2"], agent_id="agent-node3",
+                                     breaker_tripped=True),
+        "node3": dataclasses.replace(scrape.replicas["node3"], agent_id="agent-node2"),
+    })
+    world.stemedb.tripped = ["agent-node3"]  # node2's breaker, by the primary's account
+
+    await world.poll()
+
+    assert world.admin_calls() == []
+    [status] = world.patches()
+    cond = conditions(status)
+    for ctype in ("Ready", "RemediationAllowed"):
+        assert cond[ctype]["status"] == "False"
+        assert cond[ctype]["reason"] == "SpecContradictsCluster"
+    assert "spec.replicas[0].agentId" in cond["Ready"]["message"]
+    assert "spec.replicas[1].agentId" in cond["Ready"]["message"]
+    assert [(e.type, e.reason) for e in world.events] == [("Warning", "SpecContradictsCluster")]
+
+    # Control: once the spec names the agents the primary reports, the breaker is reset.
+    world.body["spec"]["replicas"][0]["agentId"] = "agent-node3"
+    world.body["spec"]["replicas"][1]["agentId"] = "agent-node2"
+    world.body["metadata"]["generation"] = 2
+    await world.poll()
+    assert [c.method for c in world.admin_calls()] == ["reset_breaker"]
