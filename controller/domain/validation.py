@@ -42,7 +42,7 @@ _NODE_ID = re.compile(NODE_ID)
 _URL = re.compile(URL)
 
 
-def _shown(value: str, limit: int = 60) -> str:
+def shown(value: str, limit: int = 60) -> str:
     """A value quoted for a message: escaped and cut, so a hostile value cannot
     forge lines or flood the condition it is reported in."""
     text = value if len(value) <= limit else value[:limit] + "..."
@@ -54,7 +54,7 @@ def object_name_problem(value: str) -> str | None:
     if len(value) > DNS1123_SUBDOMAIN_MAX:
         return f"is {len(value)} characters long; a Kubernetes name has at most 253"
     if not _DNS1123.fullmatch(value):
-        return (f"{_shown(value)} is not a Kubernetes object name in this namespace "
+        return (f"{shown(value)} is not a Kubernetes object name in this namespace "
                 "(lowercase letters, digits, '-' and '.'; no '/')")
     return None
 
@@ -63,7 +63,7 @@ def secret_key_problem(value: str) -> str | None:
     if len(value) > SECRET_KEY_MAX:
         return f"is {len(value)} characters long; a Secret key has at most 253"
     if not _SECRET_KEY.fullmatch(value):
-        return f"{_shown(value)} is not a Secret key (letters, digits, '-', '_' and '.')"
+        return f"{shown(value)} is not a Secret key (letters, digits, '-', '_' and '.')"
     return None
 
 
@@ -71,7 +71,7 @@ def node_id_problem(value: str) -> str | None:
     if len(value) > NODE_ID_MAX:
         return f"is {len(value)} characters long; an id has at most 63"
     if not _NODE_ID.fullmatch(value):
-        return (f"{_shown(value)} is not a node or agent id (letters, digits, '.', '_' and "
+        return (f"{shown(value)} is not a node or agent id (letters, digits, '.', '_' and "
                 "'-', starting and ending with a letter or digit)")
     return None
 
@@ -87,27 +87,27 @@ def url_problem(value: str) -> str | None:
     try:
         parts = urlsplit(value)
     except ValueError:
-        return f"{_shown(value)} is not a URL"
+        return f"{shown(value)} is not a URL"
     if parts.scheme not in ("http", "https") or not value.startswith(parts.scheme + "://"):
-        return f"{_shown(value)} must be an http:// or https:// URL"
+        return f"{shown(value)} must be an http:// or https:// URL"
     if "@" in parts.netloc:
         return "must not carry a user or password (credentials come from spec.auth Secrets)"
     if parts.query or parts.fragment or "?" in value or "#" in value:
-        return f"{_shown(value)} must not have a query or fragment (the operator adds the paths)"
+        return f"{shown(value)} must not have a query or fragment (the operator adds the paths)"
     if not _URL.fullmatch(value):
-        return (f"{_shown(value)} is not a plain http(s) URL (no spaces, control or "
+        return (f"{shown(value)} is not a plain http(s) URL (no spaces, control or "
                 "non-ASCII characters)")
     try:
         port = parts.port
         host = parts.hostname
     except ValueError:
-        return f"{_shown(value)} has an invalid host or port"
+        return f"{shown(value)} has an invalid host or port"
     if not host:
-        return f"{_shown(value)} has no host"
+        return f"{shown(value)} has no host"
     if port is not None and not 1 <= port <= 65535:
-        return f"{_shown(value)} has port {port}, outside 1-65535"
+        return f"{shown(value)} has port {port}, outside 1-65535"
     if port is None and parts.netloc.endswith(":"):
-        return f"{_shown(value)} has an empty port"
+        return f"{shown(value)} has an empty port"
     return None
 
 

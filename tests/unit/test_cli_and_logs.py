@@ -14,7 +14,9 @@ from controller import cli, logs
 @pytest.mark.parametrize("argv, message", [
     (["run"], "give --namespace NS (repeatable) or --all-namespaces"),
     (["run", "-n", "a", "--max-actions-per-hour", "-1"], "--max-actions-per-hour must be >= 0"),
-], ids=["no scope given", "a negative budget"])
+    (["run", "-n", "a", "--deny-destination", "10.0.0.0/33"], "'10.0.0.0/33' is not an IP"),
+    (["run", "-n", "a", "--allow-destination", "example.com"], "'example.com' is not an IP"),
+], ids=["no scope given", "a negative budget", "a bad deny CIDR", "a host name to allow"])
 def test_run_refuses_an_unusable_command_line_with_exit_2(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -56,3 +58,18 @@ def test_json_logs_from_structlog_and_the_stdlib_are_one_format_without_secrets(
     assert lines[0]["namespace"] == "ns" and lines[0]["name"] == "db"
     assert lines[0]["token"] == "[REDACTED]"
     assert all("abc123" not in json.dumps(x) for x in lines)
+
+
+@pytest.mark.parametrize(("argv", "denied", "allowed"), [
+    (["run", "-n", "a"], ["169.254.169.254", "fe80::1", "0.0.0.0"], ["127.0.0.1", "10.1.1.1"]),
+    (["run", "-n", "a", "--deny-loopback"], ["127.0.0.1", "::1"], ["10.1.1.1"]),
+    (["run", "-n", "a", "--deny-destination", "10.0.0.0/8"], ["10.1.1.1"], ["192.168.0.1"]),
+    (["run", "-n", "a", "--allow-destination", "10.0.0.0/8"], ["192.168.0.1", "169.254.1.1"],
+     ["10.1.1.1"]),
+], ids=["defaults", "the chart's loopback deny", "an extra deny", "an allow list"])
+def test_the_destination_flags_make_the_policy(
+    argv: list[str], denied: list[str], allowed: list[str]
+) -> None:
+    policy = cli.destination_policy(cli.build_parser().parse_args(argv))
+    assert [a for a in denied if policy.refusal(a, 80) is None] == []
+    assert [a for a in allowed if policy.refusal(a, 80) is not None] == []
