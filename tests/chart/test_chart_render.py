@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.domain.destinations import DEFAULT_DENY, LOOPBACK
 from tests.chart.conftest import CHART, Render, by_kind, one, rbac_rules
 
 RULES_FILE = CHART / "files" / "prometheus-rules.yaml"
@@ -120,7 +121,7 @@ def test_all_flags_on_renders_service_monitor_rule_and_network_policy(render: Re
     np = one(docs, "NetworkPolicy")
     assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
     egress_ports = [{p["port"] for p in rule["ports"]} for rule in np["spec"]["egress"]]
-    assert egress_ports == [{443, 6443}, {18180}, {53}]
+    assert egress_ports == [{443, 6443}, {18180}, {443}, {53}]
     assert np["spec"]["ingress"][0]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
     args = container(docs)["args"]
     assert args[args.index("--max-actions-per-hour") + 1] == "120"
@@ -157,3 +158,50 @@ def test_a_custom_operator_job_is_used_by_the_rules_and_the_service(render: Rend
     text = str(one(docs, "PrometheusRule")["spec"])
     assert 'job="ops-op"' in text and 'job="stemedb-operator"' not in text
     assert one(docs, "Service")["metadata"]["labels"]["stemedb.io/metrics-job"] == "ops-op"
+
+
+def _excepted(np: dict[str, Any]) -> set[str]:
+    """The CIDRs excluded from the NetworkPolicy's StemeDB egress."""
+    [stemedb] = [r for r in np["spec"]["egress"] if {p["port"] for p in r["ports"]} == {18180}]
+    return {c for peer in stemedb["to"] for c in peer["ipBlock"].get("except", [])}
+
+
+@pytest.mark.parametrize(("sets", "flags", "extra"), [
+    pytest.param([], ["--deny-loopback"], LOOPBACK, id="defaults"),
+    pytest.param(["destinations.denyLoopback=false"], [], (), id="loopback allowed"),
+    pytest.param(["destinations.deny[0]=10.96.0.0/12"],
+                 ["--deny-loopback", "--deny-destination", "10.96.0.0/12"],
+                 (*LOOPBACK, "10.96.0.0/12"), id="an extra deny"),
+])
+def test_the_network_policy_denies_what_the_operator_denies(
+    render: Render, sets: list[str], flags: list[str], extra: tuple[str, ...],
+) -> None:
+    """Two layers, one list: the operator's flags and the NetworkPolicy's egress
+    exceptions both come from DEFAULT_DENY plus destinations.* (issue 11)."""
+    docs = render(sets=["networkPolicy.enabled=true", *sets])
+    args = container(docs)["args"]
+    assert [a for a in args if a.startswith("--deny") or "/" in a] == flags
+    assert _excepted(one(docs, "NetworkPolicy")) == {*DEFAULT_DENY, *extra}
+
+
+def test_an_allow_list_narrows_the_network_policy_to_it(render: Render) -> None:
+    docs = render(sets=["networkPolicy.enabled=true", "destinations.allow[0]=10.20.0.0/16"])
+    args = container(docs)["args"]
+    assert args[args.index("--allow-destination") + 1] == "10.20.0.0/16"
+    np = one(docs, "NetworkPolicy")
+    [stemedb] = [r for r in np["spec"]["egress"] if {p["port"] for p in r["ports"]} == {18180}]
+    assert stemedb["to"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
+
+
+@pytest.mark.parametrize("all_namespaces", [True, False])
+def test_secret_names_narrow_the_secret_rule_and_nothing_else(
+    render: Render, all_namespaces: bool,
+) -> None:
+    docs = render(sets=[f"watch.allNamespaces={str(all_namespaces).lower()}",
+                        "rbac.secretNames[0]=stemedb-token", "rbac.secretNames[1]=stemedb-ca"])
+    [role] = by_kind(docs, "ClusterRole" if all_namespaces else "Role")
+    secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
+                             "resourceNames": ["stemedb-token", "stemedb-ca"]}]
+    others = [r for r in role["rules"] if "secrets" not in r["resources"]]
+    assert others == [r for r in rbac_rules() if "secrets" not in r["resources"]]

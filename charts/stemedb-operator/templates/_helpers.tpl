@@ -61,5 +61,49 @@ app.kubernetes.io/component: operator
 {{- if not $rules }}
 {{- fail "files/rbac-rules.yaml is empty or not a YAML list of PolicyRules" }}
 {{- end }}
+{{- with .Values.rbac.secretNames }}
+{{- range $rules }}
+{{- if has "secrets" .resources }}
+{{- $_ := set . "resourceNames" $.Values.rbac.secretNames }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- toYaml $rules }}
 {{- end }}
+
+{{/*
+Denied destinations as NetworkPolicy ipBlocks: everywhere except the operator's
+built-in deny list (controller/domain/destinations.py DEFAULT_DENY), loopback
+when destinations.denyLoopback, and destinations.deny; or only
+destinations.allow when it is set. A test compares this list with the code's.
+*/}}
+{{- define "stemedb-operator.deniedDestinations" -}}
+{{- $deny := list "169.254.0.0/16" "fe80::/10" "fd00:ec2::254/128" "100.100.100.200/32" "0.0.0.0/8" "::/128" -}}
+{{- if .Values.destinations.denyLoopback -}}
+{{- $deny = concat $deny (list "127.0.0.0/8" "::1/128") -}}
+{{- end -}}
+{{- concat $deny .Values.destinations.deny | toJson -}}
+{{- end -}}
+
+{{- define "stemedb-operator.egressAnywhereBut" -}}
+{{- $deny := include "stemedb-operator.deniedDestinations" . | fromJsonArray -}}
+{{- $v4 := list -}}
+{{- $v6 := list -}}
+{{- range $deny -}}
+{{- $c := ternary . (printf "%s/%s" . (ternary "128" "32" (contains ":" .))) (contains "/" .) -}}
+{{- if contains ":" $c -}}{{- $v6 = append $v6 $c -}}{{- else -}}{{- $v4 = append $v4 $c -}}{{- end -}}
+{{- end -}}
+{{- if .Values.destinations.allow -}}
+{{- range .Values.destinations.allow }}
+- ipBlock:
+    cidr: {{ ternary . (printf "%s/%s" . (ternary "128" "32" (contains ":" .))) (contains "/" .) }}
+{{- end }}
+{{- else -}}
+- ipBlock:
+    cidr: 0.0.0.0/0
+    except: {{ $v4 | toJson }}
+- ipBlock:
+    cidr: ::/0
+    except: {{ $v6 | toJson }}
+{{- end -}}
+{{- end -}}
