@@ -53,11 +53,15 @@ class Sample(NamedTuple):
     timestamp: float | None  # seconds (the exposition carries milliseconds)
 
 
-_NUM = r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|(?i:inf|infinity|nan))"
+# Each pattern matches a line in one way only (no two quantifiers may share the same
+# characters, as in ``\d+\.?\d*`` or ``[ \t]*,?[ \t]*``): a line that fails to
+# match is then rejected in linear time, not in time quadratic in its length (a
+# 100,000-digit number followed by junk took minutes and blocked the event loop).
+_NUM = r"[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|(?i:inf|infinity|nan))"
 _LNAME = r"(?!__)[a-zA-Z_][a-zA-Z0-9_]*"
 _LVALUE = r'"(?:[^"\\]|\\.)*"'
 _PAIR = rf"{_LNAME}[ \t]*=[ \t]*{_LVALUE}"
-_LABELS = rf"\{{[ \t]*(?:{_PAIR}(?:[ \t]*,[ \t]*{_PAIR})*[ \t]*,?[ \t]*)?\}}"
+_LABELS = rf"\{{[ \t]*(?:{_PAIR}(?:[ \t]*,[ \t]*{_PAIR})*[ \t]*(?:,[ \t]*)?)?\}}"
 
 # name, optional labels (group 2, braces included), value (3), timestamp (4)
 _SAMPLE_RE = re.compile(
@@ -96,8 +100,9 @@ def _unescape(match: re.Match[str]) -> str:
 
 
 def _check_comment(line: str, lineno: int) -> None:
+    # Like the reference, any first token ("#", "##", "#x") makes a HELP/TYPE line.
     parts = _COMMENT_SPLIT_RE.split(line, maxsplit=3)
-    if len(parts) < 2 or parts[0] != "#" or parts[1] not in ("HELP", "TYPE"):
+    if len(parts) < 2 or parts[1] not in ("HELP", "TYPE"):
         return
     if len(parts) > 2 and _METRIC_NAME_RE.fullmatch(parts[2]) is None:
         raise MetricsParseError(
