@@ -14,6 +14,18 @@ from controller.domain.destinations import (
     parse_networks,
 )
 
+SECRET_LABEL = "stemedb.io/credentials=true"
+
+
+def secret_label(text: str) -> tuple[str, str] | None:
+    """`key=value` as a pair, None for empty; ValueError for anything else."""
+    if not text:
+        return None
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
 
 def destination_policy(args: argparse.Namespace) -> DestinationPolicy:
     """The policy the flags ask for; ValueError names a bad CIDR."""
@@ -64,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"also deny loopback ({', '.join(LOOPBACK)}); the chart sets it: in a Pod "
              "loopback is the operator itself",
     )
+    run.add_argument(
+        "--secret-label", default=SECRET_LABEL, metavar="KEY=VALUE",
+        help="use a Secret named in spec.auth only if it carries this label (default: "
+             "%(default)s; empty: any Secret the operator may read)",
+    )
     run.add_argument("--standalone", action="store_true", default=True,
                      help=argparse.SUPPRESS)
     return parser
@@ -85,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"stemedb-operator run: --deny-destination/--allow-destination: {err}",
                   file=sys.stderr)
             return 2
+        try:
+            label = secret_label(args.secret_label)
+        except ValueError as err:
+            print(f"stemedb-operator run: --secret-label: {err}", file=sys.stderr)
+            return 2
         logs.configure(args.log_format, args.log_level)
         import controller.handlers as handlers  # late: it loads Kopf and the clients
 
@@ -95,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             health_port=args.health_port,
             max_actions_per_hour=args.max_actions_per_hour,
             destinations=destinations,
+            secret_label=label,
         )
     return 2
 

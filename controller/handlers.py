@@ -65,6 +65,7 @@ class _Config:
     max_actions_per_hour = 100
     namespaces: tuple[str, ...] = ()
     destinations = Destinations()
+    secret_label: tuple[str, str] | None = None
 
 
 @kopf.on.login()
@@ -163,7 +164,7 @@ def _kube(memo: kopf.Memo) -> KubeClient:
     """
     client: KubeClient | None = memo.get("kube")
     if client is None:
-        client = memo["kube"] = KubeClient()
+        client = memo["kube"] = KubeClient(secret_label=_Config.secret_label)
     return client
 
 
@@ -359,9 +360,11 @@ def run(
     health_port: int,
     max_actions_per_hour: int,
     destinations: DestinationPolicy | None = None,
+    secret_label: tuple[str, str] | None = None,
 ) -> int:
     """Run the operator until SIGINT/SIGTERM."""
     _Config.destinations = Destinations(destinations)
+    _Config.secret_label = secret_label
     metrics = OperatorMetrics()
     if metrics_port:
         start_http_server(metrics_port, registry=metrics.registry)
@@ -372,7 +375,8 @@ def run(
     log.info("starting", namespaces=list(namespaces) or None, all_namespaces=all_namespaces,
              metrics_port=metrics_port, health_port=health_port,
              deny_destinations=[str(n) for n in _Config.destinations.policy.deny],
-             allow_destinations=[str(n) for n in _Config.destinations.policy.allow] or None)
+             allow_destinations=[str(n) for n in _Config.destinations.policy.allow] or None,
+             secret_label="=".join(secret_label) if secret_label else None)
 
     async def main() -> None:
         # Objects created at start-up live for the whole run; keep them out of

@@ -41,6 +41,15 @@ class SecretNotFound(KubeError):
     """The Secret or the key named in spec.auth does not exist."""
 
 
+class SecretNotPermitted(KubeError):
+    """The Secret exists but is not labelled for the operator's use.
+
+    Without the opt-in label, anyone who may create a StemeDBCluster could have
+    the operator send any Secret of their namespace to a URL of their choosing,
+    even one they may not read themselves (docs/security.md).
+    """
+
+
 class RefusedName(KubeError):
     """A namespace or object name that is not a Kubernetes name: never sent.
 
@@ -139,8 +148,11 @@ class KubeClient:
         secrets: SecretCache | None = None,
         max_connections: int = 4,
         timeout: float = REQUEST_TIMEOUT_SECONDS,
+        secret_label: tuple[str, str] | None = None,
     ) -> None:
         self._secrets = secrets or SecretCache()
+        # (key, value) a Secret must carry to be used; None: any Secret named.
+        self._secret_label = secret_label
         self._max_connections = max_connections
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._endpoint: KubeEndpoint | None = None
@@ -258,11 +270,22 @@ class KubeClient:
                     ) from None
                 raise
             _check_identity(what, secret, namespace, name)
+            self._check_label(secret, namespace, name)
             data = {str(k): str(v) for k, v in ((secret or {}).get("data") or {}).items()}
             self._secrets.put(namespace, name, data)
         if key not in data:
             raise SecretNotFound(f"Secret {namespace}/{name} has no key {key!r}")
         return base64.b64decode(data[key])
+
+    def _check_label(self, secret: Any, namespace: str, name: str) -> None:
+        if self._secret_label is None:
+            return
+        key, value = self._secret_label
+        labels = (secret.get("metadata") or {}).get("labels") or {}
+        if labels.get(key) != value:
+            raise SecretNotPermitted(
+                f"Secret {namespace}/{name} is not labelled {key}={value}; the operator uses "
+                f"only Secrets labelled for it (kubectl label secret {name} {key}={value})")
 
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         """Add or replace annotations, keeping the Pod's others (strategic merge)."""

@@ -16,7 +16,9 @@ from controller import cli, logs
     (["run", "-n", "a", "--max-actions-per-hour", "-1"], "--max-actions-per-hour must be >= 0"),
     (["run", "-n", "a", "--deny-destination", "10.0.0.0/33"], "'10.0.0.0/33' is not an IP"),
     (["run", "-n", "a", "--allow-destination", "example.com"], "'example.com' is not an IP"),
-], ids=["no scope given", "a negative budget", "a bad deny CIDR", "a host name to allow"])
+    (["run", "-n", "a", "--secret-label", "novalue"], "--secret-label: 'novalue' is not KEY=VALUE"),
+], ids=["no scope given", "a negative budget", "a bad deny CIDR", "a host name to allow",
+        "a label without a value"])
 def test_run_refuses_an_unusable_command_line_with_exit_2(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -73,3 +75,12 @@ def test_the_destination_flags_make_the_policy(
     policy = cli.destination_policy(cli.build_parser().parse_args(argv))
     assert [a for a in denied if policy.refusal(a, 80) is None] == []
     assert [a for a in allowed if policy.refusal(a, 80) is not None] == []
+
+
+@pytest.mark.parametrize(("text", "label"), [
+    ("", None), ("stemedb.io/credentials=true", ("stemedb.io/credentials", "true")),
+    ("a=", ("a", "")),
+])
+def test_the_secret_label_flag(text: str, label: tuple[str, str] | None) -> None:
+    assert cli.secret_label(text) == label
+    assert cli.build_parser().parse_args(["run", "-n", "a"]).secret_label == cli.SECRET_LABEL

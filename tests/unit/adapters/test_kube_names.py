@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from controller.adapters.kube import KubeClient, KubeEndpoint, KubeError, RefusedName
+from controller.adapters.kube import (
+    KubeClient,
+    KubeEndpoint,
+    KubeError,
+    RefusedName,
+    SecretNotPermitted,
+)
 
 HOSTILE_NAMES = [
     "../../other/secrets/token",
@@ -48,6 +54,9 @@ async def test_a_hostile_name_is_refused_before_any_request(name: str) -> None:
         await client.read_secret_key(name, "token", "token")
 
 
+_ENDPOINT: list[KubeEndpoint] = []
+
+
 class _FakeApi:
     """An API server that answers every request with `answer` and records paths."""
 
@@ -71,7 +80,8 @@ async def fake_api() -> AsyncIterator[tuple[_FakeApi, KubeClient]]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     client = KubeClient()
-    client.use(KubeEndpoint(server=f"http://127.0.0.1:{port}", ssl=False))
+    _ENDPOINT[:] = [KubeEndpoint(server=f"http://127.0.0.1:{port}", ssl=False)]
+    client.use(_ENDPOINT[0])
     try:
         yield api, client
     finally:
@@ -104,3 +114,26 @@ async def test_only_the_object_asked_for_is_used(
         with pytest.raises(KubeError, match="different object"):
             await client.annotate_pod("tenant", "admin", {"a": "b"})
     assert api.paths[0] == "/api/v1/namespaces/tenant/secrets/admin"
+
+
+@pytest.mark.parametrize(("labels", "ok"), [
+    pytest.param({"stemedb.io/credentials": "true"}, True, id="labelled for the operator"),
+    pytest.param({}, False, id="no label"),
+    pytest.param({"stemedb.io/credentials": "false"}, False, id="another value"),
+])
+async def test_a_secret_is_used_only_with_the_opt_in_label(
+    fake_api: tuple[_FakeApi, KubeClient], labels: dict[str, str], ok: bool,
+) -> None:
+    api, _ = fake_api
+    client = KubeClient(secret_label=("stemedb.io/credentials", "true"))
+    client.use(_ENDPOINT[0])
+    api.answer = {**_obj("tenant", "admin"),
+                  "metadata": {"namespace": "tenant", "name": "admin", "labels": labels}}
+    try:
+        if ok:
+            assert await client.read_secret_key("tenant", "admin", "token") == b"secret"
+        else:
+            with pytest.raises(SecretNotPermitted, match="kubectl label secret admin"):
+                await client.read_secret_key("tenant", "admin", "token")
+    finally:
+        await client.aclose()
