@@ -31,7 +31,8 @@ PYTHON="${PYTHON:-python3}"
 case "$PYTHON" in
   */*) [ -x "$PYTHON" ] || { log "PYTHON=$PYTHON is not an executable file"; exit 1; }
        PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;;
-  *) PYTHON="$(command -v "$PYTHON")" || { log "PYTHON=$PYTHON is not on PATH"; exit 1; } ;;
+  *) command -v "$PYTHON" >/dev/null || { log "PYTHON=$PYTHON is not on PATH"; exit 1; }
+     PYTHON="$(command -v "$PYTHON")" ;;
 esac
 if [ -n "${STEMEDB_BIN_DIR:-}" ]; then
   ASSETS_VAR=STEMEDB_BIN_DIR ASSETS="$STEMEDB_BIN_DIR"

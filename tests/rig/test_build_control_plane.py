@@ -204,10 +204,14 @@ def test_a_relative_cache_directory_is_not_lost_when_a_step_changes_directory(
     assert (bin_dir / "etcd").exists() and (bin_dir / "kube-apiserver").exists()
 
 
-def test_a_python_that_does_not_exist_is_named(rig: Rig) -> None:
-    result = rig.run("bash", str(SCRIPT), PYTHON="nowhere/python")
+@pytest.mark.parametrize(("python", "said"), [
+    ("nowhere/python", "PYTHON=nowhere/python is not an executable file"),
+    ("no-such-python3", "PYTHON=no-such-python3 is not on PATH"),
+])
+def test_a_python_that_does_not_exist_is_named(rig: Rig, python: str, said: str) -> None:
+    result = rig.run("bash", str(SCRIPT), PYTHON=python)
     assert result.returncode != 0
-    assert "PYTHON=nowhere/python is not an executable file" in result.stderr
+    assert said in result.stderr
     assert rig.calls() == []
 
 
