@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ INVALID_SPEC_RETRY_SECONDS = 30.0
 # Runtime failures name the spec field whose value was used (issue 11: "bad URL
 # or request" alone did not say which of the URLs was bad).
 ADMIN_URL = "spec.primary.adminUrl"
+# A bearer token: printable ASCII without spaces (RFC 6750's b64token, loosened).
+_TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")
 _SUMMARY_PREFIX = {Reason.INVALID_SPEC: "Invalid spec",
                    Reason.SPEC_CONTRADICTS_CLUSTER: "Spec contradicts the cluster"}
 
@@ -241,6 +244,12 @@ class Reconciler:
                 ref = spec.auth.token_secret_ref
                 token = (await self.kube.read_secret_key(key.namespace, ref.name, ref.key)).decode(
                     "utf-8", "replace").strip()
+                if not _TOKEN.fullmatch(token):
+                    # It becomes a header line: a CR/LF would let the Secret's
+                    # writer add headers (or requests) of its own.
+                    return Credentials(), (
+                        f"{field}: the token in Secret {ref.name} key {ref.key} is empty or "
+                        "has spaces, control or non-ASCII characters; not sent")
             if spec.auth.ca_secret_ref is not None:
                 field = "spec.auth.caSecretRef"
                 ref = spec.auth.ca_secret_ref

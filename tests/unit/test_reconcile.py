@@ -1081,3 +1081,23 @@ async def test_agent_ids_swapped_in_the_spec_are_reported_and_nothing_is_acted_o
     world.body["metadata"]["generation"] = 2
     await world.poll()
     assert [c.method for c in world.admin_calls()] == ["reset_breaker"]
+
+
+@pytest.mark.parametrize("token", [
+    pytest.param(b"abc\r\nX-Evil: 1", id="CRLF: a header of its own"),
+    pytest.param(b"abc def", id="a space"),
+    pytest.param("t\u00f6ken".encode(), id="non-ASCII"),
+    pytest.param(b"   \n", id="empty after trimming"),
+])
+async def test_a_token_that_would_break_its_header_line_is_never_sent(token: bytes) -> None:
+    world = World(with_token(raw_spec()))
+    world.kube.secrets[(NS, "stemedb-admin")] = {"token": token}
+    world.stemedb.scrape = primary(NODE2_CRITICAL)
+
+    await world.poll()
+
+    assert world.methods("stemedb") == []
+    cond = conditions(world.patches()[-1])
+    assert cond["MetricsAvailable"]["status"] == "False"
+    assert "spec.auth.tokenSecretRef" in cond["MetricsAvailable"]["message"]
+    assert token.decode("utf-8", "replace") not in json.dumps(world.patches())
