@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import random
 import ssl
 import time
@@ -195,7 +196,9 @@ def _should_retry(policy: RetryPolicy, exc: BaseException) -> bool:
 # --------------------------------------------------------------------------- results
 @dataclass(frozen=True, slots=True)
 class ReplicaScrape:
-    """One replica as seen in its primary's /metrics. ``None`` = series missing or NaN."""
+    """One replica as seen in its primary's /metrics. ``None`` = unknown: the series is
+    missing, or is not a plausible value (NaN, negative, infinite, a 0/1 gauge that is
+    neither), or two samples of it disagree."""
 
     replica: str
     lag_seconds: float | None = None
@@ -219,8 +222,9 @@ class PrimaryScrape:
     """The primary's /metrics, reduced to what the runbook needs.
 
     ``rate_limit_reported`` is False when the (assumed) rate-limit gauge is
-    absent; then ``rate_limit`` is None and means "unknown", otherwise None
-    means unlimited (the gauge's ``-1``).
+    absent or not a rate (NaN, infinite, negative other than -1, two values);
+    then ``rate_limit`` is None and means "unknown", otherwise None means
+    unlimited (the gauge's ``-1``).
     """
 
     replicas: Mapping[str, ReplicaScrape]
@@ -322,13 +326,47 @@ NODE_METRICS = frozenset(
 )
 
 
-def _num(value: float) -> float | None:
-    return None if value != value else value  # NaN -> unknown
+# A scrape is untrusted input. What cannot be the value it claims to be is unknown
+# (None), never a number the runbook could act on: a lag of -5 s looks recovered
+# and ends a throttle, a NaN rate limit looked "unlimited" and would have been
+# restored as "no limit". Two samples of one series that disagree are unknown too.
+_RATE = "stemedb_rate_limit_assertions_per_sec"
+
+
+def _amount(value: float) -> float | None:
+    """A lag, count, duration, progress, utilization or rate: finite and >= 0, else None."""
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _flag(value: float) -> bool | None:
+    """A 0/1 gauge: anything but 0 or 1 (NaN, 2, -1, inf) is unknown."""
+    return True if value == 1 else False if value == 0 else None
+
+
+class _Scalars:
+    """Unlabelled series by name; a name seen with two different values has none."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+        self.conflicting: set[str] = set()
+
+    def add(self, name: str, value: float) -> None:
+        old = self.values.setdefault(name, value)
+        if old != value and not (old != old and value != value):  # NaN twice agrees
+            self.conflicting.add(name)
+
+    def get(self, name: str) -> float | None:
+        return None if name in self.conflicting else self.values.get(name)
+
+    def amount(self, name: str) -> float | None:
+        v = self.get(name)
+        return None if v is None else _amount(v)
 
 
 def primary_from_samples(samples: Iterable[Sample]) -> PrimaryScrape:
     per_replica: dict[str, dict[str, Any]] = {}
-    scalars: dict[str, float] = {}
+    conflicting: set[tuple[str, str]] = set()
+    scalars = _Scalars()
     info: dict[str, str] = {}
     for s in samples:
         attr = _REPLICA_FIELDS.get(s.name)
@@ -336,45 +374,42 @@ def primary_from_samples(samples: Iterable[Sample]) -> PrimaryScrape:
             replica = s.labels.get("replica")
             if replica is None:
                 continue
-            v = _num(s.value)
+            v = _flag(s.value) if attr in _BOOL_FIELDS else _amount(s.value)
             fields = per_replica.setdefault(replica, {})
             if attr == "breaker_tripped" and s.labels.get("agent_id"):
                 fields["agent_id"] = s.labels["agent_id"]
-            fields[attr] = (v != 0) if (v is not None and attr in _BOOL_FIELDS) else v
+            if attr in fields and fields[attr] != v:
+                conflicting.add((replica, attr))
+            fields[attr] = None if (replica, attr) in conflicting else v
         elif s.name == "stemedb_node_info":
             info = s.labels
         else:
-            scalars[s.name] = s.value
-    rate_reported = "stemedb_rate_limit_assertions_per_sec" in scalars
-    rate = _num(scalars.get("stemedb_rate_limit_assertions_per_sec", float("nan")))
-    if rate is not None and (rate < 0 or rate == float("inf")):
-        rate = None
-    indexed = scalars.get("stemedb_assertions_indexed_total")
-    limited = scalars.get("stemedb_assertions_rate_limited_total")
+            scalars.add(s.name, s.value)
+    # -1 is the gauge's "unlimited"; anything else that is not a rate is unknown, so
+    # the limit is read back from the admin API instead of being taken as unlimited.
+    rate = scalars.amount(_RATE)
     return PrimaryScrape(
         replicas={r: ReplicaScrape(replica=r, **f) for r, f in sorted(per_replica.items())},
-        assertions_indexed_total=None if indexed is None else _num(indexed),
+        assertions_indexed_total=scalars.amount("stemedb_assertions_indexed_total"),
         rate_limit=rate,
-        rate_limit_reported=rate_reported,
-        assertions_rate_limited_total=None if limited is None else _num(limited),
+        rate_limit_reported=rate is not None or scalars.get(_RATE) == -1,
+        assertions_rate_limited_total=scalars.amount("stemedb_assertions_rate_limited_total"),
         node=info.get("node"),
         role=info.get("role"),
     )
 
 
 def node_from_samples(samples: Iterable[Sample]) -> NodeScrape:
-    scalars: dict[str, float] = {}
+    scalars = _Scalars()
     info: dict[str, str] = {}
     for s in samples:
         if s.name == "stemedb_node_info":
             info = s.labels
         elif not s.labels:
-            scalars[s.name] = s.value
-    indexed = scalars.get("stemedb_assertions_indexed_total")
-    disk = scalars.get("stemedb_disk_io_utilization")
+            scalars.add(s.name, s.value)
     return NodeScrape(
-        assertions_indexed_total=None if indexed is None else _num(indexed),
-        disk_io_utilization=None if disk is None else _num(disk),
+        assertions_indexed_total=scalars.amount("stemedb_assertions_indexed_total"),
+        disk_io_utilization=scalars.amount("stemedb_disk_io_utilization"),
         node=info.get("node"),
         role=info.get("role"),
     )

@@ -1,17 +1,29 @@
-"""Fuzzing the /metrics reader with text the prometheus_client generator never writes.
+"""Fuzzing the /metrics reader and what a scrape is turned into.
 
 A StemeDB, or whoever answers at the URL a tenant put in the spec, can send anything.
-Beyond the cases of test_metrics_text.py: any text gives samples the reference agrees
-with or a MetricsParseError, and no line, however long, is read in more than linear time.
+What a user relies on, checked here beyond the cases of test_metrics_text.py and
+test_stemedb_client.py:
+
+* any text gives samples the reference agrees with or a MetricsParseError, and no
+  line, however long, is read in more than linear time;
+* any bytes scraped give a scrape or a *specific* StemeDBError subclass (never the
+  client's catch-all ``StemeDBError("... unexpected ...")``, which would mean a
+  parser crashed);
+* a garbled scrape never yields a lag, counter or rate that could drive an action:
+  what cannot be a value is unknown (None), and unknown lag means no action.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import re
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -19,10 +31,67 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.adapters.metrics_text import MetricsParseError, Sample, parse_samples
 from controller.adapters.stemedb import (
+    PRIMARY_METRICS,
+    ClientConfig,
+    Credentials,
+    PrimaryScrape,
+    ReplicaScrape,
+    StemeDBClient,
     StemeDBError,
+    StemeDBHTTPError,
+    node_from_samples,
+    primary_from_samples,
 )
 
+BASE = "http://stemedb.test/c/demo/node1"
+TOKEN = "fz-T0ken.value~with/b64+chars="
+CREDS = Credentials(token=TOKEN)
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def run_against(
+    handler: Callable[[httpx.Request], httpx.Response],
+    call: Callable[[StemeDBClient], Any],
+) -> tuple[Any, list[httpx.Request]]:
+    """Run one client call against ``handler``; return (result or raised error, requests)."""
+    requests: list[httpx.Request] = []
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return handler(request)
+
+    async def go() -> Any:
+        fake = FakeTime()
+        client = StemeDBClient(
+            ClientConfig(),
+            transport=httpx.MockTransport(recording),
+            sleep=fake.sleep,
+            clock=fake.clock,
+        )
+        async with client:
+            try:
+                return await call(client)
+            except StemeDBError as err:
+                return err
+
+    return asyncio.run(go()), requests
+
+
+def assert_specific(err: StemeDBError) -> None:
+    """A subclass, not the client's catch-all for an unexpected exception in a parser."""
+    assert type(err) is not StemeDBError, f"a parser crashed: {err}"
+    assert "unexpected" not in str(err), str(err)
 
 
 # =========================================================================== /metrics
@@ -222,3 +291,233 @@ def test_any_fragment_repeated_is_read_quickly(prefix: str, repeated: str, n: in
     assert time.perf_counter() - started < 1.0
 
 
+# --------------------------------------------------------------------------- bytes via HTTP
+@st.composite
+def metrics_bytes(draw: st.DrawFn) -> bytes:
+    how = draw(st.sampled_from(["binary", "text", "latin-1", "utf-16", "bad-utf8-inside"]))
+    if how == "binary":
+        return draw(st.binary(max_size=300))
+    text = draw(near_exposition())
+    if how == "text":
+        return text.encode("utf-8")
+    if how == "latin-1":
+        return text.encode("latin-1", errors="replace") + b"\xe9\n"
+    if how == "utf-16":
+        return text.encode("utf-16")
+    raw = text.encode("utf-8")
+    pos = draw(st.integers(0, len(raw)))
+    return raw[:pos] + draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80"])) + \
+        raw[pos:]
+
+
+STATUSES = st.sampled_from([200, 200, 200, 203, 204, 301, 400, 401, 404, 409, 429, 500, 503])
+
+
+@FAST
+@given(metrics_bytes(), STATUSES)
+def test_a_scrape_of_any_bytes_gives_a_scrape_or_a_specific_error(body: bytes, status: int) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=body,
+                              headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    got, _ = run_against(answer, lambda c: c.scrape_primary(BASE, CREDS))
+    if isinstance(got, StemeDBError):
+        assert_specific(got)
+        if 200 <= status < 300:
+            assert isinstance(got, MetricsParseError)
+        else:
+            assert isinstance(got, StemeDBHTTPError) and got.status == status
+        return
+    assert 200 <= status < 300 and isinstance(got, PrimaryScrape)
+    assert_safe_scrape(got)
+
+
+# --------------------------------------------------------------------------- samples -> scrape
+REPLICA_NUMBER_FIELDS = [
+    "lag_seconds", "sync_progress", "sync_errors_total", "sync_corruption_total",
+    "sync_duration_sum", "sync_duration_count", "restarts_total", "network_bytes_sent_total",
+    "backlog_assertions",
+]
+BOOL_FIELDS = ["up", "sync_running", "breaker_tripped"]
+
+
+def plausible(v: float | None) -> bool:
+    return v is None or (isinstance(v, float) and math.isfinite(v) and v >= 0)
+
+
+def assert_safe_scrape(s: PrimaryScrape) -> None:
+    """Nothing in a scrape can drive an action unless it is a plausible value."""
+    for rid, r in s.replicas.items():
+        assert isinstance(r, ReplicaScrape) and r.replica == rid
+        for f in REPLICA_NUMBER_FIELDS:
+            assert plausible(getattr(r, f)), (f, r)
+        for f in BOOL_FIELDS:
+            assert getattr(r, f) in (None, True, False), (f, r)
+    assert plausible(s.assertions_indexed_total)
+    assert plausible(s.assertions_rate_limited_total)
+    assert plausible(s.rate_limit)
+    if not s.rate_limit_reported:
+        assert s.rate_limit is None
+
+
+HOSTILE_FLOATS = st.one_of(
+    st.floats(),
+    st.sampled_from([math.nan, math.inf, -math.inf, -1.0, -0.0, 0.0, 1.0, 2.0, 1e308, -5.0]),
+)
+PRIMARY_NAMES = [*sorted(PRIMARY_METRICS), "stemedb_merkle_sync_duration_seconds_bucket",
+                 "process_cpu_seconds_total"]
+
+
+@st.composite
+def samples(draw: st.DrawFn) -> list[Sample]:
+    out = []
+    for _ in range(draw(st.integers(0, 12))):
+        labels: dict[str, str] = {}
+        if draw(st.booleans()):
+            labels["replica"] = draw(st.sampled_from(["node2", "node3", "", "node2\n"]))
+        if draw(st.integers(0, 3)) == 0:
+            labels["agent_id"] = draw(st.sampled_from(["agent-node2", "x"]))
+        out.append(Sample(draw(st.sampled_from(PRIMARY_NAMES)), labels,
+                          draw(HOSTILE_FLOATS), None))
+    return out
+
+
+def values_of(ss: Iterable[Sample], name: str, replica: str | None = None) -> list[float]:
+    return [s.value for s in ss
+            if s.name == name and (replica is None or s.labels.get("replica") == replica)]
+
+
+def single_plausible(values: list[float]) -> float | None:
+    """What a reader may report for one series: its value only when every sample of it
+    says the same plausible thing."""
+    if not values:
+        return None
+    first = values[0]
+    if not (math.isfinite(first) and first >= 0) or any(v != first for v in values):
+        return None
+    return first
+
+
+@settings(max_examples=300, deadline=None)
+@given(samples())
+@example([Sample("stemedb_replication_lag_seconds", {"replica": "node2"}, -5.0, None)])
+@example([Sample("stemedb_replication_lag_seconds", {"replica": "node2"}, math.inf, None)])
+@example([Sample("stemedb_rate_limit_assertions_per_sec", {}, math.nan, None)])
+def test_a_scrape_reports_only_plausible_values_and_unknown_otherwise(ss: list[Sample]) -> None:
+    s = primary_from_samples(ss)
+    assert_safe_scrape(s)
+    for rid, r in s.replicas.items():
+        lag = values_of(ss, "stemedb_replication_lag_seconds", rid)
+        assert r.lag_seconds == single_plausible(lag), (lag, r.lag_seconds)
+    rate = values_of(ss, "stemedb_rate_limit_assertions_per_sec")
+    if not rate:
+        assert (s.rate_limit, s.rate_limit_reported) == (None, False)
+    elif all(v == -1 for v in rate):
+        assert (s.rate_limit, s.rate_limit_reported) == (None, True)  # -1: unlimited
+    elif single_plausible(rate) is not None:
+        assert (s.rate_limit, s.rate_limit_reported) == (rate[0], True)
+    else:  # NaN, inf, -5, conflicting duplicates: unknown, so the limit is read back
+        assert (s.rate_limit, s.rate_limit_reported) == (None, False)
+    n = node_from_samples(ss)
+    assert plausible(n.assertions_indexed_total) and plausible(n.disk_io_utilization)
+
+
+LAG = "stemedb_replication_lag_seconds"
+GARBLED_SERIES = [
+    pytest.param([(LAG, "node2", -5.0)], id="a negative lag"),
+    pytest.param([(LAG, "node2", math.inf)], id="an infinite lag"),
+    pytest.param([(LAG, "node2", -math.inf)], id="a minus infinite lag"),
+    pytest.param([(LAG, "node2", math.nan)], id="a NaN lag"),
+    pytest.param([(LAG, "node2", 100.0), (LAG, "node2", 0.0)], id="conflicting duplicates"),
+    pytest.param([(LAG, "node2", 0.0), (LAG, "node2", 100.0)], id="conflicting in other order"),
+    pytest.param([(LAG, "node2", 1.0), (LAG, "node2", 2.0), (LAG, "node2", 1.0)],
+                 id="a conflict is not undone by a third sample"),
+    pytest.param([(LAG, "node2", 5.0), (LAG, "node2", math.nan)], id="a duplicate that is NaN"),
+]
+
+
+@pytest.mark.parametrize("series", GARBLED_SERIES)
+def test_a_garbled_lag_is_unknown(series: list[tuple[str, str, float]]) -> None:
+    s = primary_from_samples([Sample(n, {"replica": r}, v, None) for n, r, v in series])
+    assert s.replicas["node2"].lag_seconds is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(-1.0, (None, True), id="-1 is unlimited"),
+        pytest.param(0.0, (0.0, True), id="0 is paused"),
+        pytest.param(250.0, (250.0, True), id="a limit"),
+        pytest.param(math.nan, (None, False), id="NaN is unknown, not unlimited"),
+        pytest.param(-5.0, (None, False), id="another negative is unknown, not unlimited"),
+        pytest.param(math.inf, (None, False), id="infinity is unknown"),
+        pytest.param(-math.inf, (None, False), id="minus infinity is unknown"),
+    ],
+)
+def test_the_rate_limit_gauge(value: float, expected: tuple[float | None, bool]) -> None:
+    s = primary_from_samples([Sample("stemedb_rate_limit_assertions_per_sec", {}, value, None)])
+    assert (s.rate_limit, s.rate_limit_reported) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0.0, False), (1.0, True), (math.nan, None), (2.0, None), (-1.0, None), (math.inf, None),
+     (0.5, None)],
+)
+def test_a_zero_one_gauge_is_true_false_or_unknown(value: float, expected: bool | None) -> None:
+    s = primary_from_samples([Sample("stemedb_replica_up", {"replica": "node2"}, value, None)])
+    assert s.replicas["node2"].up is expected
+
+
+# --------------------------------------------------------------------------- end to end
+def _garbled_lag_scenario(garbled_body: str) -> list[str]:
+    """Throttle node2 for a real lag, then serve ``garbled_body``: the actions taken then."""
+    from controller.domain import ActionOutcome, Memory, decide, parse_spec, record_outcome
+    from controller.reconcile import _primary_observation
+
+    spec = parse_spec({
+        "primary": {"adminUrl": BASE},
+        "replicas": [{"id": "node2", "agentId": "agent-node2"},
+                     {"id": "node3", "agentId": "agent-node3"}],
+    })
+    memory = Memory.empty()
+    rate = 4000.0
+    now = 1_700_000_000.0
+    healthy_lag = "20"
+    actions: list[str] = []
+    for poll in range(60):
+        garbled = poll >= 25
+        if poll == 25:
+            assert memory.throttle.active, "node2 should be throttled before the garbling"
+        body = garbled_body if garbled else (
+            f'{LAG}{{replica="node2"}} {healthy_lag}\n{LAG}{{replica="node3"}} 0.2\n'
+            f"stemedb_rate_limit_assertions_per_sec {rate:g}\n"
+        )
+        scrape = primary_from_samples(parse_samples(body, PRIMARY_METRICS))
+        obs = _primary_observation(spec, scrape, now, frozenset())
+        plan = decide(obs, spec, memory, now, operator_budget_remaining=100)
+        memory = plan.memory
+        for a in plan.actions:
+            if garbled:
+                actions.append(f"{a.kind.value}:{a.replica_id or a.rate}")
+            if a.rate is not None:
+                rate = float(a.rate)
+            memory = record_outcome(memory, a.idempotency_key, ActionOutcome(True, ""), now)
+        now += spec.detection.poll_interval_seconds
+    return actions
+
+
+@pytest.mark.parametrize(
+    "lag",
+    ["-5", "-Inf", "+Inf", "NaN", "-0.0001"],
+)
+def test_a_garbled_lag_during_a_throttle_takes_no_action(lag: str) -> None:
+    body = (f'{LAG}{{replica="node2"}} {lag}\n{LAG}{{replica="node3"}} 0.2\n'
+            "stemedb_rate_limit_assertions_per_sec 3000\n")
+    assert _garbled_lag_scenario(body) == []
+
+
+def test_conflicting_lag_series_during_a_throttle_take_no_action() -> None:
+    body = (f'{LAG}{{replica="node2"}} 20\n{LAG}{{replica="node2"}} 0\n'
+            f'{LAG}{{replica="node3"}} 0.2\nstemedb_rate_limit_assertions_per_sec 3000\n')
+    assert _garbled_lag_scenario(body) == []
