@@ -68,6 +68,7 @@ DENIED_CIDR = "127.0.0.2/32"
 ADMIN_USER = "stemedb-admin"
 TENANT_USER = f"system:serviceaccount:{TENANT_NS}:tenant"
 REBUILD_ANNOTATION = "stemedb.io/rebuild-requested"
+CREDENTIALS_LABEL = "stemedb.io/credentials"
 APPLY_WORKERS = 12
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -249,8 +250,11 @@ def _pod(namespace: str, name: str, annotations: dict[str, str] | None = None) -
 
 
 def _secret(namespace: str, name: str, data: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name,
-                                                              "namespace": namespace},
+    """A Secret labelled for the operator (it reads no other), the victim's too: the
+    label must not be what keeps the victim's token in its namespace."""
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {CREDENTIALS_LABEL: "true"}},
             "stringData": data}
 
 
@@ -455,7 +459,13 @@ def corpus_run(world: World, operator: Operator) -> CorpusRun:
     assert operator.proc.poll() is None, f"the operator exited:\n{operator.logs()[-4000:]}"
     # Two more polls of a valid cluster: a report that comes after the first look
     # has had its chance.
-    _wait_polls(world, "ok-base", 2)
+    try:
+        _wait_polls(world, "ok-base", 2)
+    except AssertionError:
+        base = world.cluster("ok-base") or {}
+        print(json.dumps(base.get("status"), indent=1)[:3000])
+        print(operator.logs()[-3000:])
+        raise
     objs = world.clusters()
     for r in results:
         r.obj = objs.get(r.name)
