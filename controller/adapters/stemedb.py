@@ -476,7 +476,7 @@ def _error_from_response(resp: httpx.Response, what: str, token: str | None) -> 
         if isinstance(err, dict):
             code = str(err["code"]) if err.get("code") is not None else None
             message = str(err["message"]) if err.get("message") is not None else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # not JSON, or nested too deep
         pass
     if code is not None:
         code = scrub(code, token)[:64]
@@ -491,22 +491,46 @@ def _error_from_response(resp: httpx.Response, what: str, token: str | None) -> 
 def _json_object(resp: httpx.Response, what: str) -> Any:
     try:
         return resp.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # not JSON, or nested too deep
         raise StemeDBBadResponse(f"{what}: response is not JSON") from None
 
 
+# Answers are untrusted: a field of the wrong type is refused, never coerced (a list
+# is not an id, "1000" or true is not a rate, -5 or NaN is not a rate or a progress).
+_MAX_ID = 256
+
+
 def _opt_float(body: Mapping[str, Any], key: str, what: str) -> float | None:
+    """A number >= 0 (rates, progress) or None; NaN, infinities and ints beyond float
+    range (JSON allows all of them) are refused."""
     v = body.get(key)
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise StemeDBBadResponse(f"{what}: {key} is not a number")
-    return float(v)
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf
+    if not (math.isfinite(f) and f >= 0):
+        raise StemeDBBadResponse(f"{what}: {key} is not a finite number >= 0")
+    return f
 
 
-def _opt_str(body: Mapping[str, Any], key: str) -> str | None:
+def _opt_str(body: Mapping[str, Any], key: str, what: str) -> str | None:
     v = body.get(key)
-    return None if v is None else str(v)
+    if v is not None and not isinstance(v, str):
+        raise StemeDBBadResponse(f"{what}: {key} is not a string")
+    return v
+
+
+def _opt_id(body: Mapping[str, Any], key: str, what: str) -> str | None:
+    """An id (sync, replica, agent): a printable string of at most 256 characters;
+    None when absent or empty."""
+    v = _opt_str(body, key, what)
+    if v and (len(v) > _MAX_ID or not v.isprintable()):
+        raise StemeDBBadResponse(f"{what}: {key} is not an id")
+    return v or None
 
 
 class _Budget:
@@ -846,20 +870,27 @@ class StemeDBClient:
         what = f"POST {path}"
 
         def handle(resp: httpx.Response) -> SyncStarted | SyncAlreadyRunning:
-            body = _json_object(resp, what)
             if resp.status_code == 409:
+                try:
+                    body = _json_object(resp, what)
+                except StemeDBBadResponse:  # an error status without an envelope
+                    raise _error_from_response(resp, what, creds.token) from None
                 err = body.get("error") if isinstance(body, dict) else None
                 code = err.get("code") if isinstance(err, dict) else "?"
                 if not isinstance(err, dict) or code not in (None, "sync_already_running"):
                     raise _error_from_response(resp, what, creds.token)
-                return SyncAlreadyRunning(replica_id, _opt_str(err, "sync_id"))
-            if not isinstance(body, dict) or not body.get("sync_id"):
+                return SyncAlreadyRunning(replica_id, _opt_id(err, "sync_id", what))
+            body = _json_object(resp, what)
+            if not isinstance(body, dict):
+                raise StemeDBBadResponse(f"{what}: no sync_id in response")
+            sync_id = _opt_id(body, "sync_id", what)
+            if sync_id is None:
                 raise StemeDBBadResponse(f"{what}: no sync_id in response")
             return SyncStarted(
-                replica_id=str(body.get("replica_id") or replica_id),
-                sync_id=str(body["sync_id"]),
-                state=str(body.get("state") or "running"),
-                started_at=_opt_str(body, "started_at"),
+                replica_id=_opt_id(body, "replica_id", what) or replica_id,
+                sync_id=sync_id,
+                state=_opt_str(body, "state", what) or "running",
+                started_at=_opt_str(body, "started_at", what),
             )
 
         return await self._call(
@@ -882,16 +913,17 @@ class StemeDBClient:
 
         def handle(resp: httpx.Response) -> SyncStatus:
             body = _json_object(resp, endpoint)
-            if not isinstance(body, dict) or "state" not in body:
+            state = body.get("state") if isinstance(body, dict) else None
+            if not isinstance(state, str) or not state:
                 raise StemeDBBadResponse(f"{endpoint}: no state in response")
             return SyncStatus(
-                sync_id=str(body.get("sync_id") or sync_id),
-                replica_id=str(body.get("replica_id") or ""),
-                state=str(body["state"]),
+                sync_id=_opt_id(body, "sync_id", endpoint) or sync_id,
+                replica_id=_opt_id(body, "replica_id", endpoint) or "",
+                state=state,
                 progress=_opt_float(body, "progress", endpoint),
-                started_at=_opt_str(body, "started_at"),
-                finished_at=_opt_str(body, "finished_at"),
-                error=_opt_str(body, "error"),
+                started_at=_opt_str(body, "started_at", endpoint),
+                finished_at=_opt_str(body, "finished_at", endpoint),
+                error=_opt_str(body, "error", endpoint),
             )
 
         return await self._call("GET", base, path, endpoint, creds, RetryPolicy.SAFE, handle)
@@ -911,14 +943,15 @@ class StemeDBClient:
                 raise StemeDBBadResponse(f"{what}: response is not a list")
             out = []
             for item in body:
-                if not isinstance(item, dict) or not item.get("agent_id"):
+                agent = _opt_id(item, "agent_id", what) if isinstance(item, dict) else None
+                if agent is None:
                     raise StemeDBBadResponse(f"{what}: entry without agent_id")
                 out.append(
                     TrippedBreaker(
-                        agent_id=str(item["agent_id"]),
-                        replica_id=_opt_str(item, "replica_id"),
-                        tripped_at=_opt_str(item, "tripped_at"),
-                        reason=_opt_str(item, "reason"),
+                        agent_id=agent,
+                        replica_id=_opt_id(item, "replica_id", what),
+                        tripped_at=_opt_str(item, "tripped_at", what),
+                        reason=_opt_str(item, "reason", what),
                     )
                 )
             return out
@@ -935,11 +968,11 @@ class StemeDBClient:
         def handle(resp: httpx.Response) -> BreakerReset:
             body = _json_object(resp, what)
             if not isinstance(body, dict):
-                body = {}
+                raise StemeDBBadResponse(f"{what}: response is not an object")
             tripped = body.get("was_tripped")
             return BreakerReset(
-                agent_id=str(body.get("agent_id") or agent_id),
-                replica_id=_opt_str(body, "replica_id"),
+                agent_id=_opt_id(body, "agent_id", what) or agent_id,
+                replica_id=_opt_id(body, "replica_id", what),
                 was_tripped=tripped if isinstance(tripped, bool) else None,
             )
 

@@ -1,22 +1,23 @@
-"""Fuzzing the /metrics reader and what a scrape is turned into.
+"""Fuzzing the readers of untrusted bytes: the /metrics reader and the admin API's answers.
 
 A StemeDB, or whoever answers at the URL a tenant put in the spec, can send anything.
 What a user relies on, checked here beyond the cases of test_metrics_text.py and
 test_stemedb_client.py:
 
-* any text gives samples the reference agrees with or a MetricsParseError, and no
-  line, however long, is read in more than linear time;
-* any bytes scraped give a scrape or a *specific* StemeDBError subclass (never the
-  client's catch-all ``StemeDBError("... unexpected ...")``, which would mean a
-  parser crashed);
+* every public call returns a well-typed result or raises a *specific* StemeDBError
+  subclass (never the client's catch-all ``StemeDBError("... unexpected ...")``,
+  which would mean a parser crashed), and never hangs;
 * a garbled scrape never yields a lag, counter or rate that could drive an action:
-  what cannot be a value is unknown (None), and unknown lag means no action.
+  what cannot be a value is unknown (None), and unknown lag means no action;
+* wrong JSON types are refused, not coerced;
+* the bearer token never appears in an error, whatever the server echoes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import re
 import time
@@ -28,17 +29,26 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from controller.adapters.metrics_text import MetricsParseError, Sample, parse_samples
 from controller.adapters.stemedb import (
     PRIMARY_METRICS,
+    BreakerReset,
     ClientConfig,
     Credentials,
     PrimaryScrape,
+    RateLimit,
     ReplicaScrape,
+    StemeDBBadResponse,
     StemeDBClient,
     StemeDBError,
     StemeDBHTTPError,
+    StemeDBUnauthorized,
+    SyncAlreadyRunning,
+    SyncStarted,
+    SyncStatus,
+    TrippedBreaker,
     node_from_samples,
     primary_from_samples,
 )
@@ -60,32 +70,43 @@ class FakeTime:
         self.now += seconds
 
 
+class _Scripted:
+    """One client for the whole module (building one loads the system CA bundle, ~20 ms);
+    each call installs the handler its example answers with."""
+
+    def __init__(self) -> None:
+        self.handler: Callable[[httpx.Request], httpx.Response] | None = None
+        self.requests: list[httpx.Request] = []
+        fake = FakeTime()
+        self.client = StemeDBClient(ClientConfig(), transport=httpx.MockTransport(self),
+                                    sleep=fake.sleep, clock=fake.clock)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        assert self.handler is not None
+        self.requests.append(request)
+        return self.handler(request)
+
+
+_SCRIPTED: list[_Scripted] = []
+
+
 def run_against(
     handler: Callable[[httpx.Request], httpx.Response],
     call: Callable[[StemeDBClient], Any],
 ) -> tuple[Any, list[httpx.Request]]:
     """Run one client call against ``handler``; return (result or raised error, requests)."""
-    requests: list[httpx.Request] = []
-
-    def recording(request: httpx.Request) -> httpx.Response:
-        requests.append(request)
-        return handler(request)
+    if not _SCRIPTED:
+        _SCRIPTED.append(_Scripted())
+    scripted = _SCRIPTED[0]
+    scripted.handler, scripted.requests = handler, []
 
     async def go() -> Any:
-        fake = FakeTime()
-        client = StemeDBClient(
-            ClientConfig(),
-            transport=httpx.MockTransport(recording),
-            sleep=fake.sleep,
-            clock=fake.clock,
-        )
-        async with client:
-            try:
-                return await call(client)
-            except StemeDBError as err:
-                return err
+        try:
+            return await call(scripted.client)
+        except StemeDBError as err:
+            return err
 
-    return asyncio.run(go()), requests
+    return asyncio.run(go()), scripted.requests
 
 
 def assert_specific(err: StemeDBError) -> None:
@@ -521,3 +542,339 @@ def test_conflicting_lag_series_during_a_throttle_take_no_action() -> None:
     body = (f'{LAG}{{replica="node2"}} 20\n{LAG}{{replica="node2"}} 0\n'
             f'{LAG}{{replica="node3"}} 0.2\nstemedb_rate_limit_assertions_per_sec 3000\n')
     assert _garbled_lag_scenario(body) == []
+
+
+# =========================================================================== admin JSON
+KEYS = ["max_assertions_per_sec", "previous_max_assertions_per_sec", "sync_id", "replica_id",
+        "state", "started_at", "finished_at", "progress", "agent_id", "was_tripped", "error",
+        "code", "message", "tripped", "breakers", "reason", "tripped_at"]
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12),
+    st.sampled_from([-1, -5, 0, 1000, 10**400, 2**63, math.nan, math.inf, -math.inf, "1000",
+                     "sync-7", "agent-node2", "node2", "sync_already_running", TOKEN,
+                     f"Bearer {TOKEN}", "x" * 300]),
+)
+
+
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return json.dumps(value).encode()  # NaN and Infinity literals included
+    except ValueError:  # an int beyond str()'s digit limit
+        return b'{"max_assertions_per_sec": ' + b"9" * 5000 + b"}"
+
+
+BODIES = st.one_of(
+    JSON_VALUES.map(_dumps),
+    st.dictionaries(st.sampled_from(KEYS), JSON_VALUES, max_size=5).map(_dumps),
+    st.lists(st.dictionaries(st.sampled_from(KEYS), SCALARS, max_size=4), max_size=3).map(_dumps),
+    st.builds(lambda v: _dumps({"error": v}), st.dictionaries(st.sampled_from(KEYS), SCALARS)),
+    st.binary(max_size=64),
+    st.sampled_from([b"", b"null", b"[", b"\xff\xfe{", b"{}" + b"\x00", b"[" * 100_000,
+                     b'{"error": ' * 50_000, "{\"sync_id\": \"\u00e9\"}".encode("utf-16")]),
+)
+ADMIN_STATUSES = st.one_of(
+    st.sampled_from([200, 201, 202, 204, 400, 401, 403, 404, 409, 429, 500, 503]),
+    st.integers(100, 599),
+)
+
+CALLS: dict[str, Callable[[StemeDBClient], Any]] = {
+    "get_rate_limit": lambda c: c.get_rate_limit(BASE, CREDS),
+    "set_rate_limit": lambda c: c.set_rate_limit(BASE, 1000, CREDS),
+    "force_sync": lambda c: c.force_sync(BASE, "node2", CREDS),
+    "get_sync": lambda c: c.get_sync(BASE, "sync-7", CREDS),
+    "tripped_breakers": lambda c: c.tripped_breakers(BASE, CREDS),
+    "reset_breaker": lambda c: c.reset_breaker(BASE, "agent-node2", CREDS),
+}
+
+
+def opt_str(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def assert_well_typed(method: str, got: Any) -> None:
+    if method in ("get_rate_limit", "set_rate_limit"):
+        assert isinstance(got, RateLimit)
+        assert plausible(got.max_assertions_per_sec), got
+        assert plausible(got.previous_max_assertions_per_sec), got
+    elif method == "force_sync":
+        assert isinstance(got, SyncStarted | SyncAlreadyRunning)
+        assert got.replica_id == "node2" or isinstance(got, SyncStarted)
+        assert isinstance(got.replica_id, str) and opt_str(got.sync_id)
+        if isinstance(got, SyncStarted):
+            assert isinstance(got.sync_id, str) and got.sync_id
+            assert isinstance(got.state, str) and opt_str(got.started_at)
+    elif method == "get_sync":
+        assert isinstance(got, SyncStatus)
+        assert all(isinstance(x, str) for x in (got.sync_id, got.replica_id, got.state))
+        assert got.progress is None or (math.isfinite(got.progress) and got.progress >= 0)
+        assert opt_str(got.started_at) and opt_str(got.finished_at) and opt_str(got.error)
+    elif method == "tripped_breakers":
+        assert isinstance(got, list)
+        for b in got:
+            assert isinstance(b, TrippedBreaker) and isinstance(b.agent_id, str) and b.agent_id
+            assert opt_str(b.replica_id) and opt_str(b.tripped_at) and opt_str(b.reason)
+    else:
+        assert isinstance(got, BreakerReset) and isinstance(got.agent_id, str)
+        assert opt_str(got.replica_id) and got.was_tripped in (None, True, False)
+
+
+def assert_no_token(err: StemeDBError) -> None:
+    texts = [str(err), repr(err), repr(err.args), err.message]
+    if isinstance(err, StemeDBHTTPError):
+        texts += [str(err.code), str(err.server_message)]
+    assert not any(TOKEN in t for t in texts), texts
+
+
+VALID_ANSWERS: dict[str, tuple[int, Any]] = {
+    "get_rate_limit": (200, {"max_assertions_per_sec": 1000,
+                             "previous_max_assertions_per_sec": None}),
+    "set_rate_limit": (200, {"max_assertions_per_sec": 1000,
+                             "previous_max_assertions_per_sec": 250}),
+    "force_sync": (202, {"sync_id": "sync-7", "replica_id": "node2", "state": "running",
+                         "started_at": "2025-11-25T18:55:00Z"}),
+    "get_sync": (200, {"sync_id": "sync-7", "replica_id": "node2", "state": "running",
+                       "progress": 0.42, "started_at": "t", "finished_at": None, "error": None}),
+    "tripped_breakers": (200, [{"agent_id": "agent-node2", "replica_id": "node2",
+                                "tripped_at": "t", "reason": "r"}]),
+    "reset_breaker": (200, {"agent_id": "agent-node2", "replica_id": "node2",
+                            "was_tripped": True}),
+}
+SYNC_ALREADY_RUNNING = {"error": {"code": "sync_already_running", "message": "m",
+                                  "sync_id": "sync-7"}}
+
+
+@st.composite
+def near_valid(draw: st.DrawFn, method: str) -> tuple[int, bytes]:
+    """The documented answer with one to three fields deleted or replaced by any JSON."""
+    status, body = VALID_ANSWERS[method]
+    if method == "force_sync" and draw(st.booleans()):
+        status, body = 409, SYNC_ALREADY_RUNNING
+    body = json.loads(json.dumps(body))
+    for _ in range(draw(st.integers(1, 3))):
+        target = body
+        if isinstance(target, list):
+            if not target or draw(st.integers(0, 3)) == 0:
+                target.append(draw(JSON_VALUES))
+                continue
+            target = target[draw(st.integers(0, len(target) - 1))]
+        if isinstance(target, dict) and isinstance(target.get("error"), dict):
+            target = target["error"] if draw(st.booleans()) else target
+        if not isinstance(target, dict):
+            continue
+        key = draw(st.sampled_from(sorted(set(target) | set(KEYS))))
+        if key in target and draw(st.integers(0, 4)) == 0:
+            del target[key]
+        else:
+            target[key] = draw(JSON_VALUES)
+    status = draw(st.sampled_from([status, status, status, 200, 204, 409]))
+    return status, _dumps(body)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(CALLS)), st.booleans(), st.data())
+def test_any_admin_answer_gives_a_typed_result_or_a_specific_error(
+    method: str, echo_headers: bool, data: st.DataObject
+) -> None:
+    status, body = data.draw(st.one_of(near_valid(method), st.tuples(ADMIN_STATUSES, BODIES)))
+    headers = {"Content-Type": "application/json"}
+    if echo_headers:
+        headers |= {"WWW-Authenticate": f'Bearer error="invalid_token" token="{TOKEN}"',
+                    "X-Echo-Authorization": f"Bearer {TOKEN}"}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=body, headers=headers)
+
+    with capture_logs() as logs:
+        got, _ = run_against(answer, CALLS[method])
+    assert TOKEN not in repr(logs)
+    if isinstance(got, StemeDBError):
+        assert_specific(got)
+        assert_no_token(got)
+        if not 200 <= status < 300 and not (method == "force_sync" and status == 409):
+            assert isinstance(got, StemeDBHTTPError) and got.status == status
+            assert isinstance(got, StemeDBUnauthorized) == (status in (401, 403))
+        elif 200 <= status < 300:
+            assert isinstance(got, StemeDBBadResponse)
+        return
+    assert 200 <= status < 300 or (method == "force_sync" and status == 409), (status, got)
+    assert_well_typed(method, got)
+
+
+def J(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+REFUSED = [
+    # (method, status, body): each must be a StemeDBBadResponse, never a coerced result
+    ("get_rate_limit", 200, J({"max_assertions_per_sec": "1000"})),
+    ("get_rate_limit", 200, J({"max_assertions_per_sec": True})),
+    ("get_rate_limit", 200, J({"max_assertions_per_sec": [1000]})),
+    ("get_rate_limit", 200, J({"max_assertions_per_sec": {"value": 1000}})),
+    ("get_rate_limit", 200, J({"max_assertions_per_sec": -5})),
+    ("get_rate_limit", 200, J({"max_assertions_per_sec": -1})),
+    ("get_rate_limit", 200, b'{"max_assertions_per_sec": NaN}'),
+    ("get_rate_limit", 200, b'{"max_assertions_per_sec": Infinity}'),
+    ("get_rate_limit", 200, b'{"max_assertions_per_sec": -Infinity}'),
+    ("get_rate_limit", 200, b'{"max_assertions_per_sec": 1' + b"0" * 400 + b"}"),
+    ("get_rate_limit", 200, b'{"max_assertions_per_sec": 1e400}'),
+    ("get_rate_limit", 200, b'{"max_assertions_per_sec": ' + b"9" * 5000 + b"}"),
+    ("get_rate_limit", 200, J({"max_assertions_per_sec": 5, "previous_max_assertions_per_sec":
+                               -3})),
+    ("get_rate_limit", 200, J([{"max_assertions_per_sec": 5}])),
+    ("get_rate_limit", 200, J({})),
+    ("set_rate_limit", 200, J({"max_assertions_per_sec": "unlimited"})),
+    ("set_rate_limit", 200, b'{"max_assertions_per_sec": NaN}'),
+    ("force_sync", 202, J({"sync_id": ["sync-7"]})),
+    ("force_sync", 202, J({"sync_id": 7})),
+    ("force_sync", 202, J({"sync_id": {"id": "sync-7"}})),
+    ("force_sync", 202, J({"sync_id": "x" * 100_000})),
+    ("force_sync", 202, J({"sync_id": "sync-7", "state": ["running"]})),
+    ("force_sync", 202, J({"sync_id": "sync-7", "replica_id": 2})),
+    ("force_sync", 202, J(["sync-7"])),
+    ("force_sync", 409, J({"error": {"code": "sync_already_running", "sync_id": ["s"]}})),
+    ("get_sync", 200, J({"state": 3})),
+    ("get_sync", 200, J({"state": None})),
+    ("get_sync", 200, J({"state": "running", "progress": "0.5"})),
+    ("get_sync", 200, J({"state": "running", "progress": True})),
+    ("get_sync", 200, J({"state": "running", "progress": -0.5})),
+    ("get_sync", 200, b'{"state": "running", "progress": NaN}'),
+    ("get_sync", 200, J({"state": "running", "error": {"detail": "x"}})),
+    ("tripped_breakers", 200, J({"tripped": "agent-node2"})),
+    ("tripped_breakers", 200, J(["agent-node2"])),
+    ("tripped_breakers", 200, J([{"agent_id": 2}])),
+    ("tripped_breakers", 200, J([{"agent_id": ["agent-node2"]}])),
+    ("tripped_breakers", 200, J([{"agent_id": {"id": "agent-node2"}}])),
+    ("tripped_breakers", 200, J([{"agent_id": "agent-node2", "replica_id": ["node2"]}])),
+    ("tripped_breakers", 200, J([{"agent_id": "a" * 100_000}])),
+    ("tripped_breakers", 200, b"[" * 100_000),
+    ("tripped_breakers", 200, b"[" * 100_000 + b"]" * 100_000),
+    ("reset_breaker", 200, J({"agent_id": 7, "was_tripped": True})),
+    ("reset_breaker", 200, J({"agent_id": "agent-node2", "replica_id": {"x": 1}})),
+    ("reset_breaker", 200, J([{"agent_id": "agent-node2", "was_tripped": True}])),
+]
+
+
+@pytest.mark.parametrize(("method", "status", "body"), REFUSED,
+                         ids=[f"{m} {s} {b[:50]!r}" for m, s, b in REFUSED])
+def test_wrong_types_are_refused_not_coerced(method: str, status: int, body: bytes) -> None:
+    got, _ = run_against(lambda r: httpx.Response(status, content=body), CALLS[method])
+    assert isinstance(got, StemeDBBadResponse), got
+    assert_specific(got)
+
+
+ACCEPTED = [
+    ("get_rate_limit", 200, J({"max_assertions_per_sec": None}), RateLimit(None)),
+    ("get_rate_limit", 200, J({"max_assertions_per_sec": 0}), RateLimit(0.0)),
+    ("get_rate_limit", 200, J({"max_assertions_per_sec": 2.5}), RateLimit(2.5)),
+    ("force_sync", 409, J({"error": {"code": "sync_already_running"}}),
+     SyncAlreadyRunning("node2", None)),
+    ("reset_breaker", 200, J({"was_tripped": "true"}), BreakerReset("agent-node2", None, None)),
+    ("reset_breaker", 200, J({"was_tripped": 1}), BreakerReset("agent-node2", None, None)),
+    ("tripped_breakers", 200, J({"breakers": []}), []),
+]
+
+
+@pytest.mark.parametrize(("method", "status", "body", "expected"), ACCEPTED,
+                         ids=[f"{m} {s} {b[:50]!r}" for m, s, b, _ in ACCEPTED])
+def test_what_is_accepted_is_never_coerced_into_more(
+    method: str, status: int, body: bytes, expected: Any
+) -> None:
+    """A "true" string or a 1 is not a boolean: was_tripped stays unknown."""
+    got, _ = run_against(lambda r: httpx.Response(status, content=body), CALLS[method])
+    assert got == expected
+
+
+ERROR_ANSWERS = [
+    pytest.param(409, b"<html>conflict</html>", id="a 409 that is not JSON"),
+    pytest.param(409, b"[" * 100_000, id="a 409 nested too deep"),
+    pytest.param(409, J({"error": "sync_already_running"}), id="a 409 whose error is a string"),
+    pytest.param(409, J({"error": {"code": "other"}}), id="a 409 of another code"),
+    pytest.param(401, b"[" * 100_000, id="a 401 nested too deep"),
+    pytest.param(503, b'{"error": ' * 50_000, id="a 503 nested too deep"),
+    pytest.param(500, J({"error": {"code": 10**100, "message": ["x"]}}), id="odd envelope types"),
+    pytest.param(500, b'{"error": {"code": ' + b"9" * 5000 + b"}}", id="a code too long for str"),
+]
+
+
+@pytest.mark.parametrize(("status", "body"), ERROR_ANSWERS)
+def test_an_error_status_is_an_http_error_with_its_status(status: int, body: bytes) -> None:
+    got, requests = run_against(lambda r: httpx.Response(status, content=body),
+                                CALLS["force_sync"])
+    assert isinstance(got, StemeDBHTTPError) and got.status == status, got
+    assert_specific(got)
+    assert isinstance(got, StemeDBUnauthorized) == (status == 401)
+    assert len(requests) == 1  # force_sync is never retried after sending
+
+
+def test_a_retryable_status_with_a_deep_body_is_still_retried() -> None:
+    got, requests = run_against(lambda r: httpx.Response(503, content=b"[" * 100_000),
+                                CALLS["get_rate_limit"])
+    assert isinstance(got, StemeDBHTTPError) and got.status == 503
+    assert len(requests) > 1
+
+
+# --------------------------------------------------------------------------- the token
+tokens = st.from_regex(r"\A[A-Za-z0-9\-._~+/]{6,40}=*\Z")  # RFC 6750 b64token
+
+
+@st.composite
+def echoing_body(draw: st.DrawFn, token: str) -> bytes:
+    where = draw(st.sampled_from(["code", "message", "both", "nested", "long", "raw", "key"]))
+    pad = draw(st.text(max_size=250))
+    if where == "raw":
+        return f"{pad}{token}{pad}".encode()
+    if where == "nested":
+        return J({"error": {"code": {"t": token}, "message": [pad, token]}})
+    if where == "key":
+        return J({"error": {"code": {token: 1}, "message": {token: pad}}})
+    if where == "long":
+        return J({"error": {"code": "x" * 60 + token, "message": pad + token + pad}})
+    code = f"{pad[:20]}{token}" if where in ("code", "both") else "bad_token"
+    message = f"{pad} Bearer {token} {pad}" if where in ("message", "both") else pad
+    return J({"error": {"code": code, "message": message}})
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tokens, st.sampled_from(sorted(CALLS)),
+       st.sampled_from([400, 401, 403, 404, 409, 500, 503]), st.data())
+def test_the_token_never_appears_in_an_error(
+    token: str, method: str, status: int, data: st.DataObject
+) -> None:
+    body = data.draw(echoing_body(token))
+    creds = Credentials(token=token)
+    calls: dict[str, Callable[[StemeDBClient], Any]] = {
+        "get_rate_limit": lambda c: c.get_rate_limit(BASE, creds),
+        "set_rate_limit": lambda c: c.set_rate_limit(BASE, 1000, creds),
+        "force_sync": lambda c: c.force_sync(BASE, "node2", creds),
+        "get_sync": lambda c: c.get_sync(BASE, "sync-7", creds),
+        "tripped_breakers": lambda c: c.tripped_breakers(BASE, creds),
+        "reset_breaker": lambda c: c.reset_breaker(BASE, "agent-node2", creds),
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.headers["authorization"] == f"Bearer {token}"
+        return httpx.Response(status, content=body,
+                              headers={"WWW-Authenticate": f"Bearer {token}", "X-Token": token})
+
+    with capture_logs() as logs:
+        got, _ = run_against(answer, calls[method])
+    assert isinstance(got, StemeDBError)
+    texts = [str(got), repr(got), repr(got.args), got.message, repr(logs)]
+    if isinstance(got, StemeDBHTTPError):
+        texts += [str(got.code), str(got.server_message)]
+    assert not any(token in t for t in texts), texts
+
+
+def test_a_metrics_error_never_carries_the_bad_line() -> None:
+    body = f'stemedb_replication_lag_seconds{{replica="{TOKEN}"}} oops\n'.encode()
+    got, _ = run_against(lambda r: httpx.Response(200, content=body),
+                         lambda c: c.scrape_primary(BASE, CREDS))
+    assert isinstance(got, MetricsParseError) and TOKEN not in str(got)
