@@ -1,28 +1,58 @@
 #!/usr/bin/env bash
-# Install promtool (Debian/Ubuntu package `prometheus`) if it is not already on
-# PATH. Idempotent: a second run does nothing. Needs root (or sudo) for apt.
-# Why the full package: Debian ships promtool only inside `prometheus`;
-# --no-install-recommends keeps it to the binaries and a few JS assets, and
-# no daemon is started where no init system runs (containers, CI).
+# Build promtool from the Go module proxy into the cache the control plane
+# uses (hack/build-control-plane.sh: STEMEDB_CACHE, default
+# ~/.cache/stemedb-operator), keyed by version. No root, nothing installed on
+# the machine; skipped when cached (a cold build takes a few minutes). Prints
+# the path of promtool, which hack/check-chart.sh and the tests run.
+#
+# PROMTOOL=/path/to/promtool: use that one instead (checked, not built).
+# Prometheus 3.X.Y is published to the module proxy as v0.3XX.Y (the module
+# path has no /v3), so 3.16.0 is built from v0.316.0. Built with the tag
+# remove_all_sd: no service-discovery plugins (cloud SDKs), which `check rules`
+# and `test rules` do not use; `promtool check config` on a configuration with
+# such discovery would refuse it.
 set -euo pipefail
+unset CDPATH
 
-if command -v promtool >/dev/null 2>&1; then
-  echo "promtool already installed: $(promtool --version 2>&1 | head -1)"
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-3.16.0}"
+CACHE_ROOT="${STEMEDB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stemedb-operator}"
+mkdir -p "$CACHE_ROOT"; CACHE_ROOT="$(cd "$CACHE_ROOT" && pwd)"
+BIN="$CACHE_ROOT/bin/promtool-v$PROMETHEUS_VERSION"
+log() { echo "[promtool] $*" >&2; }
+
+check() {
+  local got
+  got=$("$1" --version 2>&1 | head -1)
+  case "$got" in
+    "promtool, version ${2:-}"*) log "$got: $1" ;;
+    *) log "$1 --version says '$got'${2:+, want $2}"; exit 1 ;;
+  esac
+}
+
+if [ -n "${PROMTOOL:-}" ]; then
+  [ -x "$PROMTOOL" ] || { log "PROMTOOL=$PROMTOOL is not an executable file"; exit 1; }
+  check "$PROMTOOL"
+  echo "$PROMTOOL"
   exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null 2>&1 || { echo "need root or sudo to apt-get install prometheus" >&2; exit 1; }
-  SUDO="sudo"
+if [ ! -x "$BIN/promtool" ]; then
+  command -v go >/dev/null 2>&1 || { log "go not found: install Go >= 1.26, or set PROMTOOL"; exit 1; }
+  IFS=. read -r major minor patch <<<"$PROMETHEUS_VERSION"
+  module_version="v0.${major}$(printf '%02d' "$minor").${patch}"
+  export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=""
+  export GOPATH="${GOPATH:-$CACHE_ROOT/gopath}"
+  export GOMODCACHE="${GOMODCACHE:-$CACHE_ROOT/gomodcache}"
+  export GOCACHE="${GOCACHE:-$CACHE_ROOT/gobuildcache}"
+  mkdir -p "$BIN"
+  tmp=$(mktemp -d "$BIN/.build.XXXXXX")
+  trap 'rm -rf "$tmp"' EXIT
+  log "building promtool $PROMETHEUS_VERSION (github.com/prometheus/prometheus@$module_version)"
+  v=github.com/prometheus/common/version
+  GOBIN="$tmp" go install -trimpath -tags remove_all_sd -ldflags="-s -w -X $v.Version=$PROMETHEUS_VERSION \
+    -X $v.Revision=$module_version -X $v.Branch=module-proxy" \
+    "github.com/prometheus/prometheus/cmd/promtool@$module_version"
+  mv "$tmp/promtool" "$BIN/promtool"
 fi
-command -v apt-get >/dev/null 2>&1 || { echo "apt-get not found: install promtool (>= 2.42) by hand" >&2; exit 1; }
-
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-# Containers without systemd: make sure no Prometheus server was left running.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
-  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
-fi
-echo "installed: $(promtool --version 2>&1 | head -1)"
+check "$BIN/promtool" "$PROMETHEUS_VERSION"
+echo "$BIN/promtool"
