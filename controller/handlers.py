@@ -236,6 +236,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         budget=ActionBudget(_Config.max_actions_per_hour),
         post_event=_post_event,
         notifier=Notifier(destinations=_Config.destinations),
+        destinations=_Config.destinations,
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from controller.adapters.destinations import Destinations
 from controller.adapters.kube import KubeClient, KubeError
 from controller.adapters.notify import Escalated, NotificationError, Notifier
 from controller.adapters.operator_metrics import OperatorMetrics
@@ -59,6 +60,8 @@ from controller.domain import (
     spec_contradictions,
 )
 from controller.domain.budget import ActionBudget
+from controller.domain.destinations import DestinationPolicy, literal_destination_problems
+from controller.domain.observation import SourceState
 
 log = structlog.get_logger("stemedb.reconcile")
 
@@ -71,7 +74,8 @@ ADMIN_URL = "spec.primary.adminUrl"
 # A bearer token: printable ASCII without spaces (RFC 6750's b64token, loosened).
 _TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")
 _SUMMARY_PREFIX = {Reason.INVALID_SPEC: "Invalid spec",
-                   Reason.SPEC_CONTRADICTS_CLUSTER: "Spec contradicts the cluster"}
+                   Reason.SPEC_CONTRADICTS_CLUSTER: "Spec contradicts the cluster",
+                   Reason.DESTINATION_DENIED: "Destination denied"}
 
 
 def _pod_field(spec: Spec, replica_id: str | None) -> str:
@@ -108,8 +112,11 @@ class Reconciler:
         post_event: EventPoster,
         clock: Callable[[], float] = time.time,
         notifier: Notifier | None = None,
+        destinations: Destinations | None = None,
     ) -> None:
         self.stemedb = stemedb
+        self.destinations = destinations
+        self._denied: dict[ClusterKey, tuple[Spec, DestinationPolicy, tuple[SpecProblem, ...]]] = {}
         self.notifier = notifier
         self.kube = kube
         self.metrics = metrics
@@ -136,6 +143,7 @@ class Reconciler:
         self._specs.pop(key, None)
         self._memories.pop(key, None)
         self._reported.pop(key, None)
+        self._denied.pop(key, None)
         self.metrics.forget_cluster(key.namespace, key.name)
 
     def _status(self, key: ClusterKey, body: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -169,9 +177,24 @@ class Reconciler:
                                        generation)
             return INVALID_SPEC_RETRY_SECONDS
 
+        denied = self._denied_urls(key, spec)
+        if denied:
+            await self._report_invalid(key, body, denied, Reason.DESTINATION_DENIED, now,
+                                       generation)
+            return spec.detection.poll_interval_seconds
+
         memory = self._load_memory(key, body, status)
         creds, creds_error = await self._credentials(key, spec)
         observation = await self._observe(spec, memory, creds, creds_error, body, now)
+        refused = [SpecProblem(r.source.detail.split(":", 1)[0], r.source.detail)
+                   for r in observation.replicas
+                   if r.source is not None and r.source.state is SourceState.DENIED]
+        if refused:
+            # A replica's metricsUrl resolved to a denied address: the spec points
+            # somewhere the operator may not go; act on nothing until it is fixed.
+            await self._report_invalid(key, body, refused, Reason.DESTINATION_DENIED, now,
+                                       generation)
+            return spec.detection.poll_interval_seconds
         contradictions = spec_contradictions(spec, observation)
         if contradictions:
             await self._report_invalid(key, body, contradictions,
@@ -219,6 +242,25 @@ class Reconciler:
             log.warning("status not written", namespace=key.namespace, name=key.name,
                         error=str(err))
         return max(0.5, plan.requeue_after)
+
+    def _denied_urls(self, key: ClusterKey, spec: Spec) -> tuple[SpecProblem, ...]:
+        """The spec's URLs written as addresses the destination policy denies
+        (kept per spec and policy: a healthy poll pays nothing)."""
+        if self.destinations is None:
+            return ()
+        policy = self.destinations.policy
+        cached = self._denied.get(key)
+        if cached is not None and cached[0] is spec and cached[1] is policy:
+            return cached[2]
+        urls = [(ADMIN_URL, spec.primary.admin_url),
+                *((f"spec.replicas[{i}].metricsUrl", r.metrics_url)
+                  for i, r in enumerate(spec.replicas) if r.metrics_url),
+                *((("spec.escalation.webhookUrl", spec.escalation.webhook_url),)
+                  if spec.escalation.webhook_url else ())]
+        problems = tuple(SpecProblem(field, message) for field, message
+                         in literal_destination_problems(urls, policy))
+        self._denied[key] = (spec, policy, problems)
+        return problems
 
     def _parse_spec(self, key: ClusterKey, body: Mapping[str, Any]) -> Spec:
         """parse_spec, reused while the generation and the raw spec are unchanged."""

@@ -45,7 +45,7 @@ class Reason(_Meaning):
     PRIMARY_SCRAPE_FAILED = "PrimaryScrapeFailed", "The primary's /metrics could not be read."
     DESTINATION_DENIED = (
         "DestinationDenied",
-        "spec.primary.adminUrl resolves to an address the operator's destination policy denies.",
+        "A spec URL resolves to an address the operator's destination policy denies.",
     )
     PRIMARY_METRICS_STALE = "PrimaryMetricsStale", "The primary's metrics are older than allowed."
     OBSERVATION_STALE = "ObservationStale", "The observation is older than staleAfterSeconds."

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -88,3 +89,31 @@ class DestinationPolicy:
             return (f"{ip} is outside the destinations the operator allows "
                     f"({', '.join(str(n) for n in self.allow)})")
         return None
+
+
+def literal_destination_problems(
+    urls: Iterable[tuple[str, str]], policy: DestinationPolicy
+) -> tuple[tuple[str, str], ...]:
+    """(field, sentence) for each URL whose host is an IP address the policy denies.
+
+    Names are judged when they resolve, at connect time; an address written in
+    the spec is judged at once, so the condition names the field before any
+    episode needs that URL.
+    """
+    out: list[tuple[str, str]] = []
+    for field, url in urls:
+        try:
+            parts = urlsplit(url)
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            continue  # refused by the spec's own checks
+        if not host:
+            continue
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            continue
+        why = policy.refusal(host, port or (443 if parts.scheme == "https" else 80))
+        if why is not None:
+            out.append((field, f"{field}: {why}"))
+    return tuple(out)

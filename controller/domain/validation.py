@@ -27,10 +27,19 @@ SECRET_KEY_MAX = 253
 # operator's own metric labels. A label value's alphabet, without the empty string.
 NODE_ID = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
 NODE_ID_MAX = 63
-# URLs: http(s), a host (name, IPv4 or [IPv6]) with an optional port, an optional
-# path of RFC 3986 path characters; no userinfo, query, fragment, spaces or
-# control characters. Port range and "has a host" are checked separately.
-URL = r"^https?://[A-Za-z0-9.\[\]:-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"
+# A URL's host: a DNS name whose last label starts with a letter (no TLD is
+# numeric), a canonical dotted-quad IPv4 address, or a bracketed IPv6 address.
+# Refuses the shorthands resolvers expand into addresses (127.1, 2130706433,
+# 0x7f.1), which could otherwise be judged only once they resolve.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_HOST = (r"(\[[0-9A-Fa-f:.]+\]|(" + _OCTET + r"\.){3}" + _OCTET
+         + r"|([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*\.?)")
+# URLs: http(s), a host as above with an optional port, an optional path of
+# RFC 3986 path characters; no userinfo, query, fragment, spaces or control
+# characters. The port range is checked separately (CEL in the CRD). A pattern,
+# not CEL: patterns have no cost budget, and this one runs on 64 replicas.
+URL = r"^https?://" + _HOST + r"(:[0-9]+)?(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"
+_URL_HOST = re.compile(_HOST)
 URL_MAX = 2048
 # Free text shown to humans (escalation contacts): no control or format
 # characters (newlines, bidi overrides, zero-width characters).
@@ -94,9 +103,6 @@ def url_problem(value: str) -> str | None:
         return "must not carry a user or password (credentials come from spec.auth Secrets)"
     if parts.query or parts.fragment or "?" in value or "#" in value:
         return f"{shown(value)} must not have a query or fragment (the operator adds the paths)"
-    if not _URL.fullmatch(value):
-        return (f"{shown(value)} is not a plain http(s) URL (no spaces, control or "
-                "non-ASCII characters)")
     try:
         port = parts.port
         host = parts.hostname
@@ -104,6 +110,14 @@ def url_problem(value: str) -> str | None:
         return f"{shown(value)} has an invalid host or port"
     if not host:
         return f"{shown(value)} has no host"
+    netloc_host = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else (
+        parts.netloc)
+    if ":" not in host and not _URL_HOST.fullmatch(netloc_host):
+        return (f"{shown(value)} has host {shown(host)}: use a DNS name, a dotted-quad "
+                "IPv4 address or a bracketed IPv6 address (no numeric shorthands)")
+    if not _URL.fullmatch(value):
+        return (f"{shown(value)} is not a plain http(s) URL (no spaces, control or "
+                "non-ASCII characters)")
     if port is not None and not 1 <= port <= 65535:
         return f"{shown(value)} has port {port}, outside 1-65535"
     if port is None and parts.netloc.endswith(":"):

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from controller.adapters.destinations import Destinations
 from controller.adapters.kube import KubeError, SecretNotFound
 from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.stemedb import (
@@ -48,6 +49,7 @@ from controller.adapters.stemedb_errors import (
 )
 from controller.domain import ActionKind, Memory, parse_spec
 from controller.domain.budget import ActionBudget
+from controller.domain.destinations import DestinationPolicy, parse_networks
 from controller.domain.memory import ThrottleMemory
 from controller.domain.spec import spec_to_raw
 from controller.reconcile import (
@@ -1101,3 +1103,45 @@ async def test_a_token_that_would_break_its_header_line_is_never_sent(token: byt
     assert cond["MetricsAvailable"]["status"] == "False"
     assert "spec.auth.tokenSecretRef" in cond["MetricsAvailable"]["message"]
     assert token.decode("utf-8", "replace") not in json.dumps(world.patches())
+
+
+@pytest.mark.parametrize(("field", "set_url"), [
+    ("spec.primary.adminUrl", lambda raw: raw["primary"].update(adminUrl="http://10.1.2.3:18180")),
+    ("spec.replicas[1].metricsUrl",
+     lambda raw: raw["replicas"][1].update(metricsUrl="http://10.1.2.3:18180")),
+    ("spec.escalation.webhookUrl",
+     lambda raw: raw["escalation"].update(webhookUrl="https://10.1.2.3/hook")),
+])
+async def test_a_url_written_as_a_denied_address_is_reported_before_anything_is_sent(
+    field: str, set_url: Callable[[dict[str, Any]], None],
+) -> None:
+    raw = raw_spec()
+    set_url(raw)
+    world = World(raw)
+    world.reconciler.destinations = Destinations(
+        DestinationPolicy(deny=parse_networks(["10.0.0.0/8"])))
+    world.stemedb.scrape = primary(NODE2_CRITICAL)
+    world.stemedb.tripped = ["agent-node2"]
+
+    await world.poll()
+
+    assert world.methods("stemedb") == []
+    cond = conditions(world.patches()[-1])
+    assert cond["Ready"]["reason"] == "DestinationDenied"
+    assert cond["Ready"]["message"].startswith(f"{field}: {field}: 10.1.2.3 is in 10.0.0.0/8")
+    assert cond["RemediationAllowed"]["status"] == "False"
+
+
+async def test_a_replica_url_that_resolves_to_a_denied_address_stops_remediation() -> None:
+    world = World()
+    world.stemedb.scrape = primary(NODE2_CRITICAL)
+    world.stemedb.tripped = ["agent-node2"]
+    world.stemedb.errors["scrape_node"] = StemeDBDestinationDenied(
+        "GET /metrics: destination denied (stemedb-1 resolves to a denied address)")
+
+    await world.poll()
+
+    assert world.admin_calls() == []
+    cond = conditions(world.patches()[-1])
+    assert cond["Ready"]["reason"] == "DestinationDenied"
+    assert "spec.replicas[0].metricsUrl" in cond["Ready"]["message"]

@@ -197,3 +197,12 @@ def _obs(node: str | None = "node1", role: str | None = "primary",
 ])
 def test_contradictions_with_stemedb_name_the_field(obs: Observation, paths: list[str]) -> None:
     assert [p.path for p in spec_contradictions(SPEC, obs)] == paths
+
+
+@pytest.mark.parametrize(("url", "ok"), [
+    ("http://127.0.0.1:5", True), ("http://[::1]:5", True), ("http://a.b.example.:1", True),
+    ("http://127.1:1", False), ("http://2130706433", False), ("http://0x7f.1", False),
+    ("http://0x7f000001", False), ("http://01.2.3.4", False), ("http://1.2.3.4.5", False),
+])
+def test_numeric_host_shorthands_are_refused(url: str, ok: bool) -> None:
+    assert (url_problem(url) is None) is ok
