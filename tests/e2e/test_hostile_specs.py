@@ -691,7 +691,8 @@ def test_denied_metrics_and_webhook_urls_are_refused_when_an_episode_needs_them(
 ) -> None:
     """metricsUrl is read only in an episode and webhookUrl only on escalation: in one
     (node2 lags 20 s, escalation at 10 s), both at a denied address, the operator
-    tells which field and sends nothing there."""
+    names both fields before any episode needs them, sends nothing there, and acts
+    on nothing while the spec points at a denied destination."""
     name = "x-denied-in-episode"
     ops = (
         Set("primary.adminUrl", "$CAPTURE/t/$CASE/lagging/primary"),
@@ -709,7 +710,9 @@ def test_denied_metrics_and_webhook_urls_are_refused_when_an_episode_needs_them(
                  lambda: _told(world, name, "spec.replicas[0].metricsUrl"))
         wait_for("the webhookUrl named",
                  lambda: _told(world, name, "spec.escalation.webhookUrl"))
-        _wait_polls(world, name, 2)
+        ready = next(c for c in (world.cluster(name) or {})["status"]["conditions"]
+                     if c["type"] == "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "DestinationDenied"), ready
     except AssertionError:
         obj = world.cluster(name) or {}
         print(json.dumps((obj.get("status") or {}).get("conditions"), indent=1))
