@@ -30,7 +30,11 @@ from controller.adapters.stemedb import (
     PrimaryScrape,
     StemeDBClient,
 )
-from controller.adapters.stemedb_errors import StemeDBDestinationDenied, StemeDBError
+from controller.adapters.stemedb_errors import (
+    StemeDBDestinationDenied,
+    StemeDBError,
+    StemeDBUnauthorized,
+)
 from controller.domain import (
     UNKNOWN,
     Action,
@@ -185,7 +189,8 @@ class Reconciler:
 
         memory = self._load_memory(key, body, status)
         creds, creds_error = await self._credentials(key, spec)
-        observation = await self._observe(spec, memory, creds, creds_error, body, now)
+        observation, creds = await self._observe(key, spec, memory, creds, creds_error, body,
+                                                 now)
         refused = [SpecProblem(r.source.detail.split(":", 1)[0], r.source.detail)
                    for r in observation.replicas
                    if r.source is not None and r.source.state is SourceState.DENIED]
@@ -300,32 +305,58 @@ class Reconciler:
             return Credentials(), f"{field}: {err}"
         return Credentials(token=token, ca_pem=ca), None
 
+    async def _rotated(
+        self, key: ClusterKey, spec: Spec, creds: Credentials
+    ) -> Credentials | None:
+        """After a 401: the token Secret read again past the cache, if it now holds
+        another token (a rotation); None if not, so a rejected token costs one
+        request per poll, never a retry loop."""
+        ref = spec.auth.token_secret_ref
+        if ref is None:
+            return None
+        self.kube.forget_secret(key.namespace, ref.name)
+        fresh, error = await self._credentials(key, spec)
+        if error is not None or fresh.token == creds.token:
+            return None
+        log.info("token rotated; retrying once with the new one",
+                 namespace=key.namespace, name=key.name)
+        return fresh
+
     async def _observe(
         self,
+        key: ClusterKey,
         spec: Spec,
         memory: Memory,
         creds: Credentials,
         creds_error: str | None,
         body: Mapping[str, Any],
         now: float,
-    ) -> Observation:
+    ) -> tuple[Observation, Credentials]:
+        """What this poll saw, and the credentials that worked (rotated on a 401)."""
         approvals = parse_approvals(dict(body.get("metadata", {}).get("annotations") or {}))
         base = spec.primary.admin_url
         if creds_error is not None:
             return Observation(at=now, primary=SourceStatus.failed(creds_error),
-                               approved_rebuilds=approvals)
+                               approved_rebuilds=approvals), creds
         try:
-            scrape = await self.stemedb.scrape_primary(base, creds)
+            try:
+                scrape = await self.stemedb.scrape_primary(base, creds)
+            except StemeDBUnauthorized:
+                fresh = await self._rotated(key, spec, creds)
+                if fresh is None:
+                    raise
+                creds = fresh
+                scrape = await self.stemedb.scrape_primary(base, creds)
         except StemeDBDestinationDenied as err:
             return Observation(at=now, primary=SourceStatus.denied(f"{ADMIN_URL}: {err}"),
-                               approved_rebuilds=approvals)
+                               approved_rebuilds=approvals), creds
         except StemeDBError as err:
             return Observation(at=now, primary=SourceStatus.failed(f"{ADMIN_URL}: {err}"),
-                               approved_rebuilds=approvals)
+                               approved_rebuilds=approvals), creds
         observation = _primary_observation(spec, scrape, now, approvals)
         evidence = evidence_needed(spec, memory, observation)
         if evidence.nothing_extra:
-            return observation
+            return observation, creds
         changes: dict[str, Any] = {}
         if observation.rate_limit is UNKNOWN:
             try:
@@ -342,7 +373,7 @@ class Reconciler:
         if evidence.replica_metrics:
             changes["replicas"] = await self._replica_evidence(
                 spec, observation, evidence.replica_metrics, creds)
-        return dataclasses.replace(observation, **changes)
+        return dataclasses.replace(observation, **changes), creds
 
     async def _replica_evidence(
         self, spec: Spec, observation: Observation, wanted: frozenset[str], creds: Credentials
@@ -377,7 +408,14 @@ class Reconciler:
                  replica=action.replica_id, rate=action.rate, key=action.idempotency_key,
                  reason=action.reason.value)
         try:
-            detail = await self._perform(key, spec, creds, base, action)
+            try:
+                detail = await self._perform(key, spec, creds, base, action)
+            except StemeDBUnauthorized:
+                # Refused, so not applied: safe to send once more with a rotated token.
+                fresh = await self._rotated(key, spec, creds)
+                if fresh is None:
+                    raise
+                detail = await self._perform(key, spec, fresh, base, action)
         except StemeDBError as err:
             self.metrics.count_action(action.kind.value, "failed")
             return ActionOutcome(False, f"{ADMIN_URL}: {err}")

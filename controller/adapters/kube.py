@@ -121,6 +121,9 @@ class SecretCache:
     def put(self, namespace: str, name: str, data: dict[str, str]) -> None:
         self._entries[(namespace, name)] = (self.clock(), data)
 
+    def drop(self, namespace: str, name: str) -> None:
+        self._entries.pop((namespace, name), None)
+
     def forget(self, namespace: str) -> None:
         for key in [k for k in self._entries if k[0] == namespace]:
             del self._entries[key]
@@ -286,6 +289,10 @@ class KubeClient:
             raise SecretNotPermitted(
                 f"Secret {namespace}/{name} is not labelled {key}={value}; the operator uses "
                 f"only Secrets labelled for it (kubectl label secret {name} {key}={value})")
+
+    def forget_secret(self, namespace: str, name: str) -> None:
+        """Read this Secret afresh next time (after StemeDB refused its token)."""
+        self._secrets.drop(namespace, name)
 
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         """Add or replace annotations, keeping the Pod's others (strategic merge)."""

@@ -236,6 +236,14 @@ class FakeKube:
         # Raised by the next patches, in order (None: that patch succeeds).
         self.patch_errors: list[KubeError | None] = []
         self.annotate_error: KubeError | None = None
+        # With `caching`, a Secret read once is served from here until forgotten,
+        # as KubeClient's SecretCache does within its TTL.
+        self.caching = False
+        self.cache: dict[tuple[str, str], dict[str, bytes]] = {}
+
+    def forget_secret(self, namespace: str, name: str) -> None:
+        self.calls.append(Call("kube", "forget_secret", (namespace, name)))
+        self.cache.pop((namespace, name), None)
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.calls.append(Call("kube", "patch_status", (namespace, name, copy.deepcopy(status))))
@@ -247,7 +255,9 @@ class FakeKube:
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
         self.calls.append(Call("kube", "read_secret_key", (namespace, name, key)))
-        data = self.secrets.get((namespace, name))
+        data = self.cache.get((namespace, name)) or self.secrets.get((namespace, name))
+        if self.caching and data is not None:
+            self.cache[(namespace, name)] = data
         if data is None:
             raise SecretNotFound(f"Secret {namespace}/{name} not found", status=404)
         if key not in data:
@@ -1145,3 +1155,41 @@ async def test_a_replica_url_that_resolves_to_a_denied_address_stops_remediation
     cond = conditions(world.patches()[-1])
     assert cond["Ready"]["reason"] == "DestinationDenied"
     assert "spec.replicas[0].metricsUrl" in cond["Ready"]["message"]
+
+
+class RotatingStemeDB(FakeStemeDB):
+    """Accepts only `valid` as the bearer token, as StemeDB does after a rotation."""
+
+    valid = TOKEN
+
+    def _call(self, method: str, *args: Any, creds: Credentials) -> None:
+        super()._call(method, *args, creds=creds)
+        if creds.token != self.valid:
+            raise StemeDBUnauthorized(401, "unauthorized", "token rejected")
+
+
+@pytest.mark.parametrize("rotated_secret", [True, False],
+                         ids=["the Secret holds the new token", "the Secret is not updated yet"])
+async def test_a_rotated_token_costs_at_most_one_rejected_request(rotated_secret: bool) -> None:
+    world = World(with_token(raw_spec()))
+    world.stemedb = RotatingStemeDB(world.calls)
+    world.reconciler = world.new_reconciler()
+    world.kube.caching = True
+    world.stemedb.scrape = primary(NODE2_CRITICAL)
+    world.stemedb.tripped = ["agent-node2"]
+    await world.poll()  # the old token works, and is now cached
+    assert world.stemedb.scrape is not None
+
+    world.stemedb.valid = "new-token-after-rotation"
+    if rotated_secret:
+        world.kube.secrets[(NS, "stemedb-admin")] = {"token": b"new-token-after-rotation"}
+    before = len(world.calls)
+    await world.poll()
+
+    tokens = [c.creds.token for c in world.calls[before:] if c.who == "stemedb" and c.creds]
+    rejected = [t for t in tokens if t != world.stemedb.valid]
+    assert len(rejected) == 1  # the cached token, once
+    if rotated_secret:
+        assert tokens[1:] and all(t == "new-token-after-rotation" for t in tokens[1:])
+    else:
+        assert tokens == [TOKEN]  # the same token is not sent again this poll
