@@ -416,6 +416,21 @@ def node_from_samples(samples: Iterable[Sample]) -> NodeScrape:
 
 
 # --------------------------------------------------------------------------- the client
+def _not_metrics(resp: httpx.Response, text: str) -> str | None:
+    """What an unparsable /metrics answer is instead, when it says so: a proxy's
+    HTML or JSON page is a misconfiguration, not a garbled exposition."""
+    ctype = resp.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    start = text.lstrip()[:15].lower()
+    if ctype == "text/html" or start.startswith(("<!doctype html", "<html")):
+        kind = "an HTML page"
+    elif ctype == "application/json" or start.startswith(("{", "[")):
+        kind = "a JSON document"
+    else:
+        return None
+    return (f"the answer is {kind} (Content-Type {ctype or 'none'!r}), not Prometheus text; "
+            "does the URL point at a proxy or a login page instead of StemeDB?")
+
+
 def _endpoint_url(base: str, path: str) -> str:
     return base.rstrip("/") + path
 
@@ -802,6 +817,9 @@ class StemeDBClient:
             try:
                 return parse_samples(text, want)
             except MetricsParseError as exc:
+                what = _not_metrics(resp, text)
+                if what is not None:
+                    raise MetricsParseError(f"GET /metrics: {what}", line=exc.line) from None
                 raise MetricsParseError(f"GET /metrics: {exc}", line=exc.line) from None
 
         return await self._call(

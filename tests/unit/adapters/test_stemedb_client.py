@@ -569,3 +569,25 @@ async def test_a_closed_client_raises_a_typed_error() -> None:
     with pytest.raises(StemeDBError):
         await client.get_rate_limit(BASE, CREDS)
 
+
+
+@pytest.mark.parametrize(("response", "says"), [
+    pytest.param(httpx.Response(200, text="<!DOCTYPE html><html><body>Sign in</body></html>",
+                                headers={"content-type": "text/html; charset=utf-8"}),
+                 "an HTML page", id="a proxy's login page"),
+    pytest.param(httpx.Response(200, text="<html>oops</html>"), "an HTML page",
+                 id="HTML without a Content-Type"),
+    pytest.param(httpx.Response(200, json={"status": "ok"}), "a JSON document",
+                 id="a JSON health endpoint"),
+])
+async def test_a_page_that_is_not_metrics_says_what_it_is(
+    response: httpx.Response, says: str
+) -> None:
+    """Safe either way (nothing is acted on), but the message must point at the
+    misconfiguration rather than at "line 1" (issue 14, item 9)."""
+    client, server, _, _ = make([lambda r: response])
+    async with client:
+        with pytest.raises(MetricsParseError) as info:
+            await client.scrape_primary(BASE, CREDS)
+    assert says in str(info.value) and "not Prometheus text" in str(info.value)
+    assert len(server.requests) == 1
