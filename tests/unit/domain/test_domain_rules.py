@@ -19,8 +19,11 @@ from controller.domain import (
     MemoryFormatError,
     Observation,
     Reason,
+    ReplicaMemory,
     ReplicaObservation,
+    Severity,
     SourceStatus,
+    Step,
     build_status,
     decide,
     evidence_needed,
@@ -305,20 +308,43 @@ def test_replaying_the_same_observation_never_repeats_an_action() -> None:
         now += 10
 
 
+def _node2(**fields: Any) -> Memory:
+    return Memory(replicas=(ReplicaMemory("node2", **fields),))
+
+
 EVIDENCE = [
-    ("a healthy cluster needs nothing beyond the primary scrape", 0.3, False, frozenset()),
-    ("lag above warning fetches the replica's own metrics", 6.0, False, frozenset({"node2"})),
-    ("lag above critical also fetches the tripped breakers", 12.0, True, frozenset({"node2"})),
+    ("a healthy cluster needs nothing beyond the primary scrape",
+     0.3, Memory.empty(), False, frozenset()),
+    ("lag above warning fetches the replica's own metrics",
+     6.0, Memory.empty(), False, frozenset({"node2"})),
+    ("a warning episode with lag near critical reads no admin state",
+     9.5, _node2(severity=Severity.WARNING), False, frozenset({"node2"})),
+    ("a critical crossing inside its forSeconds window reads no admin state yet",
+     12.0, _node2(severity=Severity.WARNING, above_critical_since=T0 - 10), False,
+     frozenset({"node2"})),
+    ("a crossing whose window ends this poll fetches the tripped breakers",
+     12.0, _node2(severity=Severity.WARNING, above_critical_since=T0 - 180), True,
+     frozenset({"node2"})),
+    ("lag over the escalation threshold fetches them at once",
+     70.0, Memory.empty(), True, frozenset({"node2"})),
+    ("a critical replica at the start of its ladder fetches them",
+     8.0, _node2(severity=Severity.CRITICAL), True, frozenset({"node2"})),
+    ("past the breaker step they are not read again",
+     12.0, _node2(severity=Severity.CRITICAL, step=Step.THROTTLE), False,
+     frozenset({"node2"})),
 ]
 
 
-@pytest.mark.parametrize(("lag", "breakers", "replicas"), [c[1:] for c in EVIDENCE],
-                         ids=[c[0] for c in EVIDENCE])
-def test_evidence_needed(lag: float, breakers: bool, replicas: frozenset[str]) -> None:
+@pytest.mark.parametrize(("lag", "memory", "breakers", "replicas"),
+                         [c[1:] for c in EVIDENCE], ids=[c[0] for c in EVIDENCE])
+def test_evidence_needed(lag: float, memory: Memory, breakers: bool,
+                         replicas: frozenset[str]) -> None:
+    """Admin state is read only when a decision needs it (issue 14, item 6): the
+    breaker list when the ladder can start, not on every poll of a warning."""
     spec = make_spec(2)
     obs = Observation(at=T0, primary=SourceStatus.ok(),
                       replicas=(ReplicaObservation("node2", lag), ReplicaObservation("node3", 0.1)))
-    ev = evidence_needed(spec, Memory.empty(), obs)
+    ev = evidence_needed(spec, memory, obs)
     assert ev.fetch_tripped_breakers is breakers
     assert ev.replica_metrics == replicas
     assert ev.nothing_extra is (not breakers and not replicas)
