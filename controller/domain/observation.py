@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from controller.domain.spec import MAX_REPLICAS
+from controller.domain.validation import NODE_ID, NODE_ID_MAX
 
 
 class SourceState(enum.StrEnum):
@@ -113,9 +118,28 @@ class Evidence:
 APPROVE_REBUILD_ANNOTATION = "stemedb.io/approve-rebuild"
 
 
-def parse_approvals(annotations: dict[str, str] | None) -> frozenset[str]:
-    """Replica ids named (comma-separated) in the approve-rebuild annotation."""
+_REPLICA_ID = re.compile(NODE_ID)
+
+
+def parse_approvals(annotations: Mapping[str, object] | None) -> frozenset[str]:
+    """Replica ids named (comma-separated) in the approve-rebuild annotation.
+
+    Whoever may edit the resource writes this value. An item that cannot be a replica
+    id (the spec's rule: at most 63 of [A-Za-z0-9._-], starting and ending with a
+    letter or digit) is dropped, never approved or kept: no control characters,
+    lookalikes or megabyte strings reach the observation. At most MAX_REPLICAS ids
+    are read (the first ones written), as no cluster has more replicas.
+    """
     if not annotations:
         return frozenset()
-    raw = annotations.get(APPROVE_REBUILD_ANNOTATION, "")
-    return frozenset(x.strip() for x in raw.split(",") if x.strip())
+    raw = annotations.get(APPROVE_REBUILD_ANNOTATION)
+    if not isinstance(raw, str):
+        return frozenset()
+    approved: dict[str, None] = {}  # insertion-ordered: the first ones written
+    for item in raw.split(","):
+        rid = item.strip()
+        if len(rid) <= NODE_ID_MAX and _REPLICA_ID.fullmatch(rid):
+            approved[rid] = None
+            if len(approved) == MAX_REPLICAS:
+                break
+    return frozenset(approved)
