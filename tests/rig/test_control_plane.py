@@ -80,6 +80,7 @@ def test_an_interrupted_run_leaves_no_process_and_no_files_behind(bin_dir) -> No
         stderr=subprocess.DEVNULL,
         text=True,
         env={**os.environ, "STEMEDB_BIN_DIR": str(bin_dir)},
+        cwd=Path(__file__).resolve().parents[2],  # localkube is not installed: the checkout
     )
     assert owner.stdout is not None
     line = owner.stdout.readline()
