@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
 import sys
 from collections.abc import Sequence
 
 from controller import logs
+from controller.adapters import kubeconfig
 from controller.domain.destinations import (
     DEFAULT_DENY,
     LOOPBACK,
@@ -15,6 +18,25 @@ from controller.domain.destinations import (
 )
 
 SECRET_LABEL = "stemedb.io/credentials=true"
+LOGIN_HELP = """\
+login:
+  In a Pod, the ServiceAccount (unless --kubeconfig or --context is given).
+  Elsewhere, the kubeconfig as kubectl reads it: --kubeconfig FILE, else the files
+  in $KUBECONFIG, else ~/.kube/config; the context given by --context, else the
+  current-context. Its user may have a token, tokenFile, basic auth, a client
+  certificate, or an `exec` credential plugin (as EKS, GKE and AKS kubeconfigs do:
+  the plugin must be on PATH). An `auth-provider` user needs the extra
+  'stemedb-operator[kubeconfig-plugins]' (the kubernetes package).
+
+  The login is tried once before the operator starts. A configuration error exits
+  at once with status 2 and one line on stderr: no kubeconfig, a file that does not
+  exist or is not YAML, no current-context, a context, cluster or user that is not
+  defined, a plugin that is not installed, fails or prints no credential, an
+  auth-provider user without the extra. The API server is not contacted then: an
+  unreachable one is retried by Kopf for about a minute (its back-off), then the
+  operator exits with status 1 (in a Pod, the kubelet restarts it). A login that
+  fails after start-up (a plugin refreshing an expired token) is logged and retried.
+"""
 
 
 def secret_label(text: str) -> tuple[str, str] | None:
@@ -39,8 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stemedb-operator",
         description="Automates StemeDB's High Replication Lag runbook on Kubernetes.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the operator until interrupted")
+    run = sub.add_parser("run", help="run the operator until interrupted",
+                         description="Run the operator until SIGINT or SIGTERM.",
+                         epilog=LOGIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     scope = run.add_mutually_exclusive_group()
     scope.add_argument(
         "--namespace", "-n", action="append", default=[], metavar="NS",
@@ -50,16 +75,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--all-namespaces", "-A", action="store_true",
         help="watch StemeDBCluster resources in every namespace (needs a ClusterRole)",
     )
-    run.add_argument("--metrics-port", type=int, default=9090,
-                     help="serve the operator's Prometheus metrics on this port (0: off)")
-    run.add_argument("--health-port", type=int, default=8080,
-                     help="serve the liveness probe at /healthz on this port (0: off)")
-    run.add_argument("--log-format", choices=("json", "console"), default="json")
+    run.add_argument(
+        "--kubeconfig", metavar="FILE",
+        help="log in with this kubeconfig (default: the files in $KUBECONFIG, else "
+             "~/.kube/config; in a Pod: the ServiceAccount)",
+    )
+    run.add_argument(
+        "--context", metavar="NAME",
+        help="use this context of the kubeconfig (default: its current-context)",
+    )
+    run.add_argument("--metrics-port", type=int, default=9090, metavar="PORT",
+                     help="serve the operator's Prometheus metrics on this port (0: off; "
+                          "default: %(default)s)")
+    run.add_argument("--health-port", type=int, default=8080, metavar="PORT",
+                     help="serve the liveness probe at /healthz on this port (0: off; "
+                          "default: %(default)s)")
+    run.add_argument("--log-format", choices=("json", "console"), default="json",
+                     help="one JSON object per line, or for people (default: %(default)s)")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                     default="info")
+                     default="info", help="(default: %(default)s)")
     run.add_argument(
         "--max-actions-per-hour", type=int, default=100, metavar="N",
-        help="operator-wide budget of admin actions across all clusters per hour",
+        help="operator-wide budget of admin actions across all clusters per hour "
+             "(default: %(default)s)",
     )
     run.add_argument(
         "--deny-destination", action="append", default=[], metavar="CIDR",
@@ -86,6 +124,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version() -> str:
+    """The installed distribution's version (a checkout that is not installed: unknown)."""
+    try:
+        return importlib.metadata.version("stemedb-operator")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def check_login(kubeconfig_file: str | None, context: str | None) -> str | None:
+    """Try the kubeconfig's login once (running its plugin, not contacting the API
+    server): the one-line error a user must fix, else None. Skipped in a Pod unless
+    a kubeconfig is asked for: the ServiceAccount is used there."""
+    if kubeconfig_file is None and context is None and kubeconfig.in_cluster():
+        return None
+    try:
+        kubeconfig.load(kubeconfig_file, context)
+    except kubeconfig.KubeconfigError as err:
+        return " ".join(str(err).split())
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
@@ -107,6 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as err:
             print(f"stemedb-operator run: --secret-label: {err}", file=sys.stderr)
             return 2
+        kubeconfig_file = (os.path.abspath(os.path.expanduser(args.kubeconfig))
+                           if args.kubeconfig else None)
+        problem = check_login(kubeconfig_file, args.context)
+        if problem is not None:
+            print(f"stemedb-operator run: login: {problem}", file=sys.stderr)
+            return 2
         logs.configure(args.log_format, args.log_level)
         import controller.handlers as handlers  # late: it loads Kopf and the clients
 
@@ -118,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_actions_per_hour=args.max_actions_per_hour,
             destinations=destinations,
             secret_label=label,
+            kubeconfig_file=kubeconfig_file,
+            context=args.context,
         )
     return 2
 

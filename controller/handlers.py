@@ -12,7 +12,6 @@ import asyncio
 import base64
 import dataclasses
 import gc
-import importlib.util
 import logging
 import os
 import random
@@ -25,10 +24,9 @@ from typing import Any
 import aiohttp
 import kopf
 import structlog
-import yaml
 from prometheus_client import start_http_server
 
-from controller.adapters import kube
+from controller.adapters import kube, kubeconfig
 from controller.adapters.destinations import Destinations
 from controller.adapters.kube import KubeClient, KubeEndpoint, KubeError
 from controller.adapters.notify import Notifier
@@ -52,9 +50,6 @@ DELETE_GIVE_UP_SECONDS = 600.0
 # 32 cost ~9 MiB more than 8 at 1,000 clusters and started no faster (13 s to
 # the first status writes either way): a PATCH takes a few ms on one connection.
 KUBE_API_CONNECTIONS = 8
-# What runs kubeconfig `exec`/`auth-provider` plugins: the `kubernetes` package,
-# left out of the default install because Kopf imports it when present (~32 MiB).
-KUBECONFIG_PLUGINS_EXTRA = "stemedb-operator[kubeconfig-plugins]"
 
 log = structlog.get_logger("stemedb.handlers")
 
@@ -66,6 +61,8 @@ class _Config:
     namespaces: tuple[str, ...] = ()
     destinations = Destinations()
     secret_label: tuple[str, str] | None = None
+    kubeconfig_file: str | None = None  # --kubeconfig; None: $KUBECONFIG, ~/.kube/config
+    context: str | None = None  # --context; None: the kubeconfig's current-context
 
 
 @kopf.on.login()
@@ -73,7 +70,7 @@ async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
     """Log in without the `kubernetes` package; hand the credentials to our KubeClient
     too, and give Kopf a session with a bounded pool. Kopf calls this again after a
     401 or at expiry, and both follow."""
-    info = _credentials(**kwargs)
+    info = await _credentials(**kwargs)
     if info is None:
         return None
     _kube(memo).use(_endpoint(info))
@@ -81,26 +78,25 @@ async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
     return _bounded_session(info, KUBE_API_CONNECTIONS + len(_Config.namespaces))
 
 
-def _credentials(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """The Pod's ServiceAccount, else the kubeconfig (Kopf's minimal readers).
-
-    Those readers cannot run kubeconfig plugins (`exec`, `auth-provider`); for
-    such a user the `kubernetes` package does it if installed (the optional
-    extra), at the cost of its import.
+async def _credentials(*, settings: kopf.OperatorSettings,
+                       **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The Pod's ServiceAccount (unless --kubeconfig or --context ask for a
+    kubeconfig), else the kubeconfig read as kubectl reads it, `exec` plugins
+    included (`adapters/kubeconfig.py`; the CLI has already tried it once, so a
+    failure here is one that came later: Kopf logs it and tries again).
     """
-    info = kopf.login_with_service_account(**kwargs)
-    if info is not None:
-        return _in_cluster_address(info)
-    plugin = kubeconfig_plugin()
-    if plugin is not None:
-        if importlib.util.find_spec("kubernetes") is not None:
-            return kopf.login_via_client(**kwargs)
-        raise kopf.LoginError(
-            f"the kubeconfig's current user authenticates with {plugin!r}, a plugin this "
-            f"operator runs only through the kubernetes package: install "
-            f"{KUBECONFIG_PLUGINS_EXTRA!r}, or use a kubeconfig with a token or a "
-            f"client certificate")
-    return kopf.login_with_kubeconfig(**kwargs)
+    if _Config.kubeconfig_file is None and _Config.context is None:
+        info = kopf.login_with_service_account(settings=settings, **kwargs)
+        if info is not None:
+            return _in_cluster_address(info)
+    try:
+        found = await asyncio.to_thread(kubeconfig.load, _Config.kubeconfig_file,
+                                        _Config.context)
+    except kubeconfig.KubeconfigError as err:
+        raise kopf.LoginError(str(err)) from None
+    return kopf.ConnectionInfo(**{f.name: getattr(found, f.name)
+                                  for f in dataclasses.fields(found)},
+                               trust_env=settings.networking.trust_env)
 
 
 def _in_cluster_address(info: kopf.ConnectionInfo) -> kopf.ConnectionInfo:
@@ -113,36 +109,6 @@ def _in_cluster_address(info: kopf.ConnectionInfo) -> kopf.ConnectionInfo:
         return info
     host = f"[{host}]" if ":" in host else host
     return dataclasses.replace(info, server=f"https://{host}:{port}")
-
-
-def kubeconfig_plugin(environ: Mapping[str, str] = os.environ) -> str | None:
-    """`exec` or `auth-provider` if the kubeconfig's current user needs a plugin.
-
-    Follows what `kopf.login_with_kubeconfig` reads: $KUBECONFIG's files (the first
-    value of each entry wins) or ~/.kube/config. Anything unreadable is left for
-    Kopf's reader to report.
-    """
-    paths = [os.path.expanduser(p.strip())
-             for p in (environ.get("KUBECONFIG") or "~/.kube/config").split(os.pathsep)
-             if p.strip()]
-    current: str | None = None
-    contexts: dict[Any, Any] = {}
-    users: dict[Any, Any] = {}
-    for path in paths:
-        try:
-            with open(path, encoding="utf-8") as f:
-                config = yaml.safe_load(f) or {}
-        except (OSError, yaml.YAMLError):
-            continue
-        if not isinstance(config, dict):
-            continue
-        current = current or config.get("current-context")
-        for item in config.get("contexts") or []:
-            contexts.setdefault(item.get("name"), item.get("context") or {})
-        for item in config.get("users") or []:
-            users.setdefault(item.get("name"), item.get("user") or {})
-    user = users.get((contexts.get(current) or {}).get("user")) or {}
-    return next((key for key in ("exec", "auth-provider") if user.get(key)), None)
 
 
 def _endpoint(info: kopf.ConnectionInfo) -> KubeEndpoint:
@@ -362,8 +328,12 @@ def run(
     max_actions_per_hour: int,
     destinations: DestinationPolicy | None = None,
     secret_label: tuple[str, str] | None = None,
+    kubeconfig_file: str | None = None,
+    context: str | None = None,
 ) -> int:
     """Run the operator until SIGINT/SIGTERM."""
+    _Config.kubeconfig_file = kubeconfig_file
+    _Config.context = context
     _Config.destinations = Destinations(destinations)
     _Config.secret_label = secret_label
     metrics = OperatorMetrics()
