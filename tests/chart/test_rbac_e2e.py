@@ -203,3 +203,20 @@ def test_namespaced_mode_is_confined_to_the_watched_namespace(
     assert r.returncode == 0, r.stderr
     rows.append(("OK", f"kubectl get stemedbclusters -n {workload_ns}", ""))
     _report(f"RBAC as {who.user} (Role mode)", rows)
+
+
+def test_secret_names_let_the_operator_read_only_those_secrets(
+    control_plane: Any, cluster_crds: str, render: Any, namespace: str, workload_ns: str
+) -> None:
+    """rbac.secretNames (docs/security.md): the API server itself refuses every other
+    Secret, whatever a StemeDBCluster names."""
+    who = _install_rbac(control_plane, render, namespace,
+                        sets=["rbac.secretNames[0]=stemedb-token"])
+    _seed(control_plane, workload_ns)
+
+    named = who.run("-n", workload_ns, "get", "secret", "stemedb-token", "-o", "name")
+    other = who.run("-n", workload_ns, "get", "secret", "unrelated", "-o", "name")
+
+    assert named.returncode == 0, named.stderr
+    assert other.returncode != 0 and "Forbidden" in other.stderr, other.stderr
+    assert not who.can("list", ["secrets"], workload_ns)
