@@ -5,7 +5,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test check lint typecheck layers shellcheck unit e2e controlplane tools demo bench clean
+.PHONY: test check lint typecheck layers shellcheck unit e2e controlplane tools demo bench clean \
+	image image-e2e
 
 test: check controlplane tools
 	$(PY) -m pytest --cov --cov-branch --cov-report=term:skip-covered -q
@@ -56,6 +57,26 @@ bench: $(STAMP) controlplane
 	$(PY) bench/scale.py --clusters 300 --seconds 30
 	$(PY) bench/cost_curve.py --counts 100,300 --seconds 30
 	$(PY) bench/client_cpu.py --clusters 300 --requests 2000
+
+# The operator's OCI image, built without a container engine or root from
+# Debian's packages and the pinned wheels (docs/install.md, "The image"):
+# dist/stemedb-operator-$(VERSION).oci.tar, rebuilt when its inputs change.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE   := dist/stemedb-operator-$(VERSION).oci.tar
+
+image: $(IMAGE)
+
+$(IMAGE): $(STAMP) pyproject.toml constraints.txt README.md hack/build-image.sh hack/image/build.py \
+		$(wildcard $(shell git ls-files controller stemedb_sim 2>/dev/null))
+	PYTHON=$(PY) bash hack/build-image.sh
+
+# The image run by crun (umoci unpacks it) through one e2e remediation,
+# tests/e2e/test_image.py. Needs root: it installs crun and umoci with apt-get
+# when missing, and crun makes the container's namespaces.
+image-e2e: image controlplane
+	@command -v crun >/dev/null && command -v umoci >/dev/null || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q crun umoci
+	STEMEDB_IMAGE_E2E=1 $(PY) -m pytest -q -p no:cacheprovider -rs tests/e2e/test_image.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
