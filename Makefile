@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: test check lint typecheck layers shellcheck unit e2e controlplane tools demo bench clean \
-	image image-e2e
+	image image-e2e release
 
 test: check controlplane tools
 	$(PY) -m pytest --cov --cov-branch --cov-report=term:skip-covered -q
@@ -77,6 +77,11 @@ image-e2e: image controlplane
 	@command -v crun >/dev/null && command -v umoci >/dev/null || \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q crun umoci
 	STEMEDB_IMAGE_E2E=1 $(PY) -m pytest -q -p no:cacheprovider -rs tests/e2e/test_image.py
+
+# Wheel, sdist, OCI image, chart, CRD, SBOM and SHA256SUMS of HEAD (not the
+# work tree) into dist/release/ (hack/release.sh; docs/install.md, "Releases").
+release: $(STAMP)
+	PYTHON=$(PY) bash hack/release.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
