@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Mapping
@@ -73,9 +74,18 @@ async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
     info = await _credentials(**kwargs)
     if info is None:
         return None
+    last = memo.get("login")
+    if last is not None and last[0] == info:
+        # The same credentials as last time: give Kopf the same session object, so
+        # its vault recognises credentials it has already seen rejected and stops
+        # (a fresh session each time compared unequal, and a 401 became a loop of
+        # hundreds of logins a second).
+        return last[1]
     _kube(memo).use(_endpoint(info))
     await _Config.destinations.deny_api_server(info.server)
-    return _bounded_session(info, KUBE_API_CONNECTIONS + len(_Config.namespaces))
+    session = _bounded_session(info, KUBE_API_CONNECTIONS + len(_Config.namespaces))
+    memo["login"] = (info, session)
+    return session
 
 
 async def _credentials(*, settings: kopf.OperatorSettings,
@@ -362,5 +372,14 @@ def run(
             memo=memo,
         )
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except kopf.LoginError as err:
+        # Every credential the login produced was refused (a 401 for the same
+        # token twice): retrying cannot help, and the traceback says nothing more.
+        log.error("login refused", error=str(err))
+        print("stemedb-operator run: login: the API server refused the credentials "
+              "(HTTP 401 for the same login twice); check the token, the kubeconfig user "
+              "or the ServiceAccount", file=sys.stderr)
+        return 1
     return 0

@@ -95,3 +95,28 @@ def test_an_exec_plugin_kubeconfig_logs_in_and_reconciles(env: Env, tmp_path: Pa
     assert len(exec_infos) >= 2
     assert exec_infos[0] == {"apiVersion": "client.authentication.k8s.io/v1",
                              "kind": "ExecCredential", "spec": {"interactive": False}}
+
+
+def test_a_refused_token_ends_the_run_with_one_line_not_a_login_loop(
+    env: Env, tmp_path: Path
+) -> None:
+    """A token the API server rejects (revoked, expired, mistyped) was re-sent in a
+    loop of hundreds of logins a second; now Kopf sees the same login refused twice,
+    and the command exits 1 saying so."""
+    config = yaml.safe_load(env.kubeconfig.read_text())
+    config["users"][0]["user"]["token"] = "revoked-token-0123456789"
+    kubeconfig = tmp_path / "revoked.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "stemedb-operator"), "run", "--namespace",
+         env.namespace, "--metrics-port", "0", "--health-port", "0",
+         "--kubeconfig", str(kubeconfig)],
+        capture_output=True, text=True, timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1].startswith(
+        "stemedb-operator run: login: the API server refused the credentials")
+    logins = (run.stdout + run.stderr).count("Activity 'login' succeeded")
+    assert logins <= 3, f"{logins} logins"
+    assert "revoked-token" not in run.stdout + run.stderr
