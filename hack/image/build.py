@@ -366,11 +366,11 @@ def scripts(tree: Tree, entry_points: str) -> None:
 
 def compile_pyc(tree: Tree) -> int:
     """__pycache__/*.cpython-311.pyc for every .py, unchecked-hash (valid whatever the
-    mtimes, and deterministic): the root filesystem is read-only at run time, so
+    mtimes) and byte-stable: the root filesystem is read-only at run time, so
     nothing could be cached there later."""
     if sys.version_info[:2] != (3, 11):
         raise SystemExit(f"compile .pyc with Python 3.11 (this is {sys.version.split()[0]})")
-    from importlib._bootstrap_external import _code_to_hash_pyc  # type: ignore[attr-defined]
+    import marshal
 
     n = 0
     sources = [p for p, e in tree.entries.items() if e.kind == "file" and p.endswith(".py")]
@@ -381,8 +381,13 @@ def compile_pyc(tree: Tree) -> int:
             code = compile(source, "/" + path, "exec", dont_inherit=True)
         except (SyntaxError, ValueError):
             continue  # e.g. lib2to3 test data; imported never
-        pyc = _code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False)
-        tree.file(f"{head}/__pycache__/{name[:-3]}.cpython-311.pyc", bytes(pyc))
+        # PEP 552 header: magic, flags 0b01 (hash-based, unchecked), source hash. The
+        # code in marshal format 2, which has no back-references: format 3+ marks an
+        # object as shared by its reference count at the time, which varies between
+        # runs, so the same source gave different bytes in one build and the next.
+        pyc = (importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little")
+               + importlib.util.source_hash(source) + marshal.dumps(code, 2))
+        tree.file(f"{head}/__pycache__/{name[:-3]}.cpython-311.pyc", pyc)
         n += 1
     return n
 
