@@ -82,6 +82,7 @@ if [ -z "${SYFT:-}" ]; then
 fi
 log "SBOM ($("$SYFT" version 2>/dev/null | sed -n 's/^Version: *//p' | head -1))"
 SYFT_CHECK_FOR_APP_UPDATE=false "$SYFT" scan --quiet \
+  --source-name stemedb-operator --source-version "$VERSION" \
   "oci-archive:$OUT/stemedb-operator-$VERSION.oci.tar" \
   -o "spdx-json=$OUT/stemedb-operator-$VERSION.sbom.spdx.json" \
   -o "cyclonedx-json=$OUT/stemedb-operator-$VERSION.sbom.cdx.json"
@@ -92,7 +93,7 @@ SYFT_CHECK_FOR_APP_UPDATE=false "$SYFT" scan --quiet \
 mv "$tmp/SHA256SUMS" "$OUT/SHA256SUMS"
 echo "release stemedb-operator $VERSION (${REV:0:12}) in $OUT:"
 (cd "$OUT" && find . -maxdepth 1 -type f -printf '%f\n' | LC_ALL=C sort | while read -r f; do
-  printf '  %-48s %10s\n' "$f" "$(du -k "$f" | cut -f1) KiB"
+  printf '  %-42s %10s bytes\n' "$f" "$(stat -c %s "$f")"
 done)
 echo "image digest: $digest"
 echo "image packages: $(grep -c '^deb ' "$OUT/stemedb-operator-$VERSION.image.txt") Debian, $(grep -c '^wheel ' "$OUT/stemedb-operator-$VERSION.image.txt") Python"
