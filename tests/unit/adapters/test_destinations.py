@@ -15,6 +15,7 @@ from controller.adapters.notify import Escalated, NotificationError, Notifier
 from controller.adapters.stemedb import ClientConfig, StemeDBClient
 from controller.adapters.stemedb_errors import StemeDBDestinationDenied
 from controller.domain.destinations import LOOPBACK, DestinationPolicy, parse_networks
+from tests.unit.adapters._http_server import serving
 
 METRICS = 'stemedb_node_info{node="node1",role="primary"} 1\n'
 
@@ -32,15 +33,8 @@ class Server:
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
     srv = Server()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", srv.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    srv.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield srv
-    await runner.cleanup()
+    async with serving(srv.handle) as srv.port:
+        yield srv
 
 
 DENY_LOOPBACK = DestinationPolicy(deny=parse_networks(LOOPBACK))

@@ -18,6 +18,7 @@ from controller.adapters.kube import (
     RefusedName,
     SecretNotPermitted,
 )
+from tests.unit.adapters._http_server import serving
 
 HOSTILE_NAMES = [
     "../../other/secrets/token",
@@ -72,21 +73,14 @@ class _FakeApi:
 @pytest.fixture
 async def fake_api() -> AsyncIterator[tuple[_FakeApi, KubeClient]]:
     api = _FakeApi({})
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", api.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    client = KubeClient()
-    _ENDPOINT[:] = [KubeEndpoint(server=f"http://127.0.0.1:{port}", ssl=False)]
-    client.use(_ENDPOINT[0])
-    try:
-        yield api, client
-    finally:
-        await client.aclose()
-        await runner.cleanup()
+    async with serving(api.handle) as port:
+        client = KubeClient()
+        _ENDPOINT[:] = [KubeEndpoint(server=f"http://127.0.0.1:{port}", ssl=False)]
+        client.use(_ENDPOINT[0])
+        try:
+            yield api, client
+        finally:
+            await client.aclose()
 
 
 def _obj(namespace: str, name: str) -> dict[str, Any]:
