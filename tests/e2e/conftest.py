@@ -5,23 +5,20 @@ ServiceAccount token (the RBAC the chart renders, applied as it ships)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import CRD, Env, Simulator
+from harness import CRD, Env, Simulator, chart_rbac
 
 from localkube import ControlPlane
 
 OPERATOR_NS = "stemedb-e2e-system"
 RELEASE = "e2e"
-CHART = Path(__file__).resolve().parents[2] / "charts" / "stemedb-operator"
 
 
 @pytest.fixture(scope="session")
@@ -35,14 +32,7 @@ def crd(control_plane: ControlPlane) -> None:
 def operator_identity(control_plane: ControlPlane, bin_dir: Path) -> str:
     """The chart's own ServiceAccount, ClusterRole and binding, rendered by helm and
     applied as they ship: the operator in these tests holds exactly the chart's rights."""
-    rendered = subprocess.run(
-        [str(bin_dir / "helm"), "template", RELEASE, str(CHART), "--namespace", OPERATOR_NS,
-         "--set", "watch.allNamespaces=true"],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
-    docs = [d for d in yaml.safe_load_all(rendered) if d and d.get("kind") in wanted]
-    assert {d["kind"] for d in docs} == wanted, "the chart renders its RBAC"
+    docs = chart_rbac(bin_dir / "helm", RELEASE, OPERATOR_NS)
     control_plane.kubectl("create", "namespace", OPERATOR_NS, check=False)
     control_plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1",
                           "kind": "List", "items": docs}))

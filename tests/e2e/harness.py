@@ -19,11 +19,26 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from localkube import ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "stemedbclusters.stemedb.io.yaml"
+
+
+def chart_rbac(helm: Path, release: str, namespace: str) -> list[dict[str, Any]]:
+    """The chart's ServiceAccount, ClusterRole and binding (ClusterRole mode), rendered
+    by helm as they ship: the operator in the e2e tests holds exactly these rights."""
+    rendered = subprocess.run(
+        [str(helm), "template", release, str(REPO / "charts" / "stemedb-operator"),
+         "--namespace", namespace, "--set", "watch.allNamespaces=true"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    docs = [d for d in yaml.safe_load_all(rendered) if d and d.get("kind") in wanted]
+    assert {d["kind"] for d in docs} == wanted, "the chart renders its RBAC"
+    return docs
 
 
 def wait_for(

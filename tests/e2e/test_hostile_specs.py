@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from harness import CRD, Operator, wait_for
+from harness import CRD, Operator, chart_rbac, wait_for
 
 from controller.adapters.kube import KubeClient, KubeEndpoint, KubeError
 from localkube import ControlPlane
@@ -63,7 +62,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TENANT_NS = "hostile-tenant"
 OPERATOR_NS = "stemedb-e2e-system"
 RELEASE = "e2e"
-CHART = Path(__file__).resolve().parents[2] / "charts" / "stemedb-operator"
 DENIED_CIDR = "127.0.0.2/32"
 ADMIN_USER = "stemedb-admin"
 TENANT_USER = f"system:serviceaccount:{TENANT_NS}:tenant"
@@ -200,7 +198,6 @@ class World:
     capture: Capture
     denied: Capture
     operator: Operator | None = None
-    deny_flag: bool = False
     applied: dict[str, Any] = field(default_factory=dict)
 
     def values(self, case_name: str) -> dict[str, str]:
@@ -258,26 +255,6 @@ def _secret(namespace: str, name: str, data: dict[str, str]) -> dict[str, Any]:
             "stringData": data}
 
 
-def _chart_rbac(bin_dir: Path) -> list[dict[str, Any]]:
-    """The chart's ServiceAccount, ClusterRole and binding, as tests/e2e/conftest.py
-    renders them (ClusterRole mode)."""
-    rendered = subprocess.run(
-        [str(bin_dir / "helm"), "template", RELEASE, str(CHART), "--namespace", OPERATOR_NS,
-         "--set", "watch.allNamespaces=true"],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
-    docs = [d for d in yaml.safe_load_all(rendered) if d and d.get("kind") in wanted]
-    assert {d["kind"] for d in docs} == wanted, "the chart renders its RBAC"
-    return docs
-
-
-def _operator_supports_deny_flag() -> bool:
-    exe = Path(sys.executable).parent / "stemedb-operator"
-    out = subprocess.run([str(exe), "run", "--help"], capture_output=True, text=True)
-    return "--deny-destination" in out.stdout
-
-
 @pytest.fixture(scope="module")
 def world(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     workdir = tmp_path_factory.mktemp("hostile")
@@ -289,7 +266,7 @@ def world(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
            "crd/stemedbclusters.stemedb.io")
         for ns in (OPERATOR_NS, TENANT_NS, VICTIM_NS):
             kc("create", "namespace", ns)
-        rbac = _chart_rbac(bin_dir)
+        rbac = chart_rbac(bin_dir / "helm", RELEASE, OPERATOR_NS)
         sa = next(d["metadata"]["name"] for d in rbac if d["kind"] == "ServiceAccount")
 
         victim_value = f"VICTIM-{uuid.uuid4().hex}"
@@ -352,8 +329,7 @@ def world(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
 def operator(world: World) -> Iterator[Operator]:
     """The operator as it ships, under the chart's token, watching the tenant's namespace;
     127.0.0.2 denied on top of the defaults (if this build has the flag)."""
-    world.deny_flag = _operator_supports_deny_flag()
-    extra = ["--deny-destination", DENIED_CIDR] if world.deny_flag else []
+    extra = ["--deny-destination", DENIED_CIDR]
     op = Operator.start(world.operator_kubeconfig, TENANT_NS,
                         world.workdir / "operator.log", *extra)
     world.operator = op
@@ -491,7 +467,7 @@ def _print_figures(world: World, run: CorpusRun) -> None:
     figures = {v: len(run.by_verdict(v)) for v in
                ("refused-named", "refused-unnamed", "reported", "pruned", "silent")}
     print("\nhostile corpus against the API server and the operator"
-          f" (deny flag {'on' if world.deny_flag else 'NOT SUPPORTED by this build'}):")
+          f" (--deny-destination {DENIED_CIDR}):")
     print(f"  tried                                   {len(hostile)}")
     print(f"  refused at admission naming the field   {figures['refused-named']}")
     print(f"  refused at admission, field not named   {figures['refused-unnamed']}")
