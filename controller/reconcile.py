@@ -191,9 +191,10 @@ class Reconciler:
         creds, creds_error = await self._credentials(key, spec)
         observation, creds = await self._observe(key, spec, memory, creds, creds_error, body,
                                                  now)
-        refused = [SpecProblem(r.source.detail.split(":", 1)[0], r.source.detail)
+        refused = [SpecProblem(*r.source.detail.split(": ", 1))
                    for r in observation.replicas
-                   if r.source is not None and r.source.state is SourceState.DENIED]
+                   if r.source is not None and r.source.state is SourceState.DENIED
+                   and ": " in r.source.detail]
         if refused:
             # A replica's metricsUrl resolved to a denied address: the spec points
             # somewhere the operator may not go; act on nothing until it is fixed.
@@ -262,7 +263,7 @@ class Reconciler:
                   for i, r in enumerate(spec.replicas) if r.metrics_url),
                 *((("spec.escalation.webhookUrl", spec.escalation.webhook_url),)
                   if spec.escalation.webhook_url else ())]
-        problems = tuple(SpecProblem(field, message) for field, message
+        problems = tuple(SpecProblem(field, why) for field, why
                          in literal_destination_problems(urls, policy))
         self._denied[key] = (spec, policy, problems)
         return problems

@@ -115,5 +115,5 @@ def literal_destination_problems(
             continue
         why = policy.refusal(host, port or (443 if parts.scheme == "https" else 80))
         if why is not None:
-            out.append((field, f"{field}: {why}"))
+            out.append((field, why))
     return tuple(out)

@@ -1138,7 +1138,7 @@ async def test_a_url_written_as_a_denied_address_is_reported_before_anything_is_
     assert world.methods("stemedb") == []
     cond = conditions(world.patches()[-1])
     assert cond["Ready"]["reason"] == "DestinationDenied"
-    assert cond["Ready"]["message"].startswith(f"{field}: {field}: 10.1.2.3 is in 10.0.0.0/8")
+    assert cond["Ready"]["message"].startswith(f"{field}: 10.1.2.3 is in 10.0.0.0/8")
     assert cond["RemediationAllowed"]["status"] == "False"
 
 
