@@ -16,10 +16,18 @@ and 1,000 clusters made 3,000 of them.
 
 from __future__ import annotations
 
+import platform
 import threading
 from collections.abc import Iterable, Iterator
+from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -35,12 +43,26 @@ SLIP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+def _version() -> str:
+    try:
+        return metadata.version("stemedb-operator")
+    except metadata.PackageNotFoundError:  # a checkout without an install
+        return "unknown"
+
+
 class OperatorMetrics:
     """Counters, gauges and histograms the operator exports about itself."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The process itself (CPU, memory, open files, start time), as every
+        # Prometheus client exports it; the default registry has it, ours needs it.
+        ProcessCollector(registry=r)
+        build = Gauge(f"{PREFIX}_build_info",
+                      "Always 1; labels say which operator build and Python are running.",
+                      ["version", "python"], registry=r)
+        build.labels(_version(), platform.python_version()).set(1)
         self.poll_duration = Histogram(
             f"{PREFIX}_poll_duration_seconds",
             "Duration of one poll of one StemeDBCluster (observe, decide, act, report).",
@@ -56,8 +78,8 @@ class OperatorMetrics:
         )
         self.actions = Counter(
             f"{PREFIX}_actions_total",
-            "Remediation actions attempted, by kind (reset_breaker, throttle, restore_rate, "
-            "force_sync, mark_rebuild, ...) and result (success, failed, dry_run).",
+            "Remediation actions attempted, by action (ResetBreaker, SetRateLimit, ForceSync, "
+            "MarkRebuild) and result (success, failed).",
             ["action", "result"],
             registry=r,
         )

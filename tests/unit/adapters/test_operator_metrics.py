@@ -58,3 +58,28 @@ def test_the_escalation_level_is_a_gauge_per_cluster_and_goes_with_the_cluster()
     m.forget_cluster("ns", "a")
     assert level("stemedb_operator_escalated", {"namespace": "ns", "name": "a"}) is None
     assert level("stemedb_operator_escalated", {"namespace": "ns", "name": "b"}) == 0
+
+
+def test_build_info_and_process_metrics_are_exported() -> None:
+    from importlib import metadata
+
+    m = OperatorMetrics(CollectorRegistry())
+    text = generate_latest(m.registry).decode()
+    version = metadata.version("stemedb-operator")
+    assert "stemedb_operator_build_info{" in text
+    assert m.registry.get_sample_value(
+        "stemedb_operator_build_info",
+        {"version": version, "python": __import__("platform").python_version()}) == 1.0
+    assert "process_resident_memory_bytes" in text
+    assert "process_start_time_seconds" in text
+
+
+def test_the_actions_help_names_the_label_and_values_it_has() -> None:
+    from controller.domain import ActionKind
+
+    m = OperatorMetrics(CollectorRegistry())
+    text = generate_latest(m.registry).decode()
+    [help_line] = [ln for ln in text.splitlines()
+                   if ln.startswith("# HELP stemedb_operator_actions_total ")]
+    assert "by action (" in help_line
+    assert all(k.value in help_line for k in ActionKind)
