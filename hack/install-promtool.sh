@@ -15,10 +15,10 @@ set -euo pipefail
 unset CDPATH
 
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-3.16.0}"
-CACHE_ROOT="${STEMEDB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stemedb-operator}"
-mkdir -p "$CACHE_ROOT"; CACHE_ROOT="$(cd "$CACHE_ROOT" && pwd)"
-BIN="$CACHE_ROOT/bin/promtool-v$PROMETHEUS_VERSION"
 log() { echo "[promtool] $*" >&2; }
+# shellcheck source-path=SCRIPTDIR source=lib/go-tool.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/go-tool.sh"
+BIN="$CACHE_ROOT/bin/promtool-v$PROMETHEUS_VERSION"
 
 check() {
   local got
@@ -37,22 +37,13 @@ if [ -n "${PROMTOOL:-}" ]; then
 fi
 
 if [ ! -x "$BIN/promtool" ]; then
-  command -v go >/dev/null 2>&1 || { log "go not found: install Go >= 1.26, or set PROMTOOL"; exit 1; }
   IFS=. read -r major minor patch <<<"$PROMETHEUS_VERSION"
   module_version="v0.${major}$(printf '%02d' "$minor").${patch}"
-  export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=""
-  export GOPATH="${GOPATH:-$CACHE_ROOT/gopath}"
-  export GOMODCACHE="${GOMODCACHE:-$CACHE_ROOT/gomodcache}"
-  export GOCACHE="${GOCACHE:-$CACHE_ROOT/gobuildcache}"
-  mkdir -p "$BIN"
-  tmp=$(mktemp -d "$BIN/.build.XXXXXX")
-  trap 'rm -rf "$tmp"' EXIT
   log "building promtool $PROMETHEUS_VERSION (github.com/prometheus/prometheus@$module_version)"
   v=github.com/prometheus/common/version
-  GOBIN="$tmp" go install -trimpath -tags remove_all_sd -ldflags="-s -w -X $v.Version=$PROMETHEUS_VERSION \
-    -X $v.Revision=$module_version -X $v.Branch=module-proxy" \
+  go_install_into "$BIN" promtool -tags remove_all_sd -ldflags="-s -w \
+    -X $v.Version=$PROMETHEUS_VERSION -X $v.Revision=$module_version -X $v.Branch=module-proxy" \
     "github.com/prometheus/prometheus/cmd/promtool@$module_version"
-  mv "$tmp/promtool" "$BIN/promtool"
 fi
 check "$BIN/promtool" "$PROMETHEUS_VERSION"
 echo "$BIN/promtool"
