@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -581,7 +582,9 @@ def _pruned(value: Any) -> Any:
 
 
 def _as_rate(value: float | None) -> RateLimit:
-    return None if value is None else int(value)
+    """A limit read from StemeDB as whole assertions per second. A fractional limit
+    rounds up: 0.5/s must not become 0 (ingestion paused) when it is restored."""
+    return None if value is None else math.ceil(value)
 
 
 def _primary_observation(

@@ -1193,3 +1193,16 @@ async def test_a_rotated_token_costs_at_most_one_rejected_request(rotated_secret
         assert tokens[1:] and all(t == "new-token-after-rotation" for t in tokens[1:])
     else:
         assert tokens == [TOKEN]  # the same token is not sent again this poll
+
+
+@pytest.mark.parametrize(("read", "kept"), [(0.5, 1), (1500.0, 1500), (1500.2, 1501), (0.0, 0)])
+async def test_a_fractional_limit_is_never_restored_as_zero(read: float, kept: int) -> None:
+    """The rate in force when the episode began is what is restored: 0.5/s read
+    as 0 would pause ingestion at the end of the incident."""
+    world = World()
+    world.stemedb.scrape = primary(NODE2_CRITICAL, rate=read)
+
+    await world.poll()
+
+    memory = memory_of(world.patches()[-1])
+    assert memory.throttle.rate_to_restore == kept
