@@ -19,25 +19,14 @@ from stemedb_sim.auth import TokenSource
 from stemedb_sim.exposition import CONTENT_TYPE, render_primary, render_replica
 from stemedb_sim.faults import Fault, FaultKind
 from stemedb_sim.model import AdminError, ClusterModel
+from stemedb_sim.simapi import add_sim_routes
 from stemedb_sim.simulation import Simulation
+from stemedb_sim.webapp import SIM_KEY, error_response
 
-SIM_KEY = web.AppKey("sim", Simulation)
 TOKEN_KEY = web.AppKey("token", TokenSource)
 STATE_KEY = web.AppKey("state", dict)
 MAX_LOG = 10_000
 MAX_LOGGED_BODY = 4096
-
-
-def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    headers = {}
-    allow = extra.pop("allow", None)
-    if allow:
-        headers["Allow"] = allow
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="stemedb"'
-    return web.json_response(
-        {"error": {"code": code, "message": message, **extra}}, status=status, headers=headers
-    )
 
 
 def _iso_wall() -> str:
@@ -187,8 +176,6 @@ class NodeHandler:
 def build_app(
     sim: Simulation, token: TokenSource | None = None, *, seed: int = 1
 ) -> web.Application:
-    from stemedb_sim.simapi import add_sim_routes
-
     app = web.Application(client_max_size=1024 * 1024)
     app[SIM_KEY] = sim
     app[TOKEN_KEY] = token or TokenSource()

@@ -11,8 +11,8 @@ from aiohttp import web
 
 from stemedb_sim.faults import FaultError
 from stemedb_sim.model import ClusterConfig, ClusterModel
-from stemedb_sim.server import SIM_KEY, error_response
 from stemedb_sim.simulation import Simulation
+from stemedb_sim.webapp import SIM_KEY, error_response
 
 CONFIG_FIELDS = {f.name: f.type for f in dataclasses.fields(ClusterConfig)}
 
