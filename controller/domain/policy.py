@@ -95,7 +95,6 @@ class Plan:
     requeue_after: float
     escalation: Escalation
     metrics_available: bool
-    acting: bool  # mode Auto, not paused
     # Actions held by a gate, for metrics: (action kind, or None when the ladder did not
     # run because remediation is paused or observing; the gate's reason).
     suppressed: tuple[tuple[ActionKind | None, Reason], ...] = ()
@@ -394,7 +393,7 @@ def decide(
         assert ro is not None and ro.lag_seconds is not None
         lags[r.id] = ro.lag_seconds
 
-    _resolve_intents(w, lags)
+    _resolve_intents(w)
     for r in spec.replicas:
         ro = observation.replica(r.id)
         assert ro is not None
@@ -417,7 +416,7 @@ def decide(
                         + ("spec.remediation.paused is true" if w.paused
                            else "spec.remediation.mode is Observe"))
                 w.notice(r.id, key, EventReason.ACTION_SKIPPED, text)
-    return _finish(w, metrics=None, lags=lags)
+    return _finish(w, metrics=None)
 
 
 def _storm_now(w: _Work) -> bool:
@@ -428,7 +427,7 @@ def _storm_now(w: _Work) -> bool:
 # --------------------------------------------------------------------------- intents
 
 
-def _resolve_intents(w: _Work, lags: dict[str, float]) -> None:
+def _resolve_intents(w: _Work) -> None:
     keep: list[Intent] = []
     for i in w.pending:
         confirmed = False
@@ -970,7 +969,7 @@ def _step_rebuild(w: _Work, r: ReplicaSpec, lag: float, lags: dict[str, float]) 
 # --------------------------------------------------------------------------- finish
 
 
-def _escalation(w: _Work, lags: dict[str, float] | None) -> Escalation:
+def _escalation(w: _Work) -> Escalation:
     es = w.spec.escalation
     level, reason, parts = 0, Reason.NOT_ESCALATED, []
     for rid, rm in w.reps.items():
@@ -1149,10 +1148,8 @@ def _remediating(w: _Work) -> tuple[Reason, str]:
     return Reason.IDLE, "No runbook step is running"
 
 
-def _finish(
-    w: _Work, *, metrics: tuple[Reason, str] | None, lags: dict[str, float] | None = None
-) -> Plan:
-    esc = _escalation(w, lags) if metrics is None else Escalation(
+def _finish(w: _Work, *, metrics: tuple[Reason, str] | None) -> Plan:
+    esc = _escalation(w) if metrics is None else Escalation(
         w.mem.escalation_level,
         Reason(w.mem.escalation_reason) if w.mem.escalation_reason else Reason.NOT_ESCALATED,
         w.spec.escalation.contact(w.mem.escalation_level) if w.mem.escalation_level else "",
@@ -1176,7 +1173,6 @@ def _finish(
         requeue_after=_requeue(w),
         escalation=esc,
         metrics_available=metrics is None,
-        acting=w.acting,
         suppressed=tuple(w.suppressed),
     )
 
@@ -1222,8 +1218,6 @@ def record_outcome(
                         rm = replace(rm, last_failed_kind=intent.kind.value)
                 reps.append(rm)
             mem = replace(mem, replicas=tuple(reps))
-    elif intent.kind is ActionKind.FORCE_SYNC and intent.replica_id is not None:
-        pass
     detail = outcome.detail[:200]
     text = (f"{intent.kind.value}{' on ' + intent.replica_id if intent.replica_id else ''} "
             + ("succeeded" if outcome.ok else "failed") + (f": {detail}" if detail else ""))
