@@ -220,8 +220,8 @@ class Reconciler:
         if plan.actions:
             # Intent first: a restarted operator must find what was about to happen.
             try:
-                await self._write_status(key, body, spec, memory, observation,
-                                         plan.conditions, generation, now)
+                await self._write_status(key, body, spec, memory, plan.conditions,
+                                         generation, now)
             except KubeError as err:
                 log.warning("intent not recorded; no action this poll",
                             namespace=key.namespace, name=key.name, error=str(err))
@@ -243,8 +243,8 @@ class Reconciler:
         if plan.escalation.level > escalated_before and spec.escalation.webhook_url:
             await self._notify(key, body, spec.escalation.webhook_url, plan.escalation)
         try:
-            await self._write_status(key, body, spec, memory, observation,
-                                     plan.conditions, generation, now)
+            await self._write_status(key, body, spec, memory, plan.conditions,
+                                     generation, now)
         except KubeError as err:
             log.warning("status not written", namespace=key.namespace, name=key.name,
                         error=str(err))
@@ -475,20 +475,19 @@ class Reconciler:
         body: Mapping[str, Any],
         spec: Spec,
         memory: Memory,
-        observation: Observation,
         conditions: tuple[Condition, ...],
         generation: int,
         now: float,
     ) -> None:
         current = self._status(key, body)
         # Same inputs as the last status already written or found current: the same
-        # status would be built (build_status ignores the observation, and `now` only
-        # stamps conditions that differ from `current`'s), so nothing to write.
+        # status would be built (`now` only stamps conditions that differ from
+        # `current`'s), so nothing to write.
         last = self._reported.get(key)
         if (last is not None and last[0] is spec and last[1] is memory
                 and last[2] == conditions and last[3] == generation and last[4] is current):
             return
-        new = build_status(spec, memory, observation, conditions, generation)
+        new = build_status(spec, memory, conditions, generation)
         new["conditions"] = merge_conditions(current.get("conditions"), conditions, now,
                                              generation=generation)
         await self._patch_if_changed(key, current, new)

@@ -8,7 +8,6 @@ from typing import Any
 
 from controller.domain.conditions import Condition, ConditionType, _rfc3339
 from controller.domain.memory import Memory, ReplicaMemory, Severity, Step
-from controller.domain.observation import Observation
 from controller.domain.policy import current_step
 from controller.domain.spec import Spec
 
@@ -35,12 +34,11 @@ def _lag(v: float | None) -> float | None:
 def build_status(
     spec: Spec,
     memory: Memory,
-    observation: Observation | None,
     conditions: tuple[Condition, ...] | list[Condition],
     generation: int,
 ) -> dict[str, Any]:
-    """observation is accepted for symmetry; the shown lag comes from memory (quantized)."""
-    del observation
+    """Built from the spec, memory and conditions only: the shown lag is memory's
+    quantized one, so an unchanged situation yields an identical dict."""
     replicas = []
     rid_by = {rm.replica_id: rm for rm in memory.replicas}
     for r in spec.replicas:

@@ -102,7 +102,7 @@ def test_names_printer_columns_and_status_subresource() -> None:
 def test_printer_columns_read_status_fields_the_domain_writes(field: str) -> None:
     from controller.domain import Memory, build_status
 
-    status = build_status(parse_spec(MINIMAL), Memory.empty(), None, (), 1)
+    status = build_status(parse_spec(MINIMAL), Memory.empty(), (), 1)
     assert field in status
     props = _schema()["properties"]["status"]["properties"]
     assert field in props

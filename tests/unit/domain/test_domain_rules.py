@@ -414,7 +414,7 @@ def test_healthy_cluster_status_is_identical_poll_after_poll() -> None:
     for i in range(30):
         h.cluster.lags["node2"] = 0.2 + (i % 5) * 0.3
         plan = h.poll()
-        statuses.append(build_status(h.spec, plan.memory, None, plan.conditions, 3))
+        statuses.append(build_status(h.spec, plan.memory, plan.conditions, 3))
     assert all(s == statuses[1] for s in statuses[1:])
     assert statuses[-1]["summary"] == "2 of 2 replicas in sync"
     assert statuses[-1]["currentStep"] == "None"
@@ -425,7 +425,7 @@ def test_status_during_an_episode_names_the_step_throttle_and_contact() -> None:
     h.cluster.lags["node2"] = 70.0
     h.run(200)
     plan = h.plans[-1]
-    st = build_status(h.spec, plan.memory, None, plan.conditions, 4)
+    st = build_status(h.spec, plan.memory, plan.conditions, 4)
     assert st["escalation"]["contact"] == "Cluster SRE"
     assert st["throttle"]["phase"] == "Throttling"
     assert st["throttle"]["rateToRestoreSource"] == "Unlimited"
