@@ -47,7 +47,6 @@ class Reason(_Meaning):
         "DestinationDenied",
         "A spec URL resolves to an address the operator's destination policy denies.",
     )
-    PRIMARY_METRICS_STALE = "PrimaryMetricsStale", "The primary's metrics are older than allowed."
     OBSERVATION_STALE = "ObservationStale", "The observation is older than staleAfterSeconds."
     REPLICA_LAG_MISSING = "ReplicaLagMissing", "A replica in the spec has no lag series."
     # Degraded
@@ -126,7 +125,6 @@ class EventReason(_Meaning):
     STEP_WORKING = "StepWorking", "Lag is draining; the current step is given more time."
     STEP_TIMED_OUT = "StepTimedOut", "The step did not bring lag down in time; moving on."
     FORCE_SYNC = "ForceSync", "Started a forced Merkle sync of the replica."
-    SYNC_CONFIRMED = "SyncConfirmed", "The forced sync is running (seen in metrics)."
     SYNC_STALLED = "SyncStalled", "Sync progress did not move for stallTimeoutSeconds."
     SYNC_FAILED = "SyncFailed", "A forced sync ended without catching the replica up."
     SYNC_ATTEMPTS_EXHAUSTED = "SyncAttemptsExhausted", "Forced sync failed maxAttempts times."

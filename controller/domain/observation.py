@@ -14,14 +14,14 @@ from controller.domain.validation import NODE_ID, NODE_ID_MAX
 class SourceState(enum.StrEnum):
     OK = "Ok"
     FAILED = "Failed"
-    STALE = "Stale"
     DENIED = "Denied"
 
 
 @dataclass(frozen=True, slots=True)
 class SourceStatus:
-    """How one metrics source answered: ok, failed (with the error text), stale, or
-    denied by the operator's destination policy."""
+    """How one metrics source answered: ok, failed (with the error text), or denied
+    by the operator's destination policy. (StemeDB's exposition carries no sample
+    timestamps, so there is no "stale" answer to tell apart from "ok".)"""
 
     state: SourceState
     detail: str = ""
@@ -38,10 +38,6 @@ class SourceStatus:
     def denied(cls, detail: str) -> SourceStatus:
         """The operator's destination policy refused the URL: nothing was sent."""
         return cls(SourceState.DENIED, detail)
-
-    @classmethod
-    def stale(cls, detail: str = "") -> SourceStatus:
-        return cls(SourceState.STALE, detail)
 
     @property
     def is_ok(self) -> bool:

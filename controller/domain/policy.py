@@ -345,11 +345,6 @@ def _metrics_problem(obs: Observation, spec: Spec, now: float) -> tuple[Reason, 
             f"The primary's /metrics could not be read ({obs.primary.detail or 'no detail'}); "
             "no action is taken on missing data"
         )
-    if obs.primary.state is SourceState.STALE:
-        return Reason.PRIMARY_METRICS_STALE, (
-            f"The primary's metrics are stale ({obs.primary.detail or 'no detail'}); "
-            "no action is taken on stale data"
-        )
     age = now - obs.at
     if age > spec.detection.stale_after_seconds:
         return Reason.OBSERVATION_STALE, (

@@ -82,8 +82,6 @@ def test_recovery_needs_the_recovery_window_below_the_recovery_threshold() -> No
 STALE = [
     ("a failed primary scrape", {"primary": SourceStatus.failed("connection refused")},
      "PrimaryScrapeFailed"),
-    ("stale primary metrics", {"primary": SourceStatus.stale("cached 90 s")},
-     "PrimaryMetricsStale"),
     ("a replica missing from the lag series", {"lags": {"node2": None, "node3": 30.0}},
      "ReplicaLagMissing"),
 ]
