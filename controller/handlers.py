@@ -34,7 +34,14 @@ from controller.adapters.notify import Notifier
 from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.stemedb import ClientConfig, StemeDBClient
 from controller.adapters.stemedb_errors import StemeDBError
-from controller.domain import Memory, MemoryFormatError, SpecError, parse_spec
+from controller.domain import (
+    EventReason,
+    EventType,
+    Memory,
+    MemoryFormatError,
+    SpecError,
+    parse_spec,
+)
 from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy
 from controller.domain.spec import DetectionSpec
@@ -181,8 +188,10 @@ class _NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
-def _post_event(body: Mapping[str, Any], type: str, reason: str, message: str) -> None:
-    kopf.event(body, type=type, reason=reason, message=message)  # type: ignore[arg-type]
+def _post_event(body: Mapping[str, Any], type: str, reason: EventReason, message: str) -> None:
+    """Every Event the operator posts: its reason is an EventReason member, listed
+    with its meaning in docs/remediation-policy.md."""
+    kopf.event(body, type=type, reason=reason.value, message=message)  # type: ignore[arg-type]
 
 
 @kopf.on.startup()
@@ -309,23 +318,23 @@ async def restore_rate(body: kopf.Body, memo: kopf.Memo, runtime: Any, **_: Any)
         done = await reconciler.restore_before_delete(body)
     except SpecError as err:
         # Where to send the restore is part of the spec: an invalid one is never used.
-        kopf.event(body, type="Warning", reason="RestoreAbandoned",
-                   message=f"cannot restore the ingestion rate: the spec is invalid "
-                           f"({'; '.join(str(p) for p in err.problems)[:600]}); set it by "
-                           f"hand to {_rate_to_restore(body)}")
+        _post_event(body, EventType.WARNING.value, EventReason.RESTORE_ABANDONED,
+                    f"cannot restore the ingestion rate: the spec is invalid "
+                    f"({'; '.join(str(p) for p in err.problems)[:600]}); set it by "
+                    f"hand to {_rate_to_restore(body)}")
         done = None
     except (StemeDBError, KubeError) as err:
         if runtime.total_seconds() < DELETE_GIVE_UP_SECONDS:
             raise kopf.TemporaryError(
                 f"cannot restore the ingestion rate yet: {err}", delay=DELETE_RETRY_SECONDS
             ) from None
-        kopf.event(body, type="Warning", reason="RestoreAbandoned",
-                   message=f"gave up restoring the ingestion rate after "
-                           f"{DELETE_GIVE_UP_SECONDS:.0f}s: {err}; set it by hand to "
-                           f"{_rate_to_restore(body)}")
+        _post_event(body, EventType.WARNING.value, EventReason.RESTORE_ABANDONED,
+                    f"gave up restoring the ingestion rate after "
+                    f"{DELETE_GIVE_UP_SECONDS:.0f}s: {err}; set it by hand to "
+                    f"{_rate_to_restore(body)}")
         done = None
     if done:
-        kopf.event(body, type="Normal", reason="RateRestored", message=done)
+        _post_event(body, EventType.NORMAL.value, EventReason.RATE_RESTORED, done)
     reconciler.forget(key)
 
 

@@ -44,6 +44,7 @@ from controller.domain import (
     Condition,
     ConditionType,
     Escalation,
+    EventReason,
     EventType,
     Memory,
     MemoryFormatError,
@@ -81,6 +82,10 @@ _TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")
 _SUMMARY_PREFIX = {Reason.INVALID_SPEC: "Invalid spec",
                    Reason.SPEC_CONTRADICTS_CLUSTER: "Spec contradicts the cluster",
                    Reason.DESTINATION_DENIED: "Destination denied"}
+# The Event posted with each reason `_report_invalid` is given.
+_INVALID_EVENT = {Reason.INVALID_SPEC: EventReason.INVALID_SPEC,
+                  Reason.SPEC_CONTRADICTS_CLUSTER: EventReason.SPEC_CONTRADICTS_CLUSTER,
+                  Reason.DESTINATION_DENIED: EventReason.DESTINATION_DENIED}
 
 
 def _pod_field(spec: Spec, replica_id: str | None) -> str:
@@ -91,7 +96,9 @@ def _pod_field(spec: Spec, replica_id: str | None) -> str:
 
 
 class EventPoster(Protocol):
-    def __call__(self, body: Mapping[str, Any], type: str, reason: str, message: str) -> None: ...
+    def __call__(
+        self, body: Mapping[str, Any], type: str, reason: EventReason, message: str
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -231,12 +238,12 @@ class Reconciler:
                 self.budget.spend(now)
                 memory = record_outcome(memory, action.idempotency_key, outcome, self.clock())
                 if not outcome.ok:
-                    self.post_event(body, EventType.WARNING.value, "ActionFailed",
+                    self.post_event(body, EventType.WARNING.value, EventReason.ACTION_FAILED,
                                     f"{action.kind.value}"
                                     f"{' on ' + action.replica_id if action.replica_id else ''}"
                                     f" failed: {outcome.detail}")
         for event in plan.events:
-            self.post_event(body, event.type.value, event.reason.value, event.message)
+            self.post_event(body, event.type.value, event.reason, event.message)
         for kind, gate in plan.suppressed:
             self.metrics.count_suppressed(kind.value if kind else "any", gate.value)
         self.metrics.set_escalation(key.namespace, key.name, plan.escalation.level)
@@ -465,7 +472,7 @@ class Reconciler:
             self._memories[key] = (raw, memory)
             return memory
         except MemoryFormatError as err:
-            self.post_event(body, EventType.WARNING.value, "MemoryReset",
+            self.post_event(body, EventType.WARNING.value, EventReason.MEMORY_RESET,
                             f"status.memory could not be read ({err}); starting afresh")
             return Memory.empty()
 
@@ -522,7 +529,7 @@ class Reconciler:
                                            generation=generation),
         }
         if not _same(current, new) and self._written.get(key) != new:
-            self.post_event(body, EventType.WARNING.value, reason.value, message)
+            self.post_event(body, EventType.WARNING.value, _INVALID_EVENT[reason], message)
             try:
                 await self._patch_if_changed(key, current, new)
             except KubeError as err2:
@@ -539,9 +546,10 @@ class Reconciler:
         try:
             await self.notifier.escalated(url, event)
         except NotificationError as err:
-            self.post_event(body, EventType.WARNING.value, "NotificationFailed", str(err))
+            self.post_event(body, EventType.WARNING.value, EventReason.NOTIFICATION_FAILED,
+                            str(err))
         else:
-            self.post_event(body, EventType.NORMAL.value, "Notified",
+            self.post_event(body, EventType.NORMAL.value, EventReason.NOTIFIED,
                             f"escalation webhook told: level {esc.level}, call {esc.contact}")
 
     # ------------------------------------------------------------ deletion

@@ -147,6 +147,21 @@ class EventReason(_Meaning):
     RATE_RESTORED = "RateRestored", "The rate limit is back to what it was before the episode."
     METRICS_UNAVAILABLE = "MetricsUnavailable", "Metrics were missing or stale; nothing done."
     COOLDOWN = "CooldownActive", "The replica's ladder ran recently; waiting out the cooldown."
+    # Posted by the handler, outside the policy (never in history):
+    INVALID_SPEC = "InvalidSpec", "The spec fails the policy's checks; nothing is acted on."
+    DESTINATION_DENIED = (
+        "DestinationDenied", "A spec URL is, or resolves to, a denied address; nothing is sent."
+    )
+    SPEC_CONTRADICTS_CLUSTER = (
+        "SpecContradictsCluster", "StemeDB's metrics contradict a spec field; nothing is acted on."
+    )
+    MEMORY_RESET = "MemoryReset", "status.memory could not be read; the operator starts afresh."
+    NOTIFIED = "Notified", "The escalation webhook was told of a rise in level."
+    NOTIFICATION_FAILED = "NotificationFailed", "The escalation webhook could not be told."
+    RESTORE_ABANDONED = (
+        "RestoreAbandoned",
+        "On deletion the throttle could not be lifted; the rate must be set by hand.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

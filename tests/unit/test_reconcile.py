@@ -47,7 +47,7 @@ from controller.adapters.stemedb_errors import (
     StemeDBUnauthorized,
     StemeDBUnreachable,
 )
-from controller.domain import ActionKind, Memory, parse_spec
+from controller.domain import ActionKind, EventReason, Memory, parse_spec
 from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy, parse_networks
 from controller.domain.memory import ThrottleMemory
@@ -294,8 +294,13 @@ class World:
     def new_body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         return {"metadata": {"namespace": NS, "name": name, "generation": 3}, "spec": spec}
 
-    def post_event(self, body: Mapping[str, Any], type: str, reason: str, message: str) -> None:
-        self.events.append(Event(body["metadata"]["name"], type, reason, message))
+    def post_event(
+        self, body: Mapping[str, Any], type: str, reason: EventReason, message: str
+    ) -> None:
+        # Every Event reason is an EventReason member (documented with its meaning),
+        # never a string made up at the call site.
+        assert isinstance(reason, EventReason), f"raw Event reason {reason!r}"
+        self.events.append(Event(body["metadata"]["name"], type, reason.value, message))
 
     async def poll(self, *, advance: float = 10.0, deliver: bool = True,
                    body: dict[str, Any] | None = None) -> float:
@@ -805,6 +810,39 @@ async def test_deletion_raises_when_the_restore_cannot_be_done_yet(
 
     with pytest.raises(error):
         await world.reconciler.restore_before_delete(world.body)
+
+
+@pytest.mark.parametrize(("break_it", "reason"), [
+    pytest.param(lambda w: None, "RateRestored", id="restored"),
+    pytest.param(lambda w: w.stemedb.errors.__setitem__(
+        "set_rate_limit", StemeDBUnreachable("POST /v1/admin/rate-limit: connection refused")),
+        "RestoreAbandoned", id="StemeDB unreachable past the give-up time"),
+    pytest.param(lambda w: w.body["spec"]["primary"].__setitem__("adminUrl", "not a url"),
+                 "RestoreAbandoned", id="the spec became invalid"),
+])
+async def test_deletion_events_carry_event_reasons(
+    monkeypatch: pytest.MonkeyPatch, break_it: Callable[[World], None], reason: str,
+) -> None:
+    import datetime
+    import types
+
+    from controller import handlers
+
+    world = await _throttled_world(None)
+    break_it(world)
+    world.reconciler._specs.clear()
+    posted: list[tuple[str, str]] = []
+
+    def event(body: Any, *, type: str, reason: str, message: str) -> None:
+        posted.append((type, reason))
+
+    monkeypatch.setattr(handlers.kopf, "event", event)
+    await handlers.restore_rate(
+        body=world.body, memo=types.SimpleNamespace(reconciler=world.reconciler),
+        runtime=datetime.timedelta(seconds=handlers.DELETE_GIVE_UP_SECONDS + 1))
+
+    assert [r for _, r in posted] == [reason]
+    assert all(r in {m.value for m in EventReason} for _, r in posted)
 
 
 # --------------------------------------------------------------------------- (8) memory reset
