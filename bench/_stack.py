@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from localkube import ControlPlane, ensure_binaries  # noqa: E402
+from localkube.processes import Process, free_port  # noqa: E402
+from localkube.simulator import cluster_object, start_simulator  # noqa: E402
+from localkube.simulator import cluster_spec as _cluster_spec  # noqa: E402
 
 CRD = REPO / "crds" / "stemedbclusters.stemedb.io.yaml"
 RESULTS = REPO / "bench" / "results"
@@ -36,12 +38,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 GROUP, VERSION, PLURAL = "stemedb.io", "v1alpha1", "stemedbclusters"
 # The resources the operator reads or writes; the API server's own loops touch others.
 OPERATOR_RESOURCES = {"stemedbclusters", "events", "secrets", "pods"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def machine() -> dict[str, Any]:
@@ -126,29 +122,6 @@ def histogram(samples: list[tuple[str, dict[str, str], float]], name: str,
     return Histogram(sorted(buckets.items()), count, total)
 
 
-# ----------------------------------------------------------------- processes
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
-
-
 @dataclass
 class Stack:
     cp: ControlPlane
@@ -156,8 +129,8 @@ class Stack:
     namespace: str
     exits: contextlib.ExitStack
     sim_url: str = ""
-    sim: Proc | None = None
-    operator: Proc | None = None
+    sim: Process | None = None
+    operator: Process | None = None
     operator_metrics_port: int = 0
     api: httpx.Client = field(init=False)
 
@@ -169,24 +142,8 @@ class Stack:
 
     # -- the simulator ---------------------------------------------------
     def start_simulator(self, *args: str) -> str:
-        log = self.workdir / "simulator.log"
-        out = self.workdir / "simulator.out"
-        with open(log, "wb") as err, open(out, "wb") as stdout:
-            popen = subprocess.Popen(
-                [str(BIN / "stemedb-sim"), "serve", "--host", "127.0.0.1", "--port", "0", *args],
-                stdout=stdout, stderr=err, start_new_session=True)
-        self.sim = Proc("simulator", popen, log)
+        self.sim, self.sim_url = start_simulator(self.workdir / "simulator.log", *args)
         self.exits.callback(self.sim.stop)
-        deadline = time.monotonic() + 120
-        while not self.sim_url and time.monotonic() < deadline:
-            if popen.poll() is not None:
-                break
-            for line in out.read_text().splitlines():
-                if line.startswith("READY "):
-                    self.sim_url = line.split()[1].rstrip("/")
-            time.sleep(0.1)
-        if not self.sim_url:
-            raise RuntimeError(f"simulator did not start:\n{log.read_text()[-3000:]}")
         return self.sim_url
 
     def sim_api(self, method: str, path: str, body: Any = None) -> Any:
@@ -195,18 +152,14 @@ class Stack:
         return r.json() if r.content else None
 
     # -- the operator ----------------------------------------------------
-    def start_operator(self, *extra: str) -> Proc:
+    def start_operator(self, *extra: str) -> Process:
         self.operator_metrics_port = free_port()
-        log = self.workdir / "operator.log"
-        out = open(log, "ab")  # noqa: SIM115 - the child holds it
-        popen = subprocess.Popen(
+        self.operator = Process.spawn(
             [str(BIN / "stemedb-operator"), "run", "--namespace", self.namespace,
              "--metrics-port", str(self.operator_metrics_port), "--health-port", "0",
              "--log-format", "json", "--log-level", "warning", *extra],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "KUBECONFIG": str(self.cp.kubeconfig)})
-        out.close()
-        self.operator = Proc("operator", popen, log)
+            self.workdir / "operator.log",
+            env={**os.environ, "KUBECONFIG": str(self.cp.kubeconfig)}, append=True)
         self.exits.callback(self.operator.stop)
         return self.operator
 
@@ -220,7 +173,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.operator is not None
-            if self.operator.popen.poll() is not None:
+            if self.operator.poll() is not None:
                 raise RuntimeError("operator exited:\n" + self.operator.log.read_text()[-3000:])
             with contextlib.suppress(httpx.HTTPError):
                 self.operator_metrics()
@@ -248,16 +201,13 @@ class Stack:
         t0 = time.monotonic()
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{PLURAL}"
         for name, spec in specs.items():
-            body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "StemeDBCluster",
-                    "metadata": {"name": name, "namespace": self.namespace}, "spec": spec}
-            r = self.api.post(path, json=body)
+            r = self.api.post(path, json=cluster_object(name, self.namespace, spec))
             if r.status_code != 201:
                 raise RuntimeError(f"creating {name}: {r.status_code} {r.text[:500]}")
         return time.monotonic() - t0
 
     def pids(self) -> dict[str, int]:
-        out = {p.args[0].rsplit("/", 1)[-1] if isinstance(p.args, list) else "?": p.pid
-               for p in self.cp._procs}
+        out = {p.program: p.pid for p in self.cp._procs}
         if self.sim:
             out["simulator"] = self.sim.pid
         if self.operator:
@@ -284,13 +234,7 @@ def stack(namespace: str = "bench") -> Iterator[Stack]:
 def cluster_spec(sim_url: str, name: str, poll: float = 10.0,
                  **detection: Any) -> dict[str, Any]:
     """Primary + 2 replicas at the simulator, the given poll interval."""
-    base = f"{sim_url}/c/{name}"
-    return {
-        "primary": {"adminUrl": f"{base}/node1"},
-        "replicas": [{"id": f"node{i}", "agentId": f"agent-node{i}",
-                      "metricsUrl": f"{base}/node{i}"} for i in (2, 3)],
-        "detection": {"pollIntervalSeconds": poll, **detection},
-    }
+    return _cluster_spec(sim_url, name, detection={"pollIntervalSeconds": poll, **detection})
 
 
 def write_result(name: str, data: dict[str, Any]) -> Path:

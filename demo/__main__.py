@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from typing import Any
 import httpx
 
 from localkube import ControlPlane, ensure_binaries
+from localkube.processes import Process
+from localkube.simulator import cluster_object, cluster_spec, start_simulator
 
 REPO = Path(__file__).resolve().parent.parent
 CRD = REPO / "crds" / "stemedbclusters.stemedb.io.yaml"
@@ -75,54 +76,36 @@ class Demo:
         raise SystemExit(f"demo: timed out waiting for {what}")
 
 
-def spawn(cmd: list[str], log: Path, stdout: Any, **kwargs: Any) -> subprocess.Popen[Any]:
-    """Start a process in its own session, its stderr (and stdout unless piped) to `log`."""
-    with open(log, "w") as out:
-        return subprocess.Popen(cmd, stdout=out if stdout is None else stdout,
-                                stderr=out, start_new_session=True, **kwargs)
-
-
 def cluster_manifest(sim_url: str) -> dict[str, Any]:
-    node = f"{sim_url}/c/demo"
-    return {
-        "apiVersion": "stemedb.io/v1alpha1",
-        "kind": "StemeDBCluster",
-        "metadata": {"name": "demo", "namespace": NS},
-        "spec": {
-            "primary": {"adminUrl": f"{node}/node1"},
-            "replicas": [{"id": f"node{i}", "agentId": f"agent-node{i}",
-                          "metricsUrl": f"{node}/node{i}"} for i in (2, 3)],
-            # The runbook's thresholds scaled down from minutes to seconds for the demo.
-            "detection": {
-                "pollIntervalSeconds": 2,
-                "warning": {"lagSeconds": 5, "forSeconds": 4},
-                "critical": {"lagSeconds": 10, "forSeconds": 4},
-                "escalation": {"lagSeconds": 60},
-                "recovery": {"lagSeconds": 3, "forSeconds": 6},
-            },
-            "remediation": {
-                "cooldownSeconds": 10,
-                "throttle": {"stepIntervalSeconds": 8, "restoreStepSeconds": 6},
-            },
+    return cluster_object("demo", NS, cluster_spec(
+        sim_url, "demo",
+        # The runbook's thresholds scaled down from minutes to seconds for the demo.
+        detection={
+            "pollIntervalSeconds": 2,
+            "warning": {"lagSeconds": 5, "forSeconds": 4},
+            "critical": {"lagSeconds": 10, "forSeconds": 4},
+            "escalation": {"lagSeconds": 60},
+            "recovery": {"lagSeconds": 3, "forSeconds": 6},
         },
-    }
+        remediation={
+            "cooldownSeconds": 10,
+            "throttle": {"stepIntervalSeconds": 8, "restoreStepSeconds": 6},
+        },
+    ))
 
 
 def run(keep: bool) -> int:
     say("Building or reusing the local control plane (etcd + kube-apiserver)")
     bin_dir = ensure_binaries()
     workdir = Path(tempfile.mkdtemp(prefix="stemedb-demo-"))
-    procs: list[subprocess.Popen[Any]] = []
+    procs: list[Process] = []
     try:
         with ControlPlane.running(bin_dir, workdir=workdir / "kube") as cp:
             print(f"kube-apiserver ready at {cp.server}")
             say("Starting the StemeDB simulator (primary node1, replicas node2 and node3)")
-            sim = spawn([str(BIN / "stemedb-sim"), "serve", "--port", "0", "--clusters", "demo",
-                         "--replicas", "2", "--seed", "1"], workdir / "sim.log",
-                        stdout=subprocess.PIPE, text=True)
+            sim, sim_url = start_simulator(workdir / "sim.log", "--clusters", "demo",
+                                           "--replicas", "2", "--seed", "1")
             procs.append(sim)
-            assert sim.stdout is not None
-            sim_url = sim.stdout.readline().split()[1]
             print(f"simulator at {sim_url}; primary /metrics: {sim_url}/c/demo/node1/metrics")
 
             say("Installing the CRD and starting the operator")
@@ -130,9 +113,9 @@ def run(keep: bool) -> int:
             cp.kubectl("wait", "--for=condition=Established", "crd/stemedbclusters.stemedb.io")
             cp.kubectl("create", "namespace", NS)
             log = workdir / "operator.log"
-            op = spawn([str(BIN / "stemedb-operator"), "run", "--namespace", NS,
-                        "--metrics-port", "0", "--health-port", "0", "--log-format", "console"],
-                       log, stdout=None, env=cp.env())
+            op = Process.spawn([str(BIN / "stemedb-operator"), "run", "--namespace", NS,
+                                "--metrics-port", "0", "--health-port", "0",
+                                "--log-format", "console"], log, env=cp.env())
             procs.append(op)
             print(f"operator running (log: {log})")
 
@@ -175,10 +158,7 @@ def run(keep: bool) -> int:
     finally:
         say("Cleaning up")
         for p in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=15)
+            p.stop(timeout=15)
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
     return 0
 

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -26,24 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localkube.processes import Process, free_port, log_tail, stop_all
+
 ADMIN_USER = "stemedb-admin"
 
 
 class ControlPlaneError(RuntimeError):
     """The control plane did not come up; the message carries the log tail."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 @dataclass
@@ -56,7 +44,7 @@ class ControlPlane:
     admin_token: str = ""
     # An audit policy (YAML text) turns on kube-apiserver's audit log at `audit_log`.
     audit_policy: str | None = None
-    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _procs: list[Process] = field(default_factory=list)
 
     @property
     def server(self) -> str:
@@ -172,14 +160,9 @@ class ControlPlane:
         self._write_kubeconfig()
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
-        proc = subprocess.Popen(
-            [str(self.bin_dir / name), *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        self._procs.append(
+            Process.spawn([str(self.bin_dir / name), *args], self.workdir / f"{name}.log")
         )
-        self._procs.append(proc)
 
     def _wait_ready(self, timeout: float) -> None:
         ctx = ssl.create_default_context()
@@ -192,10 +175,8 @@ class ControlPlane:
         while time.monotonic() < deadline:
             for proc in self._procs:
                 if proc.poll() is not None:
-                    name = Path(str(proc.args[0])).name  # type: ignore[index]
                     raise ControlPlaneError(
-                        f"{name} exited with {proc.returncode}:\n"
-                        f"{_log_tail(self.workdir / f'{name}.log')}"
+                        f"{proc.program} exited with {proc.returncode}:\n{log_tail(proc.log)}"
                     )
             try:
                 with urllib.request.urlopen(request, context=ctx, timeout=2) as resp:
@@ -206,7 +187,7 @@ class ControlPlane:
             time.sleep(0.2)
         raise ControlPlaneError(
             f"kube-apiserver not ready after {timeout:.0f}s:\n"
-            f"{_log_tail(self.workdir / 'kube-apiserver.log')}"
+            f"{log_tail(self.workdir / 'kube-apiserver.log')}"
         )
 
     def _write_kubeconfig(self) -> None:
@@ -259,17 +240,7 @@ users:
 
     def stop(self) -> None:
         """Stop kube-apiserver before etcd; escalate to SIGKILL after a grace period."""
-        for proc in reversed(self._procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        for proc in reversed(self._procs):
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        stop_all(reversed(self._procs), timeout=5)
         self._procs.clear()
 
 

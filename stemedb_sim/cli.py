@@ -17,6 +17,9 @@ from stemedb_sim.server import build_app
 from stemedb_sim.simulation import Simulation
 from stemedb_sim.tls import ensure_certs, server_context
 
+# The first line `serve` prints, then its base URL (`READY http://127.0.0.1:PORT`).
+READY_PREFIX = "READY "
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="stemedb-sim", description=__doc__)
@@ -69,7 +72,7 @@ async def serve(args: argparse.Namespace) -> None:
     port = runner.addresses[0][1]
     host = args.host if ":" not in args.host else f"[{args.host}]"
     base = f"{scheme}://{host}:{port}"
-    print(f"READY {base}", flush=True)
+    print(f"{READY_PREFIX}{base}", flush=True)
     if args.tls:
         print(f"CA {Path(args.tls, 'ca.pem').resolve()}", flush=True)
     shown = names[:5]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ import httpx
 import yaml
 
 from localkube import ControlPlane
+from localkube.processes import Process
+from localkube.simulator import cluster_object, cluster_spec, start_simulator, with_sections
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "stemedbclusters.stemedb.io.yaml"
@@ -65,36 +66,17 @@ class Simulator:
     """A `stemedb-sim serve` process and its control API."""
 
     url: str
-    proc: subprocess.Popen[str]
+    proc: Process
     log: Path
 
     @classmethod
     @contextlib.contextmanager
     def running(cls, workdir: Path, *args: str) -> Iterator[Simulator]:
-        log = workdir / "simulator.log"
-        with open(log, "w") as err:
-            proc = subprocess.Popen(
-                [_bin("stemedb-sim"), "serve", "--host", "127.0.0.1", "--port", "0", *args],
-                stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
-            )
-        assert proc.stdout is not None
-        url = ""
+        proc, url = start_simulator(workdir / "simulator.log", *args)
         try:
-            for line in proc.stdout:
-                if line.startswith("READY "):
-                    url = line.split()[1].rstrip("/")
-                    break
-            if not url:
-                raise RuntimeError(f"simulator did not start:\n{log.read_text()}")
-            yield cls(url=url, proc=proc, log=log)
+            yield cls(url=url, proc=proc, log=proc.log)
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            proc.stop(timeout=10)
 
     def node_url(self, cluster: str, node: str) -> str:
         return f"{self.url}/c/{cluster}/{node}"
@@ -112,39 +94,16 @@ class Simulator:
         return dict(self.sim("GET", f"/clusters/{cluster}/state"))
 
 
-@dataclass
-class Operator:
+class Operator(Process):
     """`stemedb-operator run` under a given kubeconfig, logging to a file."""
-
-    proc: subprocess.Popen[bytes]
-    log: Path
 
     @classmethod
     def start(cls, kubeconfig: Path, namespace: str, log: Path, *extra: str) -> Operator:
-        out = open(log, "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
+        return cls.spawn(
             [_bin("stemedb-operator"), "run", "--namespace", namespace,
              "--metrics-port", "0", "--health-port", "0", "--log-format", "json", *extra],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            log, env={**os.environ, "KUBECONFIG": str(kubeconfig)}, append=True,
         )
-        return cls(proc=proc, log=log)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 def get_cluster(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
@@ -167,37 +126,30 @@ def events(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
     return list(json.loads(out)["items"])
 
 
+# Second-scale windows, so a whole episode fits in a test.
+FAST_DETECTION = {
+    "pollIntervalSeconds": 1,
+    "warning": {"lagSeconds": 2, "forSeconds": 1},
+    "critical": {"lagSeconds": 4, "forSeconds": 2},
+    "escalation": {"lagSeconds": 60},
+    "recovery": {"lagSeconds": 1, "forSeconds": 3},
+    "staleAfterSeconds": 10,
+}
+FAST_REMEDIATION = {
+    "cooldownSeconds": 5,
+    "maxActionsPerHour": 50,
+    "breakerReset": {"timeoutSeconds": 10},
+    "throttle": {"stepIntervalSeconds": 4, "restoreStepSeconds": 2},
+    "merkleSync": {"timeoutSeconds": 30, "stallTimeoutSeconds": 8, "maxAttempts": 2},
+}
+
+
 def fast_spec(sim: Simulator, cluster: str, replicas: int = 2, **sections: Any) -> dict[str, Any]:
-    """A spec with second-scale windows so a whole episode fits in a test."""
-    spec: dict[str, Any] = {
-        "primary": {"adminUrl": sim.node_url(cluster, "node1")},
-        "replicas": [
-            {"id": f"node{i}", "agentId": f"agent-node{i}",
-             "metricsUrl": sim.node_url(cluster, f"node{i}")}
-            for i in range(2, replicas + 2)
-        ],
-        "detection": {
-            "pollIntervalSeconds": 1,
-            "warning": {"lagSeconds": 2, "forSeconds": 1},
-            "critical": {"lagSeconds": 4, "forSeconds": 2},
-            "escalation": {"lagSeconds": 60},
-            "recovery": {"lagSeconds": 1, "forSeconds": 3},
-            "staleAfterSeconds": 10,
-        },
-        "remediation": {
-            "cooldownSeconds": 5,
-            "maxActionsPerHour": 50,
-            "breakerReset": {"timeoutSeconds": 10},
-            "throttle": {"stepIntervalSeconds": 4, "restoreStepSeconds": 2},
-            "merkleSync": {"timeoutSeconds": 30, "stallTimeoutSeconds": 8, "maxAttempts": 2},
-        },
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(spec.get(key), dict):
-            spec[key] = {**spec[key], **value}
-        else:
-            spec[key] = value
-    return spec
+    """A spec with second-scale windows so a whole episode fits in a test; each section
+    given merges into (one level deep) or replaces the fast one."""
+    spec = cluster_spec(sim.url, cluster, replicas, detection=FAST_DETECTION,
+                        remediation=FAST_REMEDIATION)
+    return with_sections(spec, sections)
 
 
 @dataclass
@@ -219,13 +171,7 @@ class Env:
 
     def apply(self, spec: dict[str, Any], name: str = "db",
               annotations: dict[str, str] | None = None) -> None:
-        body = {
-            "apiVersion": "stemedb.io/v1alpha1",
-            "kind": "StemeDBCluster",
-            "metadata": {"name": name, "namespace": self.namespace,
-                         "annotations": annotations or {}},
-            "spec": spec,
-        }
+        body = cluster_object(name, self.namespace, spec, annotations or {})
         self.cp.kubectl("apply", "-f", "-", input=json.dumps(body))
 
     def get(self, name: str = "db") -> dict[str, Any]:
