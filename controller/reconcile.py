@@ -390,20 +390,20 @@ class Reconciler:
         urls = {r.id: r.metrics_url for r in spec.replicas if r.id in wanted and r.metrics_url}
         fields = {r.id: f"spec.replicas[{i}].metricsUrl" for i, r in enumerate(spec.replicas)}
 
-        async def one(rid: str, url: str) -> tuple[str, float | None, SourceStatus]:
+        async def one(rid: str, url: str) -> tuple[str, SourceStatus]:
+            # Only how the replica answers is read (a denied destination stops the
+            # poll); the scraped values are not (docs/remediation-policy.md).
             try:
-                node = await self.stemedb.scrape_node(url, creds)
+                await self.stemedb.scrape_node(url, creds)
             except StemeDBDestinationDenied as err:
-                return rid, None, SourceStatus.denied(f"{fields[rid]}: {err}")
+                return rid, SourceStatus.denied(f"{fields[rid]}: {err}")
             except StemeDBError as err:
-                return rid, None, SourceStatus.failed(f"{fields[rid]}: {err}")
-            return rid, node.assertions_indexed_total, SourceStatus.ok()
+                return rid, SourceStatus.failed(f"{fields[rid]}: {err}")
+            return rid, SourceStatus.ok()
 
-        results = {rid: (total, src) for rid, total, src in
-                   await asyncio.gather(*(one(rid, url) for rid, url in urls.items()))}
+        results = dict(await asyncio.gather(*(one(rid, url) for rid, url in urls.items())))
         return tuple(
-            dataclasses.replace(r, assertions_indexed_total=results[r.replica_id][0],
-                                source=results[r.replica_id][1])
+            dataclasses.replace(r, source=results[r.replica_id])
             if r.replica_id in results else r
             for r in observation.replicas
         )
@@ -611,7 +611,6 @@ def _primary_observation(
             sync_errors_total=s.sync_errors_total,
             sync_corruption_total=s.sync_corruption_total,
             restarts_total=s.restarts_total,
-            up=s.up,
             agent_id=s.agent_id,
         ))
     rate: RateLimit = _as_rate(scrape.rate_limit) if scrape.rate_limit_reported else UNKNOWN
@@ -619,7 +618,6 @@ def _primary_observation(
         at=now,
         primary=SourceStatus.ok(),
         replicas=tuple(replicas),
-        primary_assertions_indexed_total=scrape.assertions_indexed_total,
         rate_limit=rate,
         approved_rebuilds=approvals,
         primary_node=scrape.node,

@@ -71,8 +71,8 @@ class ReplicaObservation:
     sync_errors_total: float | None = None
     sync_corruption_total: float | None = None
     restarts_total: float | None = None
-    up: bool | None = None
-    assertions_indexed_total: float | None = None
+    # How the replica's own metricsUrl answered, when it was scraped (evidence_needed):
+    # None when it was not. A denied answer stops the poll (DestinationDenied).
     source: SourceStatus | None = None
     # The agent id the primary reports for this replica's breaker, if any.
     agent_id: str | None = None
@@ -83,7 +83,6 @@ class Observation:
     at: float
     primary: SourceStatus
     replicas: tuple[ReplicaObservation, ...] = ()
-    primary_assertions_indexed_total: float | None = None
     tripped_agents: frozenset[str] | None = None
     rate_limit: RateLimit = UNKNOWN
     # Replica ids approved for rebuild by the annotation `stemedb.io/approve-rebuild`.

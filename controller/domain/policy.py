@@ -294,8 +294,10 @@ def evidence_needed(spec: Spec, memory: Memory, primary_only_observation: Observ
 
     - the tripped-breakers list when a replica is (or this poll becomes) critical and
       its ladder has not gone past the breaker step (or a reset awaits confirmation);
-    - a replica's own /metrics while it is above the warning threshold or in an episode
-      (restarts, corruption, assertion counts are evidence for the ladder and for humans).
+    - a replica's own /metrics while it is above the warning threshold or in an episode:
+      only how it answers is read (a metricsUrl that resolves to a denied address stops
+      the poll with DestinationDenied); the ladder's evidence (sync state, restarts,
+      corruption) comes from the primary's scrape. See docs/remediation-policy.md.
     """
     obs = primary_only_observation
     breakers = False

@@ -72,7 +72,6 @@ class FakeCluster:
                 sync_errors_total=self.sync_errors.get(rid, 0.0),
                 sync_corruption_total=self.corruption.get(rid, 0.0),
                 restarts_total=self.restarts.get(rid, 0.0),
-                up=True,
             )
             for rid, lag in self.lags.items()
         )
