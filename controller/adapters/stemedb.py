@@ -5,9 +5,8 @@ Codes against ``docs/stemedb-api.md``. Public surface:
 * :class:`Credentials` (token, CA PEM; secrets hidden from repr/str),
 * :class:`ClientConfig` (timeouts, retry budget, pool), :class:`StemeDBClient`,
 * result dataclasses (:class:`PrimaryScrape`, :class:`ReplicaScrape`,
-  :class:`NodeScrape`, :class:`RateLimit`, :class:`SyncStarted`,
-  :class:`SyncAlreadyRunning`, :class:`SyncStatus`, :class:`TrippedBreaker`,
-  :class:`BreakerReset`),
+  :class:`NodeScrape`, :class:`RateLimitReading`, :class:`SyncStarted`,
+  :class:`SyncAlreadyRunning`, :class:`TrippedBreaker`, :class:`BreakerReset`),
 * the errors of :mod:`controller.adapters.stemedb_errors` (re-exported).
 
 Nothing but a result or a :class:`StemeDBError` leaves a public method.
@@ -116,7 +115,7 @@ class ClientConfig:
     """Timeouts, retry budget and pool of the shared client (seconds).
 
     Defaults fit a 10 s poll: a call ends within ``retry_budget + request_timeout``
-    (7 s). Use :meth:`for_poll_interval` to scale them to another interval.
+    (7 s); ``__post_init__`` refuses values that would overrun ``poll_interval``.
     """
 
     poll_interval: float = 10.0
@@ -150,22 +149,6 @@ class ClientConfig:
             raise ValueError("max_attempts must be >= 1")
         if self.max_connections < 1:
             raise ValueError("max_connections must be >= 1")
-
-    @classmethod
-    def for_poll_interval(cls, poll_interval: float, **overrides: Any) -> ClientConfig:
-        p = float(poll_interval)
-        values: dict[str, Any] = {
-            "poll_interval": p,
-            "connect_timeout": min(1.0, p * 0.1),
-            "read_timeout": min(2.5, p * 0.25),
-            "write_timeout": min(1.0, p * 0.1),
-            "pool_timeout": min(1.0, p * 0.1),
-            "request_timeout": min(3.0, p * 0.3),
-            "retry_budget": min(4.0, p * 0.4),
-            "keepalive_expiry": max(30.0, p * 3),
-        }
-        values.update(overrides)
-        return cls(**values)
 
     def timeout(self) -> httpx.Timeout:
         return httpx.Timeout(
@@ -247,8 +230,9 @@ class NodeScrape:
 
 
 @dataclass(frozen=True, slots=True)
-class RateLimit:
-    """``max_assertions_per_sec``: None = unlimited, 0 = ingestion paused."""
+class RateLimitReading:
+    """The rate-limit endpoint's answer (the domain's ``RateLimit`` is the limit as a
+    policy input). ``max_assertions_per_sec``: None = unlimited, 0 = ingestion paused."""
 
     max_assertions_per_sec: float | None
     previous_max_assertions_per_sec: float | None = None
@@ -268,17 +252,6 @@ class SyncAlreadyRunning:
 
     replica_id: str
     sync_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class SyncStatus:
-    sync_id: str
-    replica_id: str
-    state: str  # running | succeeded | failed | corruption_detected
-    progress: float | None
-    started_at: str | None = None
-    finished_at: str | None = None
-    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -834,16 +807,18 @@ class StemeDBClient:
 
     # -- admin: rate limit ---------------------------------------------------------
     @staticmethod
-    def _rate_limit(resp: httpx.Response, what: str) -> RateLimit:
+    def _rate_limit(resp: httpx.Response, what: str) -> RateLimitReading:
         body = _json_object(resp, what)
         if not isinstance(body, dict) or "max_assertions_per_sec" not in body:
             raise StemeDBBadResponse(f"{what}: no max_assertions_per_sec in response")
-        return RateLimit(
+        return RateLimitReading(
             _opt_float(body, "max_assertions_per_sec", what),
             _opt_float(body, "previous_max_assertions_per_sec", what),
         )
 
-    async def get_rate_limit(self, base: str, creds: Credentials = NO_CREDENTIALS) -> RateLimit:
+    async def get_rate_limit(
+        self, base: str, creds: Credentials = NO_CREDENTIALS
+    ) -> RateLimitReading:
         path = "/v1/admin/rate-limit"
         return await self._call(
             "GET",
@@ -857,7 +832,7 @@ class StemeDBClient:
 
     async def set_rate_limit(
         self, base: str, rate: float | None, creds: Credentials = NO_CREDENTIALS
-    ) -> RateLimit:
+    ) -> RateLimitReading:
         """Set (None = remove) the ingestion limit. Idempotent, so retried."""
         if rate is not None and (rate != rate or rate < 0 or rate == float("inf")):
             raise ValueError("rate must be a finite number >= 0 or None")
@@ -923,29 +898,6 @@ class StemeDBClient:
             accept=(409,),
         )
 
-    async def get_sync(
-        self, base: str, sync_id: str, creds: Credentials = NO_CREDENTIALS
-    ) -> SyncStatus:
-        path = "/v1/admin/cluster/sync/" + httpx.URL(sync_id).path.lstrip("/").replace("/", "%2F")
-        endpoint = "GET /v1/admin/cluster/sync/{sync_id}"
-
-        def handle(resp: httpx.Response) -> SyncStatus:
-            body = _json_object(resp, endpoint)
-            state = body.get("state") if isinstance(body, dict) else None
-            if not isinstance(state, str) or not state:
-                raise StemeDBBadResponse(f"{endpoint}: no state in response")
-            return SyncStatus(
-                sync_id=_opt_id(body, "sync_id", endpoint) or sync_id,
-                replica_id=_opt_id(body, "replica_id", endpoint) or "",
-                state=state,
-                progress=_opt_float(body, "progress", endpoint),
-                started_at=_opt_str(body, "started_at", endpoint),
-                finished_at=_opt_str(body, "finished_at", endpoint),
-                error=_opt_str(body, "error", endpoint),
-            )
-
-        return await self._call("GET", base, path, endpoint, creds, RetryPolicy.SAFE, handle)
-
     # -- admin: circuit breakers -------------------------------------------------------
     async def tripped_breakers(
         self, base: str, creds: Credentials = NO_CREDENTIALS
@@ -1010,7 +962,7 @@ __all__ = [
     "MetricsParseError",
     "NodeScrape",
     "PrimaryScrape",
-    "RateLimit",
+    "RateLimitReading",
     "ReplicaScrape",
     "RetryPolicy",
     "StemeDBBadResponse",
@@ -1023,7 +975,6 @@ __all__ = [
     "StemeDBUnreachable",
     "SyncAlreadyRunning",
     "SyncStarted",
-    "SyncStatus",
     "TrippedBreaker",
     "node_from_samples",
     "primary_from_samples",

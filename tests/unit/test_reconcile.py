@@ -30,7 +30,7 @@ from controller.adapters.stemedb import (
     Credentials,
     NodeScrape,
     PrimaryScrape,
-    RateLimit,
+    RateLimitReading,
     ReplicaScrape,
     SyncAlreadyRunning,
     SyncStarted,
@@ -165,7 +165,7 @@ class FakeStemeDB:
         self.calls = calls
         self.scrape: PrimaryScrape = primary(HEALTHY)
         self.tripped: list[str] = []
-        self.rate = RateLimit(None)
+        self.rate = RateLimitReading(None)
         self.node = NodeScrape(assertions_indexed_total=9_000.0, disk_io_utilization=0.9)
         self.was_tripped: bool | None = True
         self.sync: SyncStarted | SyncAlreadyRunning = SyncStarted("node2", "sync-42")
@@ -185,14 +185,16 @@ class FakeStemeDB:
         self._call("scrape_node", base, creds=creds)
         return self.node
 
-    async def get_rate_limit(self, base: str, creds: Credentials = NO_CREDENTIALS) -> RateLimit:
+    async def get_rate_limit(
+        self, base: str, creds: Credentials = NO_CREDENTIALS
+    ) -> RateLimitReading:
         self._call("get_rate_limit", base, creds=creds)
         return self.rate
 
     async def set_rate_limit(self, base: str, rate: float | None,
-                             creds: Credentials = NO_CREDENTIALS) -> RateLimit:
+                             creds: Credentials = NO_CREDENTIALS) -> RateLimitReading:
         self._call("set_rate_limit", base, rate, creds=creds)
-        self.rate = RateLimit(rate)
+        self.rate = RateLimitReading(rate)
         if self.scrape.rate_limit_reported:  # the next scrape shows the new limit
             self.scrape = dataclasses.replace(self.scrape, rate_limit=rate)
         return self.rate
@@ -931,7 +933,7 @@ async def test_steady_state_reads_only_the_primary_and_an_episode_reads_its_evid
 
     world.calls.clear()
     world.stemedb.scrape = primary({"node2": 20.0, "node3": 0.5}, reported=False)
-    world.stemedb.rate = RateLimit(1200.0)
+    world.stemedb.rate = RateLimitReading(1200.0)
     await world.poll()
 
     assert world.methods("stemedb") == [
@@ -954,7 +956,7 @@ async def test_missing_evidence_beyond_the_primary_scrape_does_not_stop_the_poll
 ) -> None:
     world = World()
     world.stemedb.scrape = primary(NODE2_CRITICAL, reported=False)
-    world.stemedb.rate = RateLimit(1200.0)
+    world.stemedb.rate = RateLimitReading(1200.0)
     world.stemedb.tripped = ["agent-node2"] if failing == "tripped_breakers" else []
     world.stemedb.errors[failing] = StemeDBUnreachable(f"{failing}: connection refused")
 

@@ -25,7 +25,7 @@ from controller.adapters.stemedb import (
     ClientConfig,
     Credentials,
     MetricsParseError,
-    RateLimit,
+    RateLimitReading,
     StemeDBClient,
     StemeDBError,
     StemeDBHTTPError,
@@ -283,7 +283,7 @@ ADMIN_CASES = [
         "set_rate_limit",
         (1000,),
         [500, (200, {"max_assertions_per_sec": 1000, "previous_max_assertions_per_sec": None})],
-        RateLimit(1000.0, None),
+        RateLimitReading(1000.0, None),
         2,
         {"max_assertions_per_sec": 1000},
         id="setting the rate limit is retried after a 500 since it is idempotent",
@@ -292,7 +292,7 @@ ADMIN_CASES = [
         "set_rate_limit",
         (None,),
         [(200, {"max_assertions_per_sec": None})],
-        RateLimit(None),
+        RateLimitReading(None),
         1,
         {"max_assertions_per_sec": None},
         id="removing the rate limit sends null",
@@ -310,7 +310,7 @@ ADMIN_CASES = [
         "get_rate_limit",
         (),
         [httpx.ReadTimeout, (200, {"max_assertions_per_sec": 250})],
-        RateLimit(250.0),
+        RateLimitReading(250.0),
         2,
         None,
         id="reading the rate limit is retried on timeout",
@@ -405,15 +405,6 @@ async def test_admin_calls(
         assert json.loads(server.requests[-1].content) == sent
 
 
-async def test_get_sync_reads_progress() -> None:
-    body = {"sync_id": "sync-7", "replica_id": "node2", "state": "running", "progress": 0.5}
-    client, server, _, _ = make([(200, body)])
-    async with client:
-        st = await client.get_sync(BASE, "sync-7", CREDS)
-    assert (st.state, st.progress) == ("running", 0.5)
-    assert server.requests[0].url.path.endswith("/v1/admin/cluster/sync/sync-7")
-
-
 # --------------------------------------------------------------------------- budgets
 async def test_retries_stop_within_the_retry_budget_however_many_attempts_are_allowed() -> None:
     cfg = ClientConfig(max_attempts=1000, retry_budget=2.0, backoff_max=0.5)
@@ -455,12 +446,6 @@ async def test_a_slow_answer_hits_the_per_attempt_deadline() -> None:
 def test_config_refuses_timeouts_that_would_overrun_the_poll(overrides: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         ClientConfig(**overrides)
-
-
-@pytest.mark.parametrize("poll", [2, 5, 10, 30, 60])
-def test_config_for_any_poll_interval_is_valid(poll: float) -> None:
-    cfg = ClientConfig.for_poll_interval(poll)
-    assert cfg.retry_budget + cfg.request_timeout < poll < cfg.keepalive_expiry
 
 
 # --------------------------------------------------------------------------- auth and secrets
