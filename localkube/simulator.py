@@ -62,3 +62,21 @@ def cluster_object(name: str, namespace: str, spec: dict[str, Any],
         metadata["annotations"] = annotations
     return {"apiVersion": API_VERSION, "kind": "StemeDBCluster", "metadata": metadata,
             "spec": spec}
+
+
+# Second-scale windows, so a whole episode fits in a test.
+FAST_DETECTION = {
+    "pollIntervalSeconds": 1,
+    "warning": {"lagSeconds": 2, "forSeconds": 1},
+    "critical": {"lagSeconds": 4, "forSeconds": 2},
+    "escalation": {"lagSeconds": 60},
+    "recovery": {"lagSeconds": 1, "forSeconds": 3},
+    "staleAfterSeconds": 10,
+}
+FAST_REMEDIATION = {
+    "cooldownSeconds": 5,
+    "maxActionsPerHour": 50,
+    "breakerReset": {"timeoutSeconds": 10},
+    "throttle": {"stepIntervalSeconds": 4, "restoreStepSeconds": 2},
+    "merkleSync": {"timeoutSeconds": 30, "stallTimeoutSeconds": 8, "maxAttempts": 2},
+}

@@ -33,6 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from localkube.simulator import FAST_DETECTION, FAST_REMEDIATION
+
 # ----------------------------------------------------------------------------- world
 
 VICTIM_NS = "hostile-victim"
@@ -70,21 +72,8 @@ def base_spec() -> dict[str, Any]:
             {"id": "node3", "agentId": "agent-node3", "metricsUrl": "$CAPTURE/t/$CASE/node3"},
         ],
         "auth": {"tokenSecretRef": {"name": TENANT_SECRET, "key": TENANT_SECRET_KEY}},
-        "detection": {
-            "pollIntervalSeconds": 1,
-            "warning": {"lagSeconds": 2, "forSeconds": 1},
-            "critical": {"lagSeconds": 4, "forSeconds": 2},
-            "escalation": {"lagSeconds": 60},
-            "recovery": {"lagSeconds": 1, "forSeconds": 3},
-            "staleAfterSeconds": 10,
-        },
-        "remediation": {
-            "cooldownSeconds": 5,
-            "maxActionsPerHour": 50,
-            "breakerReset": {"timeoutSeconds": 10},
-            "throttle": {"stepIntervalSeconds": 4, "restoreStepSeconds": 2},
-            "merkleSync": {"timeoutSeconds": 30, "stallTimeoutSeconds": 8, "maxAttempts": 2},
-        },
+        "detection": copy.deepcopy(FAST_DETECTION),
+        "remediation": copy.deepcopy(FAST_REMEDIATION),
         "escalation": {"clusterSre": "Cluster SRE", "webhookUrl": "$CAPTURE/t/$CASE/hook"},
     }
 

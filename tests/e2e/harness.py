@@ -22,7 +22,14 @@ import yaml
 
 from localkube import ControlPlane
 from localkube.processes import Process
-from localkube.simulator import cluster_object, cluster_spec, start_simulator, with_sections
+from localkube.simulator import (
+    FAST_DETECTION,
+    FAST_REMEDIATION,
+    cluster_object,
+    cluster_spec,
+    start_simulator,
+    with_sections,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "stemedbclusters.stemedb.io.yaml"
@@ -124,24 +131,6 @@ def events(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
         f"--field-selector=involvedObject.name={name}",
     ).stdout
     return list(json.loads(out)["items"])
-
-
-# Second-scale windows, so a whole episode fits in a test.
-FAST_DETECTION = {
-    "pollIntervalSeconds": 1,
-    "warning": {"lagSeconds": 2, "forSeconds": 1},
-    "critical": {"lagSeconds": 4, "forSeconds": 2},
-    "escalation": {"lagSeconds": 60},
-    "recovery": {"lagSeconds": 1, "forSeconds": 3},
-    "staleAfterSeconds": 10,
-}
-FAST_REMEDIATION = {
-    "cooldownSeconds": 5,
-    "maxActionsPerHour": 50,
-    "breakerReset": {"timeoutSeconds": 10},
-    "throttle": {"stepIntervalSeconds": 4, "restoreStepSeconds": 2},
-    "merkleSync": {"timeoutSeconds": 30, "stallTimeoutSeconds": 8, "maxAttempts": 2},
-}
 
 
 def fast_spec(sim: Simulator, cluster: str, replicas: int = 2, **sections: Any) -> dict[str, Any]:
