@@ -114,16 +114,28 @@ APPROVE_REBUILD_ANNOTATION = "stemedb.io/approve-rebuild"
 
 
 _REPLICA_ID = re.compile(NODE_ID)
+# A rebuild request, as the operator shows it and an approval must name it:
+# `<replica id>@<request number>` (see `rebuild_request`).
+_REQUEST_SUFFIX = re.compile(r"@[0-9]{1,12}")
+
+
+def rebuild_request(replica_id: str, anchor: float) -> str:
+    """The id of a rebuild request: the replica and the start of the episode that
+    asks for it. An approval must name it, so an approval is used up with its
+    episode and never carries over to the next incident (issue 14)."""
+    return f"{replica_id}@{int(anchor)}"
 
 
 def parse_approvals(annotations: Mapping[str, object] | None) -> frozenset[str]:
-    """Replica ids named (comma-separated) in the approve-rebuild annotation.
+    """Rebuild requests (`node2@1795981285`) or bare replica ids named, comma-separated,
+    in the approve-rebuild annotation. A bare replica id approves nothing: it is kept
+    only so the operator can say why it is ignored.
 
     Whoever may edit the resource writes this value. An item that cannot be a replica
     id (the spec's rule: at most 63 of [A-Za-z0-9._-], starting and ending with a
-    letter or digit) is dropped, never approved or kept: no control characters,
-    lookalikes or megabyte strings reach the observation. At most MAX_REPLICAS ids
-    are read (the first ones written), as no cluster has more replicas.
+    letter or digit), optionally followed by `@` and a request number, is dropped,
+    never approved or kept: no control characters, lookalikes or megabyte strings
+    reach the observation. At most MAX_REPLICAS items are read (the first written).
     """
     if not annotations:
         return frozenset()
@@ -132,9 +144,11 @@ def parse_approvals(annotations: Mapping[str, object] | None) -> frozenset[str]:
         return frozenset()
     approved: dict[str, None] = {}  # insertion-ordered: the first ones written
     for item in raw.split(","):
-        rid = item.strip()
-        if len(rid) <= NODE_ID_MAX and _REPLICA_ID.fullmatch(rid):
-            approved[rid] = None
+        text = item.strip()
+        rid, at, number = text.partition("@")
+        if (len(rid) <= NODE_ID_MAX and _REPLICA_ID.fullmatch(rid)
+                and (not at or _REQUEST_SUFFIX.fullmatch(at + number))):
+            approved[text] = None
             if len(approved) == MAX_REPLICAS:
                 break
     return frozenset(approved)

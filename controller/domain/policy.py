@@ -31,11 +31,13 @@ from controller.domain.memory import (
     ThrottleMemory,
 )
 from controller.domain.observation import (
+    APPROVE_REBUILD_ANNOTATION,
     UNKNOWN,
     Evidence,
     Observation,
     ReplicaObservation,
     SourceState,
+    rebuild_request,
 )
 from controller.domain.spec import Mode, RebuildPolicy, ReplicaSpec, Spec
 
@@ -924,6 +926,14 @@ def _step_sync(w: _Work, r: ReplicaSpec, ro: ReplicaObservation | None, lag: flo
     return False
 
 
+def _rebuild_request(w: _Work, replica_id: str) -> str:
+    """This episode's rebuild request for the replica (what an approval must name)."""
+    rm = w.reps[replica_id]
+    anchor = next((t for t in (rm.episode_started_at, rm.step_started_at) if t is not None),
+                  w.now)
+    return rebuild_request(replica_id, anchor)
+
+
 def _step_rebuild(w: _Work, r: ReplicaSpec, lag: float, lags: dict[str, float]) -> bool:
     rb = w.spec.remediation.rebuild
     rm = w.reps[r.id]
@@ -950,10 +960,17 @@ def _step_rebuild(w: _Work, r: ReplicaSpec, lag: float, lags: dict[str, float]) 
                  f"{r.id}: not marked for rebuild, only {in_sync} other replicas in sync "
                  f"(minInSyncReplicas {need})", EventType.WARNING)
         return False
-    if rb.policy is RebuildPolicy.MANUAL and r.id not in w.obs.approved_rebuilds:
-        w.notice(r.id, "rebuild-approval", EventReason.REBUILD_NEEDS_APPROVAL,
+    request = _rebuild_request(w, r.id)
+    if rb.policy is RebuildPolicy.MANUAL and request not in w.obs.approved_rebuilds:
+        ignored = sorted(a for a in w.obs.approved_rebuilds
+                         if a.partition("@")[0] == r.id)
+        w.notice(r.id, "rebuild-approval" + ("-ignored" if ignored else ""),
+                 EventReason.REBUILD_NEEDS_APPROVAL,
                  f"{r.id}: rebuild needed (lag {_f(lag)} s, {rm.sync_attempts} syncs failed); "
-                 f"approve with annotation stemedb.io/approve-rebuild={r.id}", EventType.WARNING)
+                 f"approve this request with annotation {APPROVE_REBUILD_ANNOTATION}={request}"
+                 + (f"; ignored {', '.join(ignored)}: an approval names the request it "
+                    "approves, and is used up with its episode" if ignored else ""),
+                 EventType.WARNING)
         return False
     msg = (f"Mark {r.id} for rebuild (lag {_f(lag)} s, {rm.sync_attempts} forced syncs failed, "
            f"{in_sync} other replicas in sync, policy {rb.policy.value})")
@@ -1121,8 +1138,9 @@ def _remediating(w: _Work) -> tuple[Reason, str]:
         rm = w.reps[rid]
         if rm.rebuild_marked:
             return Reason.REBUILD_MARKED, f"{rid} marked for rebuild"
+        request = _rebuild_request(w, rid)
         if step is Step.REBUILD and (w.spec.remediation.rebuild.policy is RebuildPolicy.AUTOMATIC
-                                     or rid in w.obs.approved_rebuilds):
+                                     or request in w.obs.approved_rebuilds):
             return Reason.LADDER_EXHAUSTED, (f"{rid} needs a rebuild that safety limits hold "
                                              "back")
         detail = {
@@ -1131,7 +1149,8 @@ def _remediating(w: _Work) -> tuple[Reason, str]:
             Step.THROTTLE: f"limit {_rate_str(w.throttle.current_rate)}",
             Step.FORCE_SYNC: f"attempt {rm.sync_attempts}/"
                              f"{w.spec.remediation.merkle_sync.max_attempts}",
-            Step.REBUILD: f"after {rm.sync_attempts} failed syncs",
+            Step.REBUILD: f"after {rm.sync_attempts} failed syncs; approve with "
+                          f"{APPROVE_REBUILD_ANNOTATION}={request}",
             Step.EXHAUSTED: "no automated step left",
         }[step]
         return _STEP_REASON[step], f"{rid}: {step.value}, {detail}"

@@ -102,16 +102,56 @@ def test_repeated_sync_failures_end_in_a_rebuild_mark_and_escalation() -> None:
     assert h.kinds()[-1] == "MarkRebuild:node2" and len(h.kinds()) == 4
 
 
-def test_manual_rebuild_waits_for_the_approval_annotation() -> None:
+def _requested(h: Harness) -> str:
+    """The rebuild request the Remediating condition shows (what a human approves)."""
+    [message] = [c.message for c in h.plans[-1].conditions if c.type.value == "Remediating"]
+    return message.rsplit("stemedb.io/approve-rebuild=", 1)[1]
+
+
+def test_manual_rebuild_waits_for_the_approval_of_the_request_it_shows() -> None:
     h = _h(3, remediation__throttle__enabled=False)
     h.cluster.lags["node2"] = 25.0
     h.run(200 + 3 * 130)
     assert h.kinds() == ["ForceSync:node2"] * 3
     assert h.cond("Remediating") == (True, "AwaitingRebuildApproval")
     assert h.events().count("RebuildNeedsApproval") == 1
+    request = _requested(h)
+    assert request.startswith("node2@")
+
+    # A bare replica id does not name a request: ignored, and the human is told why.
     h.cluster.approved = frozenset({"node2"})
     h.run(10)
+    assert h.kinds()[-1] == "ForceSync:node2"
+    [told] = [e.message for p in h.plans[-1:] for e in p.events
+              if e.reason.value == "RebuildNeedsApproval"] or [""]
+    assert "ignored node2" in told
+
+    h.cluster.approved = frozenset({request})
+    h.run(10)
     assert h.kinds()[-1] == "MarkRebuild:node2"
+
+
+def test_an_approval_is_used_up_with_its_episode() -> None:
+    """Issue 14: after `approve-rebuild=node2` was used and the cluster recovered, the
+    next incident marked the replica at once. The approval names its episode's
+    request, so the next episode asks again."""
+    h = _h(3, remediation__throttle__enabled=False)
+    h.cluster.lags["node2"] = 25.0
+    h.run(200 + 3 * 130)
+    first = _requested(h)
+    h.cluster.approved = frozenset({first})  # and it stays on the object
+    h.run(10)
+    assert h.kinds().count("MarkRebuild:node2") == 1
+
+    h.cluster.lags["node2"] = 0.1  # rebuilt, recovered
+    h.run(400)
+    assert h.cond("Ready")[0] is True
+
+    h.cluster.lags["node2"] = 25.0  # the next incident (after the cooldown)
+    h.run(1500)
+    assert h.kinds().count("MarkRebuild:node2") == 1
+    assert h.cond("Remediating") == (True, "AwaitingRebuildApproval")
+    assert _requested(h) != first
 
 
 def test_corruption_escalates_at_once_to_the_principal_engineer_and_holds_actions() -> None:
