@@ -207,3 +207,19 @@ def test_secret_names_narrow_the_secret_rule_and_nothing_else(
                              "resourceNames": ["stemedb-token", "stemedb-ca"]}]
     others = [r for r in role["rules"] if "secrets" not in r["resources"]]
     assert others == [r for r in rbac_rules() if "secrets" not in r["resources"]]
+
+
+def test_every_alert_links_a_runbook_section_that_exists() -> None:
+    """On-call gets from a page to what to do: each alert's runbook_url names a
+    section of docs/runbooks.md (issue 15)."""
+    runbooks = (CHART.parents[1] / "docs" / "runbooks.md").read_text()
+    anchors = {line[3:].strip().lower() for line in runbooks.splitlines()
+               if line.startswith("## ")}
+    rules = yaml.safe_load(RULES_FILE.read_text())
+    alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    assert alerts
+    for alert in alerts:
+        url = alert["annotations"]["runbook_url"]
+        page, _, anchor = url.partition("#")
+        assert page.endswith("/docs/runbooks.md"), url
+        assert anchor == alert["alert"].lower() and anchor in anchors, url
