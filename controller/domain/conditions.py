@@ -105,6 +105,15 @@ class Reason(_Meaning):
         "EscalationUnresolved",
         "Escalated longer than spec.escalation.promoteAfterSeconds; promoted one level.",
     )
+    BLIND_TOO_LONG = (
+        "LagUnreadableTooLong",
+        "The cluster's lag has been unreadable for longer than critical.forSeconds: a "
+        "critical replica would go unnoticed.",
+    )
+    HELD_BY_BUDGET = (
+        "RemediationHeldByBudget",
+        "A replica is critical and an action budget holds its next step.",
+    )
 
 
 class EventType(enum.StrEnum):

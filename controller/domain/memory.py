@@ -120,6 +120,8 @@ class Memory:
     escalation_reason: str | None = None
     escalation_message: str | None = None
     escalated_since: float | None = None
+    # Since when the primary's metrics have been missing, stale or denied (None: seen).
+    blind_since: float | None = None
     storm: bool = False
     last_notice: str | None = None
     last_recovery_replica: str | None = None

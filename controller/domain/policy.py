@@ -382,9 +382,13 @@ def decide(
             w.cluster_notice = f"metrics:{reason.value}"
             w.note(EventType.WARNING, EventReason.METRICS_UNAVAILABLE, message, None,
                    Outcome.SKIPPED)
-        return _finish(w, metrics=(reason, message))
+        since = w.mem.blind_since if w.mem.blind_since is not None else now
+        w.mem = replace(w.mem, blind_since=since)
+        return _finish(w, metrics=(reason, message), blind_for=now - since)
     if w.cluster_notice is not None and w.cluster_notice.startswith("metrics:"):
         w.cluster_notice = None
+    if w.mem.blind_since is not None:
+        w.mem = replace(w.mem, blind_since=None)
 
     lags: dict[str, float] = {}
     for r in spec.replicas:
@@ -983,7 +987,9 @@ def _step_rebuild(w: _Work, r: ReplicaSpec, lag: float, lags: dict[str, float]) 
 # --------------------------------------------------------------------------- finish
 
 
-def _escalation(w: _Work) -> Escalation:
+def _escalation(w: _Work, blind: tuple[float, Reason] | None = None) -> Escalation:
+    """The level, why and who, from the replicas' state; `blind` is (seconds, why)
+    while the lag cannot be read."""
     es = w.spec.escalation
     level, reason, parts = 0, Reason.NOT_ESCALATED, []
     for rid, rm in w.reps.items():
@@ -1013,6 +1019,21 @@ def _escalation(w: _Work) -> Escalation:
         parts.insert(0, f"{n} replicas lagging at once")
         if level < 1:
             level, reason = 1, Reason.REPLICA_STORM
+    if blind is not None:
+        parts.append(f"lag unreadable for {_f(blind[0])} s ({blind[1].value}); a critical "
+                     "replica would go unnoticed")
+        if level < 1:
+            level, reason = 1, Reason.BLIND_TOO_LONG
+    critical = sorted(rid for rid, rm in w.reps.items() if rm.severity is Severity.CRITICAL)
+    if w.budget_block is not None and critical:
+        frees = _budget_frees_in(w)
+        parts.append(f"{', '.join(critical)} critical with every step held by the "
+                     + ("cluster's maxActionsPerHour"
+                        if w.budget_block is Reason.CLUSTER_BUDGET_EXHAUSTED
+                        else "operator-wide action budget")
+                     + (f" (frees in {_f(frees)} s)" if frees is not None else ""))
+        if level < 1:
+            level, reason = 1, Reason.HELD_BY_BUDGET
     since = w.mem.escalated_since
     if level == 0:
         since = None
@@ -1034,6 +1055,13 @@ def _escalation(w: _Work) -> Escalation:
                     escalation_reason=reason.value if level else None,
                     escalation_message=message if level else None, escalated_since=since)
     return Escalation(level, reason, contact, message)
+
+
+def _budget_frees_in(w: _Work) -> float | None:
+    """Seconds until the cluster's budget has room again (None: not known here)."""
+    if w.budget_block is not Reason.CLUSTER_BUDGET_EXHAUSTED or not w.action_times:
+        return None
+    return max(0.0, min(w.action_times) + HOUR - w.now)
 
 
 def _conditions(
@@ -1164,13 +1192,28 @@ def _remediating(w: _Work) -> tuple[Reason, str]:
     return Reason.IDLE, "No runbook step is running"
 
 
-def _finish(w: _Work, *, metrics: tuple[Reason, str] | None) -> Plan:
-    esc = _escalation(w) if metrics is None else Escalation(
-        w.mem.escalation_level,
-        Reason(w.mem.escalation_reason) if w.mem.escalation_reason else Reason.NOT_ESCALATED,
-        w.spec.escalation.contact(w.mem.escalation_level) if w.mem.escalation_level else "",
-        w.mem.escalation_message or "Nothing needs a human",
-    )
+def _blind_limit(spec: Spec) -> float:
+    """How long the lag may be unreadable before a human is called: the time in which
+    a critical replica would otherwise have been acted on (issue 14, item 7)."""
+    d = spec.detection
+    return max(d.critical.for_seconds, 3 * d.poll_interval_seconds)
+
+
+def _finish(w: _Work, *, metrics: tuple[Reason, str] | None,
+            blind_for: float | None = None) -> Plan:
+    if metrics is None:
+        esc = _escalation(w)
+    elif blind_for is not None and blind_for >= _blind_limit(w.spec):
+        esc = _escalation(w, blind=(blind_for, metrics[0]))
+    else:  # briefly blind: the escalation stands as last seen
+        esc = Escalation(
+            w.mem.escalation_level,
+            Reason(w.mem.escalation_reason) if w.mem.escalation_reason
+            else Reason.NOT_ESCALATED,
+            w.spec.escalation.contact(w.mem.escalation_level) if w.mem.escalation_level
+            else "",
+            w.mem.escalation_message or "Nothing needs a human",
+        )
     conditions = _conditions(w, metrics, esc)
     mem = replace(
         w.mem,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from _domain_fixtures import FakeCluster, Harness, make_spec
 
-from controller.domain import ActionKind, Step
+from controller.domain import ActionKind, SourceStatus, Step
 
 
 def _h(n: int = 2, **kw: object) -> Harness:
@@ -301,3 +301,43 @@ def test_every_held_action_is_reported_with_the_gate_that_held_it(
     ladder_ran = gate not in ("Paused", "ObserveMode")
     assert held and set(held) >= {("ResetBreaker" if ladder_ran else None, gate)}
     assert {r for _, r in held} == {gate}
+
+
+@pytest.mark.parametrize(("budget", "kw", "frees"), [
+    pytest.param(0, {}, False, id="operator budget spent"),
+    pytest.param(1000, {"remediation__maxActionsPerHour": 1}, True, id="cluster budget spent"),
+])
+def test_a_critical_replica_held_by_a_budget_calls_a_human(
+    budget: int, kw: dict[str, object], frees: bool
+) -> None:
+    """Issue 14, item 7: out of budget mid-incident, the cluster showed Escalated=False
+    until lag passed 60 s. Held steps on a critical replica are level 1, saying when
+    the cluster's budget frees."""
+    h = _h(**kw)  # type: ignore[arg-type]
+    h.budget = budget
+    h.cluster.lags["node2"] = 25.0
+    h.cluster.tripped = {"agent-node2"}
+    h.run(300)
+    assert h.plans[-1].escalation.level == 1
+    assert h.cond("Escalated") == (True, "RemediationHeldByBudget")
+    assert ("frees in" in h.plans[-1].escalation.message) is frees
+    assert h.plans[-1].escalation.contact == "Cluster SRE"
+
+
+def test_a_lag_unreadable_for_longer_than_critical_for_seconds_calls_a_human() -> None:
+    """Issue 14, item 7: blind for a long time, it never escalated. A short outage
+    changes nothing; one longer than critical.forSeconds is level 1, and seeing the
+    lag again clears it."""
+    h = _h()
+    h.run(60)
+    h.cluster.primary = SourceStatus.failed("connection refused")
+    h.run(60)
+    assert h.plans[-1].escalation.level == 0  # a minute: not yet
+    h.run(180)
+    assert h.plans[-1].escalation.level == 1
+    assert h.cond("Escalated") == (True, "LagUnreadableTooLong")
+    assert h.events().count("Escalated") == 1
+    h.cluster.primary = SourceStatus.ok()
+    h.run(30)
+    assert h.plans[-1].escalation.level == 0
+    assert "EscalationCleared" in h.events()
