@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +21,8 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+
+from controller.domain.validation import object_name_problem
 
 GROUP, VERSION, PLURAL = "stemedb.io", "v1alpha1", "stemedbclusters"
 REQUEST_TIMEOUT_SECONDS = 30.0
@@ -60,12 +61,9 @@ class RefusedName(KubeError):
     """
 
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-
-
 def _segment(kind: str, value: str) -> str:
     """One path segment for a namespace or an object name, or RefusedName."""
-    if not isinstance(value, str) or len(value) > 253 or not _NAME.fullmatch(value):
+    if not isinstance(value, str) or object_name_problem(value) is not None:
         raise RefusedName(f"refusing {kind} name {ascii(str(value))[:80]}: "
                           "not a Kubernetes object name")
     return quote(value, safe="")
