@@ -39,6 +39,7 @@ from controller.adapters.destinations import (
     GuardedResolver,
     check_host,
 )
+from controller.domain.destinations import port_of
 
 # A /metrics page or an admin answer is a few KiB; anything this large is not
 # StemeDB talking, and is refused rather than buffered.
@@ -93,7 +94,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._destinations is not None:
             try:
                 check_host(self._destinations, request.url.host,
-                           request.url.port or (443 if request.url.scheme == "https" else 80))
+                           port_of(request.url.scheme, request.url.port))
             except DestinationDenied as exc:
                 raise httpx.ConnectError("destination denied", request=request) from exc
         try:

@@ -9,6 +9,7 @@ asking the resolver, so `AiohttpTransport` checks those itself (`check_host`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from urllib.parse import urlsplit
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from controller.domain.destinations import DestinationPolicy
+from controller.domain.destinations import DestinationPolicy, port_of
 
 
 class DestinationDenied(OSError):
@@ -37,7 +38,7 @@ class Destinations:
         """Deny the (address, port) pairs the API server URL resolves to."""
         url = urlsplit(server)
         host = (url.hostname or "").strip("[]")
-        port = url.port or (443 if url.scheme == "https" else 80)
+        port = port_of(url.scheme, url.port)
         if not host:
             return
         if _is_literal(host):
@@ -52,7 +53,10 @@ class Destinations:
         self.policy = self.policy.with_denied_endpoints((a, port) for a in addresses)
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_literal(host: str) -> bool:
+    """Whether the URL's host is an IP address (cached: it runs on every request,
+    and a host name's answer is a raised and caught ValueError)."""
     try:
         ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
     except ValueError:

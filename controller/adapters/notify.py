@@ -21,6 +21,7 @@ from tenacity import (
 )
 
 from controller.adapters.destinations import DestinationDenied, Destinations, check_url_host
+from controller.domain.destinations import port_of
 
 USER_AGENT = "stemedb-operator-notifier"
 
@@ -68,7 +69,7 @@ class Notifier:
             target = httpx.URL(url)
             try:
                 await check_url_host(self._destinations, target.host,
-                                     target.port or (443 if target.scheme == "https" else 80))
+                                     port_of(target.scheme, target.port))
             except DestinationDenied as err:
                 raise NotificationError(
                     f"spec.escalation.webhookUrl: destination denied ({err})") from None

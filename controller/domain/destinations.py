@@ -36,6 +36,11 @@ DEFAULT_DENY: tuple[str, ...] = (
 LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
 
+def port_of(scheme: str, port: int | None) -> int:
+    """The port a URL connects to: its own, else its scheme's default."""
+    return port or (443 if scheme == "https" else 80)
+
+
 def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
     """CIDRs (or bare addresses) as networks; ValueError names the bad one."""
     out: list[IPNetwork] = []
@@ -113,7 +118,7 @@ def literal_destination_problems(
             ipaddress.ip_address(host)
         except ValueError:
             continue
-        why = policy.refusal(host, port or (443 if parts.scheme == "https" else 80))
+        why = policy.refusal(host, port_of(parts.scheme, port))
         if why is not None:
             out.append((field, why))
     return tuple(out)
