@@ -51,6 +51,7 @@ from controller.adapters.stemedb import (
     node_from_samples,
     primary_from_samples,
 )
+from tests.unit.adapters._numbers import same_number
 
 BASE = "http://stemedb.test/c/demo/node1"
 TOKEN = "fz-T0ken.value~with/b64+chars="
@@ -210,14 +211,6 @@ def reference(text: str) -> list[tuple[str, dict[str, str], float, float | None]
         # An integer timestamp of 300+ digits: the reference divides it by 1000 and
         # overflows; this reader reports an infinite timestamp (never used).
         raise ReferenceCrashed from err
-
-
-def same_number(a: float | None, b: float | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
-    return a == b or math.isclose(a, b, rel_tol=1e-12)
 
 
 def same_timestamp(mine: float | None, ref: float | None) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import string
 
 import pytest
@@ -13,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.adapters.metrics_text import MetricsParseError, Sample, parse_samples
 from controller.adapters.stemedb_errors import StemeDBError
+from tests.unit.adapters._numbers import same_number
 
 Flat = list[tuple[str, dict[str, str], float, float | None]]
 
@@ -23,14 +23,6 @@ def reference(text: str) -> Flat:
         for fam in text_string_to_metric_families(text)
         for s in fam.samples
     ]
-
-
-def same_number(a: float | None, b: float | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
-    return a == b or math.isclose(a, b, rel_tol=1e-12)
 
 
 def agrees(mine: list[Sample], ref: Flat) -> bool:
