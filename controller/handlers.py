@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import gc
 import logging
 import os
 import random
+import signal
 import socket
 import sys
 import time
@@ -25,11 +27,12 @@ from typing import Any
 import aiohttp
 import kopf
 import structlog
-from prometheus_client import start_http_server
+from prometheus_client import Gauge, start_http_server
 
 from controller.adapters import kube, kubeconfig
 from controller.adapters.destinations import Destinations
 from controller.adapters.kube import KubeClient, KubeEndpoint, KubeError
+from controller.adapters.leadership import LeaderElector, LeaseName
 from controller.adapters.notify import Notifier
 from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.stemedb import ClientConfig, StemeDBClient
@@ -44,6 +47,7 @@ from controller.domain import (
 )
 from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy
+from controller.domain.leadership import LeaseTimings
 from controller.domain.spec import DetectionSpec
 from controller.reconcile import ClusterKey, Reconciler
 
@@ -58,6 +62,9 @@ DELETE_GIVE_UP_SECONDS = 600.0
 # 32 cost ~9 MiB more than 8 at 1,000 clusters and started no faster (13 s to
 # the first status writes either way): a PATCH takes a few ms on one connection.
 KUBE_API_CONNECTIONS = 8
+# After taking over, the clusters whose poll fell due while this replica stood by
+# poll within this many seconds (spread, not all in one burst).
+TAKEOVER_SPREAD_SECONDS = 1.0
 
 log = structlog.get_logger("stemedb.handlers")
 
@@ -71,6 +78,17 @@ class _Config:
     secret_label: tuple[str, str] | None = None
     kubeconfig_file: str | None = None  # --kubeconfig; None: $KUBECONFIG, ~/.kube/config
     context: str | None = None  # --context; None: the kubeconfig's current-context
+    leader_election: LeaderElection | None = None  # None: act alone (--no-leader-election)
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaderElection:
+    """Which Lease the replicas compete for, and who this one is."""
+
+    namespace: str
+    lease: str
+    identity: str
+    timings: LeaseTimings = dataclasses.field(default_factory=LeaseTimings)
 
 
 @kopf.on.login()
@@ -89,6 +107,7 @@ async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
         # hundreds of logins a second).
         return last[1]
     _kube(memo).use(_endpoint(info))
+    _lease_kube(memo).use(_endpoint(info))
     await _Config.destinations.deny_api_server(info.server)
     session = _bounded_session(info, KUBE_API_CONNECTIONS + len(_Config.namespaces))
     memo["login"] = (info, session)
@@ -148,6 +167,16 @@ def _kube(memo: kopf.Memo) -> KubeClient:
     client: KubeClient | None = memo.get("kube")
     if client is None:
         client = memo["kube"] = KubeClient(secret_label=_Config.secret_label)
+    return client
+
+
+def _lease_kube(memo: kopf.Memo) -> KubeClient:
+    """The leader election's own client: a renewal never waits behind status writes
+    in the shared pool (at 1,000 clusters a start-up burst could outlast the renew
+    deadline), and its timeout is the elector's, not 30 s."""
+    client: KubeClient | None = memo.get("lease_kube")
+    if client is None:
+        client = memo["lease_kube"] = KubeClient(max_connections=2)
     return client
 
 
@@ -213,6 +242,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.background.cancellation_polling = 5
+    memo.leader = _start_election(memo)
     memo.reconciler = Reconciler(
         stemedb=StemeDBClient(ClientConfig(), metrics=memo.metrics,
                               destinations=_Config.destinations),
@@ -225,8 +255,51 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
 
 
+def _start_election(memo: kopf.Memo) -> LeaderElector | None:
+    """Start competing for the Lease (None: leader election is off), and take over
+    SIGTERM/SIGINT from Kopf: stop acting and release the Lease first, then let Kopf
+    stop. Kopf's own order (watchers, then daemons, then cleanup handlers) would
+    hold the Lease for seconds after the last action, and a standby waits for it."""
+    config = _Config.leader_election
+    if config is None:
+        return None
+    gauge = Gauge("stemedb_operator_leader",
+                  "1 while this replica holds the leader Lease and acts, else 0",
+                  registry=memo.metrics.registry)
+    elector = LeaderElector(_lease_kube(memo), LeaseName(config.namespace, config.lease),
+                            config.identity, config.timings,
+                            on_change=lambda acting: gauge.set(1 if acting else 0))
+    running = asyncio.create_task(elector.run(), name="leader election")
+    memo.election_task = running
+
+    async def shut_down(sig: signal.Signals) -> None:
+        log.info("signal received: releasing the Lease, then stopping", signal=sig.name)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await elector.release()
+        memo.stop_flag.set()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if memo.get("shutting_down") is None:
+            memo["shutting_down"] = asyncio.create_task(shut_down(sig))
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    return elector
+
+
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("election_task")
+    leader: LeaderElector | None = memo.get("leader")
+    if task is not None and leader is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await leader.release()
+        await _lease_kube(memo).aclose()
     reconciler: Reconciler | None = getattr(memo, "reconciler", None)
     if reconciler is not None:
         await reconciler.stemedb.aclose()
@@ -283,6 +356,7 @@ async def poll(
     per poll (at 1,000 clusters ~1,600 of each waiting for the collector).
     """
     reconciler: Reconciler = memo.reconciler
+    leader: LeaderElector | None = memo.get("leader")
     key = ClusterKey.of(body)
     _FirstPolls.started(key)
     try:
@@ -291,8 +365,21 @@ async def poll(
         due = time.monotonic() + delay
         await asyncio.sleep(delay)
         while not stopped:
+            if leader is not None and not leader.acting:
+                # A warm standby: the watch and this daemon stay, nothing is polled.
+                await leader.wait_acting()
+                delay = random.uniform(0, min(TAKEOVER_SPREAD_SECONDS, _interval(spec)))
+                due = time.monotonic() + delay
+                await asyncio.sleep(delay)
+                continue
             reconciler.metrics.observe_slip(time.monotonic() - due)
-            delay = await reconciler.poll(body)
+            if leader is None:
+                delay = await reconciler.poll(body)
+            else:
+                acted = await leader.guarded(reconciler.poll(body))
+                if acted is None:
+                    continue  # leadership lost mid-poll: the poll was cancelled
+                delay = acted
             _FirstPolls.done(key)
             due = time.monotonic() + delay
             await asyncio.sleep(delay)
@@ -313,9 +400,21 @@ def _rate_to_restore(body: Mapping[str, Any]) -> str:
 async def restore_rate(body: kopf.Body, memo: kopf.Memo, runtime: Any, **_: Any) -> None:
     """Deleting a resource while ingestion is throttled lifts the throttle first."""
     reconciler: Reconciler = memo.reconciler
+    leader: LeaderElector | None = memo.get("leader")
     key = ClusterKey.of(body)
+    if leader is not None and not leader.acting:
+        # The leader restores the rate and removes the finalizer; a standby must not
+        # call StemeDB, and must not let Kopf drop the finalizer either.
+        raise kopf.TemporaryError("not the leader: the leader restores the rate",
+                                  delay=leader.timings.retry_period)
     try:
-        done = await reconciler.restore_before_delete(body)
+        if leader is None:
+            done = await reconciler.restore_before_delete(body)
+        else:
+            done = await leader.guarded(reconciler.restore_before_delete(body))
+            if done is None and not leader.acting:
+                raise kopf.TemporaryError("leadership lost while restoring the rate",
+                                          delay=leader.timings.retry_period)
     except SpecError as err:
         # Where to send the restore is part of the spec: an invalid one is never used.
         _post_event(body, EventType.WARNING.value, EventReason.RESTORE_ABANDONED,
@@ -349,10 +448,12 @@ def run(
     secret_label: tuple[str, str] | None = None,
     kubeconfig_file: str | None = None,
     context: str | None = None,
+    leader_election: LeaderElection | None = None,
 ) -> int:
     """Run the operator until SIGINT/SIGTERM."""
     _Config.kubeconfig_file = kubeconfig_file
     _Config.context = context
+    _Config.leader_election = leader_election
     _Config.destinations = Destinations(destinations)
     _Config.secret_label = secret_label
     metrics = OperatorMetrics()
@@ -360,7 +461,7 @@ def run(
         start_http_server(metrics_port, registry=metrics.registry)
     _Config.max_actions_per_hour = max_actions_per_hour
     _Config.namespaces = namespaces
-    memo = kopf.Memo(metrics=metrics)
+    memo = kopf.Memo(metrics=metrics, stop_flag=None)
     liveness = f"http://0.0.0.0:{health_port}/healthz" if health_port else None
     log.info("starting", namespaces=list(namespaces) or None, all_namespaces=all_namespaces,
              metrics_port=metrics_port, health_port=health_port,
@@ -373,12 +474,15 @@ def run(
         # the cyclic GC's generations so its pauses stay short.
         gc.collect()
         gc.freeze()
+        # Set by the leader election's signal handler once the Lease is released.
+        memo.stop_flag = asyncio.Event()
         await kopf.operator(
             clusterwide=all_namespaces,
             namespaces=namespaces,
-            standalone=True,
+            standalone=True,  # Kopf's peering stays off: the Lease elects (design-decisions.md)
             liveness_endpoint=liveness,
             memo=memo,
+            stop_flag=memo.stop_flag,
         )
 
     try:

@@ -301,3 +301,35 @@ class KubeClient:
             {"metadata": {"annotations": annotations}}, STRATEGIC_MERGE_PATCH,
         )
         _check_identity(what, pod, namespace, name)
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A coordination.k8s.io/v1 Lease, or None if there is none (leader election)."""
+        what = f"reading Lease {namespace}/{name}"
+        try:
+            lease = await self._call(what, "GET", _lease_path(namespace, name))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        _check_identity(what, lease, namespace, name)
+        return dict(lease)
+
+    async def write_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]:
+        """Create the Lease (no resourceVersion in `lease`) or replace it (with one):
+        the API server refuses a replace of a version someone else has since
+        written with HTTP 409, which is what fences two electors apart."""
+        name = str(lease["metadata"]["name"])
+        what = f"writing Lease {namespace}/{name}"
+        if lease["metadata"].get("resourceVersion"):
+            written = await self._call(what, "PUT", _lease_path(namespace, name), lease)
+        else:
+            written = await self._call(
+                what, "POST", _path("apis", "coordination.k8s.io", "v1", "namespaces",
+                                    ("namespace", namespace), "leases"), lease)
+        _check_identity(what, written, namespace, name)
+        return dict(written)
+
+
+def _lease_path(namespace: str, name: str) -> str:
+    return _path("apis", "coordination.k8s.io", "v1", "namespaces", ("namespace", namespace),
+                 "leases", ("Lease", name))
