@@ -107,3 +107,8 @@ destinations.allow when it is set. A test compares this list with the code's.
     except: {{ $v6 | toJson }}
 {{- end -}}
 {{- end -}}
+
+{{/* The leader election Lease's name (`--leader-election-id`). */}}
+{{- define "stemedb-operator.leaseName" -}}
+{{- default (printf "%s-leader" (include "stemedb-operator.fullname" .)) .Values.leaderElection.leaseName }}
+{{- end }}
