@@ -201,12 +201,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as err:
             print(f"stemedb-operator run: --secret-label: {err}", file=sys.stderr)
             return 2
-        kubeconfig_file = (os.path.abspath(os.path.expanduser(args.kubeconfig))
-                           if args.kubeconfig else None)
-        problem = check_login(kubeconfig_file, args.context)
-        if problem is not None:
-            print(f"stemedb-operator run: login: {problem}", file=sys.stderr)
-            return 2
         election_ns = lease_namespace(args) if args.leader_election else None
         if args.leader_election and election_ns is None:
             print("stemedb-operator run: --leader-election: give --leader-election-namespace "
@@ -218,6 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if bad is not None:
                 print(f"stemedb-operator run: {flag}: {bad}", file=sys.stderr)
                 return 2
+        kubeconfig_file = (os.path.abspath(os.path.expanduser(args.kubeconfig))
+                           if args.kubeconfig else None)
+        problem = check_login(kubeconfig_file, args.context)
+        if problem is not None:
+            print(f"stemedb-operator run: login: {problem}", file=sys.stderr)
+            return 2
         logs.configure(args.log_format, args.log_level)
         import controller.handlers as handlers  # late: it loads Kopf and the clients
 
