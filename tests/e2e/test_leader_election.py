@@ -2,8 +2,9 @@
 
 The operators run as they ship (`stemedb-operator run --leader-election`) under the
 chart's ServiceAccount with the chart's Lease Role, against the real API server and
-the simulator. "Acting" is read from each process's own metrics: its polls
-(`stemedb_operator_poll_duration_seconds_count`) and `stemedb_operator_leader`.
+the simulator. "Acting" is read from each process's own metrics: its requests to StemeDB
+(`stemedb_operator_stemedb_requests_total`: a poll's scrapes, admin calls) and
+`stemedb_operator_leader`.
 """
 
 from __future__ import annotations
@@ -11,13 +12,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from localkube import ControlPlane
 from localkube.processes import free_port
+from localkube.relay import Relay
 
 pytestmark = pytest.mark.e2e
 
@@ -71,12 +70,13 @@ class Replica:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name in ("stemedb_operator_leader",
-                                   "stemedb_operator_poll_duration_seconds_count"):
+                                   "stemedb_operator_stemedb_requests_total"):
                     found[sample.name] = found.get(sample.name, 0.0) + sample.value
         return found
 
     def polls(self) -> float:
-        return self.metrics().get("stemedb_operator_poll_duration_seconds_count", 0.0)
+        """Requests to StemeDB so far (each poll makes some)."""
+        return self.metrics().get("stemedb_operator_stemedb_requests_total", 0.0)
 
     def leading(self) -> bool:
         return self.metrics().get("stemedb_operator_leader") == 1.0
@@ -198,54 +198,11 @@ def _elapsed(seconds: float) -> Any:
     return lambda: time.monotonic() >= end
 
 
-class Blackhole:
-    """A TCP relay to the API server that can be cut: after `cut()` it keeps every
-    connection open and forwards nothing, as a partitioned network does."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.cut_event = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            self.sockets.append(client)
-            if self.cut_event.is_set():
-                continue  # accepted, never answered
-            upstream = socket.create_connection(self.target)
-            self.sockets.append(upstream)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        with suppress(OSError):
-            while data := src.recv(65536):
-                if self.cut_event.is_set():
-                    continue  # swallowed
-                dst.sendall(data)
-
-    def cut(self) -> None:
-        self.cut_event.set()
-
-    def close(self) -> None:
-        self.listener.close()
-        for s in self.sockets:
-            with suppress(OSError):
-                s.close()
-
-
 def test_a_leader_cut_off_from_the_api_server_stops_before_the_standby_starts(
     pair: Pair, tmp_path: Path
 ) -> None:
     server = urlparse(pair.env.cp.server)
-    relay = Blackhole((server.hostname or "127.0.0.1", server.port or 443))
+    relay = Relay((server.hostname or "127.0.0.1", server.port or 443))
     try:
         cut_kubeconfig = tmp_path / "via-relay.kubeconfig"
         cut_kubeconfig.write_text(pair.env.kubeconfig.read_text().replace(
