@@ -282,6 +282,7 @@ def _start_election(memo: kopf.Memo) -> LeaderElector | None:
 
     def on_signal(sig: signal.Signals) -> None:
         if memo.get("shutting_down") is None:
+            elector.stop_acting()  # at once, not when the task below gets its turn
             memo["shutting_down"] = asyncio.create_task(shut_down(sig))
 
     loop = asyncio.get_running_loop()

@@ -34,12 +34,14 @@ from controller.domain.leadership import (
     Move,
     Observation,
     acting_until,
+    next_attempt_in,
     next_move,
     observe,
     transitions_after,
 )
 
 T = TypeVar("T")
+SHUTDOWN = "shutting down"
 log = structlog.get_logger("stemedb.leadership")
 
 
@@ -95,7 +97,8 @@ class LeaderElector:
         self._fence: asyncio.TimerHandle | None = None
         self._leading = asyncio.Event()
         self._acts: set[asyncio.Task[Any]] = set()
-        self._acquired_at: str | None = None
+        self._holding = False  # our last write made us the holder
+        self._closing = False  # shutting down: never act again
 
     @property
     def acting(self) -> bool:
@@ -140,7 +143,8 @@ class LeaderElector:
                             error=str(err) or "timed out", leading=self.acting)
             if won:
                 self._lead(sent)
-            await asyncio.sleep(self.timings.retry_period)
+            await asyncio.sleep(next_attempt_in(self._seen, self.identity, self._clock(),
+                                                self.timings))
 
     async def _attempt(self) -> bool:
         """One read and, if the rules allow, one write; True if we hold the Lease."""
@@ -149,6 +153,7 @@ class LeaderElector:
         self._seen = None if current is None else observe(self._seen, record_of(current), now)
         move = next_move(self._seen, self.identity, now)
         if move is Move.WAIT:
+            self._holding = False
             if self._until is not None:
                 holder = self._seen.record.holder if self._seen else None
                 self._stop(f"the Lease is held by {holder}")
@@ -158,6 +163,7 @@ class LeaderElector:
         except KubeError as err:
             if err.status != 409:
                 raise
+            self._holding = False
             if self._until is not None:
                 self._stop("another replica wrote the Lease")
             return False
@@ -179,6 +185,9 @@ class LeaderElector:
                 "metadata": metadata, "spec": spec}
 
     def _lead(self, sent: float) -> None:
+        self._holding = True
+        if self._closing:
+            return
         started = self._until is None
         self._until = acting_until(sent, self.timings)
         loop = asyncio.get_running_loop()
@@ -191,6 +200,12 @@ class LeaderElector:
             log.info("leading: acting", lease=self.lease.name, identity=self.identity)
             if self._on_change:
                 self._on_change(True)
+
+    def stop_acting(self) -> None:
+        """Stop acting for good, now (no new work, the work in flight cancelled); the
+        Lease is kept until `release`. For a signal handler, which cannot await."""
+        self._closing = True
+        self._stop(SHUTDOWN)
 
     def _stop(self, why: str) -> None:
         """Stop acting now: no new work, and the work in flight cancelled."""
@@ -211,8 +226,8 @@ class LeaderElector:
     async def release(self, timeout: float = 2.0) -> None:
         """Stop acting, wait for the work in flight to end, and hand the Lease back
         (no holder, 1 s) if it is still ours, so a standby takes it at once."""
-        held = self._until is not None
-        self._stop("shutting down")
+        self.stop_acting()
+        held = self._holding
         acts = list(self._acts)
         if acts:
             await asyncio.wait(acts, timeout=timeout)
@@ -228,12 +243,4 @@ class LeaderElector:
                 await self.store.write_lease(self.lease.namespace,
                                              {**current, "spec": spec})
                 log.info("released the Lease", lease=self.lease.name, identity=self.identity)
-
-
-async def run_until_cancelled(elector: LeaderElector) -> None:
-    """`elector.run()`, releasing the Lease when cancelled (operator shutdown)."""
-    try:
-        await elector.run()
-    finally:
-        await elector.release()
 

@@ -103,6 +103,21 @@ def next_move(seen: Observation | None, identity: str, now: float) -> Move:
     return Move.WAIT
 
 
+def next_attempt_in(seen: Observation | None, identity: str, now: float,
+                    timings: LeaseTimings) -> float:
+    """Seconds until the next attempt: the retry period, or less when another
+    replica's Lease expires sooner (a crashed leader's successor then tries the
+    moment it may, not up to a retry period later)."""
+    if seen is None or not seen.record.holder or seen.record.holder == identity:
+        return timings.retry_period
+    left = seen.since + seen.record.lease_duration_seconds - now
+    if left <= 0:
+        # Expired already: the attempt just made should have taken it, and failed
+        # (an error, or another replica was faster); no tight loop.
+        return timings.retry_period
+    return min(timings.retry_period, left)
+
+
 def acting_until(renewal_sent: float, timings: LeaseTimings) -> float:
     """The moment a leader must have stopped acting unless it renews again: its
     renew deadline, counted from when it sent the renewal that succeeded."""

@@ -231,3 +231,43 @@ def test_a_leader_cut_off_from_the_api_server_stops_before_the_standby_starts(
         assert first_standby <= 22.0, f"the standby took {first_standby:.1f}s"
     finally:
         relay.close()
+
+
+def _sync_posts(pair: Pair) -> list[dict[str, Any]]:
+    return [c for c in pair.env.writes() if c["endpoint"].endswith("/cluster/sync")]
+
+
+def test_a_leader_killed_mid_remediation_is_succeeded_without_a_repeated_action(
+    pair: Pair,
+) -> None:
+    """The forced sync is the runbook's non-idempotent action: the new leader reads
+    the step in progress from status and watches it, never posting a second one."""
+    pair.env.apply(fast_spec(pair.env.sim, pair.env.cluster,
+                             remediation={"throttle": {"enabled": False}}))
+    pair.start("op-a")
+    pair.start("op-b")
+    leader = pair.leader()
+    standby = pair.other(leader)
+    disk = pair.env.fault("disk_saturation", replica="node2", capacity_factor=0.3)
+    pair.env.wait_status("a forced sync", lambda o: _sync_posts(pair), timeout=90)
+    pair.env.wait_status("the sync seen running",
+                         lambda o: o["status"].get("currentStep") == "ForceSync(node2)")
+    os.killpg(leader.proc.pid, signal.SIGKILL)
+    wait_for("the standby acting", lambda: standby.polls() > 0, timeout=30)
+    pair.env.clear_fault(disk)
+    pair.env.wait_status("recovery under the new leader", lambda o: any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in o["status"].get("conditions", [])), timeout=120)
+    assert [s["body"] for s in _sync_posts(pair)] == [{"replica_id": "node2", "force": True}]
+
+
+def test_a_deletion_with_two_replicas_is_finished_by_the_leader(pair: Pair) -> None:
+    pair.start("op-a")
+    pair.start("op-b")
+    pair.leader()
+    deleted = pair.env.cp.kubectl("-n", pair.env.namespace, "delete", "stemedbcluster", "db",
+                                  "--timeout=30s", check=False)
+    assert deleted.returncode == 0, deleted.stderr + pair.logs()
+    gone = pair.env.cp.kubectl("-n", pair.env.namespace, "get", "stemedbcluster", "db",
+                               check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr

@@ -17,6 +17,7 @@ from controller.domain.leadership import (
     Move,
     Observation,
     acting_until,
+    next_attempt_in,
     next_move,
     observe,
     timings_problem,
@@ -247,3 +248,34 @@ async def test_guarded_work_does_not_start_on_a_standby() -> None:
 
     assert await e.guarded(work()) is None
     assert ran == []
+
+
+async def test_after_a_shutdown_signal_a_renewal_in_flight_does_not_make_it_act_again() -> None:
+    store, clock = FakeStore(), Clock()
+    e = elector(store, clock)
+    assert await e._attempt()
+    e._lead(clock.now)
+    e.stop_acting()  # SIGTERM: synchronous, while an attempt may be running
+    assert not e.acting
+    assert await e._attempt(), "the renewal itself succeeds"
+    e._lead(clock.now)
+    assert not e.acting
+    await e.release()
+    assert store.holder() is None, "and the Lease is still handed back"
+
+
+@pytest.mark.parametrize(
+    ("case", "seen", "now", "wait"),
+    [
+        ("no Lease", None, 0.0, 2.0),
+        ("ours", Observation(rec(ME), 0.0), 5.0, 2.0),
+        ("another's, expiring in 10 s", Observation(rec("op-b"), 0.0), 5.0, 2.0),
+        ("another's, expiring in 0.5 s: try then", Observation(rec("op-b"), 0.0), 14.5, 0.5),
+        ("expired, and the attempt failed: no tight loop", Observation(rec("op-b"), 0.0),
+         16.0, 2.0),
+    ],
+)
+def test_a_standby_tries_again_when_the_lease_it_waits_for_expires(
+    case: str, seen: Observation | None, now: float, wait: float
+) -> None:
+    assert next_attempt_in(seen, ME, now, LeaseTimings()) == pytest.approx(wait), case
