@@ -25,7 +25,7 @@ import httpx
 import pytest
 import yaml
 from conftest import OPERATOR_NS, RELEASE
-from harness import REPO, Env, Operator, fast_spec, wait_for
+from harness import REPO, Env, Operator, events, fast_spec, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from localkube import ControlPlane
@@ -258,7 +258,8 @@ def test_a_leader_killed_mid_remediation_is_succeeded_without_a_repeated_action(
     pair.env.wait_status("recovery under the new leader", lambda o: any(
         c.get("type") == "Ready" and c.get("status") == "True"
         for c in o["status"].get("conditions", [])), timeout=120)
-    assert [s["body"] for s in _sync_posts(pair)] == [{"replica_id": "node2", "force": True}]
+    notes = [(e["reason"], e["message"]) for e in events(pair.env.cp, pair.env.namespace, "db")]
+    assert [s["body"] for s in _sync_posts(pair)] == [{"replica_id": "node2", "force": True}], notes
 
 
 def test_a_deletion_with_two_replicas_is_finished_by_the_leader(pair: Pair) -> None:
