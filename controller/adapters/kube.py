@@ -38,6 +38,10 @@ class KubeError(Exception):
         self.status = status
 
 
+class NotLoggedIn(KubeError):
+    """No credentials yet: Kopf's login handler has not run (it runs after start-up)."""
+
+
 class SecretNotFound(KubeError):
     """The Secret or the key named in spec.auth does not exist."""
 
@@ -180,7 +184,7 @@ class KubeClient:
         session that no request uses any more (for the caller to close)."""
         endpoint = self._endpoint
         if endpoint is None:
-            raise KubeError("not logged in to the Kubernetes API yet")
+            raise NotLoggedIn("not logged in to the Kubernetes API yet")
         retired = None
         if self._session is None or self._session_endpoint != endpoint:
             retired = self._session

@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from controller.adapters.kube import KubeError
+from controller.adapters.kube import KubeError, NotLoggedIn
 from controller.domain.leadership import (
     LeaseRecord,
     LeaseTimings,
@@ -42,6 +42,7 @@ from controller.domain.leadership import (
 
 T = TypeVar("T")
 SHUTDOWN = "shutting down"
+LOGIN_WAIT_SECONDS = 0.1
 log = structlog.get_logger("stemedb.leadership")
 
 
@@ -137,6 +138,9 @@ class LeaderElector:
             try:
                 async with asyncio.timeout(max(budget, 0.1)):
                     won = await self._attempt()
+            except NotLoggedIn:
+                await asyncio.sleep(LOGIN_WAIT_SECONDS)  # Kopf logs in after start-up
+                continue
             except (KubeError, TimeoutError) as err:
                 won = False
                 log.warning("lease attempt failed", lease=self.lease.name,
