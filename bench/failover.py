@@ -37,7 +37,7 @@ import signal
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -70,19 +70,21 @@ class Replica:
     metrics_port: int
     health_port: int
     relay: Relay | None = None
+    # One client for the 50 ms samples: a new one per request costs an SSL context.
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=2))
 
     def polls(self) -> float | None:
         """StemeDB requests so far; None if the metrics endpoint does not answer."""
         try:
-            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
+            text = self.http.get(f"http://127.0.0.1:{self.metrics_port}/metrics").text
         except httpx.HTTPError:
             return None
         return sum(v for n, _, v in parse_prom(text, (POLLS,)) if n == POLLS)
 
     def healthy(self) -> bool:
         with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(f"http://127.0.0.1:{self.health_port}/healthz",
-                             timeout=2).status_code == 200
+            return self.http.get(f"http://127.0.0.1:{self.health_port}/healthz"
+                                 ).status_code == 200
         return False
 
 
@@ -112,7 +114,9 @@ class Replicas:
             self.st.workdir / f"{name}.log",
             env={**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAME": name})
         self.st.exits.callback(proc.stop)
-        return Replica(name, proc, metrics, health, relay)
+        replica = Replica(name, proc, metrics, health, relay)
+        self.st.exits.callback(replica.http.close)
+        return replica
 
 
 def holder(st: Stack) -> str | None:

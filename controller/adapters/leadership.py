@@ -5,9 +5,10 @@ endpoints). The others keep Kopf's watches and daemons warm and wait. The rules
 (when to take, renew, give up) are pure and live in `controller.domain.leadership`;
 this module does the I/O and the timers:
 
-- every `retry_period` each replica reads the Lease and creates, takes or renews
-  it with a PUT fenced by the resourceVersion it read (HTTP 409: someone else
-  wrote first, and this attempt failed);
+- every retry period (2 s for the leader, 1 s for a standby) each replica reads
+  the Lease and creates, takes or renews it with a PUT fenced by the
+  resourceVersion it read (HTTP 409: someone else wrote first, and this attempt
+  failed);
 - a leader stops acting at its renew deadline unless a renewal has succeeded:
   a timer, not the loop, enforces it, so a request hanging on a dead API server
   cannot keep it acting; work in flight (`guarded`) is cancelled then;

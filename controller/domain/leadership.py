@@ -21,6 +21,10 @@ from enum import Enum
 LEASE_DURATION_SECONDS = 15.0
 RENEW_DEADLINE_SECONDS = 10.0
 RETRY_PERIOD_SECONDS = 2.0
+# A standby reads the Lease twice as often as the leader renews it: it learns of a
+# released Lease (a rolling update) within 1 s, and the leader's renewal gets no
+# more frequent. One GET a second per standby; safety does not depend on it.
+STANDBY_RETRY_PERIOD_SECONDS = 1.0
 JITTER_FACTOR = 1.2
 
 
@@ -31,6 +35,7 @@ class LeaseTimings:
     lease_duration: float = LEASE_DURATION_SECONDS
     renew_deadline: float = RENEW_DEADLINE_SECONDS
     retry_period: float = RETRY_PERIOD_SECONDS
+    standby_retry_period: float = STANDBY_RETRY_PERIOD_SECONDS
 
     def __post_init__(self) -> None:
         problem = timings_problem(self)
@@ -42,6 +47,8 @@ def timings_problem(t: LeaseTimings) -> str | None:
     """Why these timings could let two leaders overlap (client-go's checks), or None."""
     if t.retry_period <= 0:
         return "the retry period must be > 0"
+    if not 0 < t.standby_retry_period <= t.retry_period:
+        return "the standby retry period must be > 0 and at most the retry period"
     if t.lease_duration <= t.renew_deadline:
         return "the lease duration must be greater than the renew deadline"
     if t.renew_deadline <= JITTER_FACTOR * t.retry_period:
@@ -105,17 +112,19 @@ def next_move(seen: Observation | None, identity: str, now: float) -> Move:
 
 def next_attempt_in(seen: Observation | None, identity: str, now: float,
                     timings: LeaseTimings) -> float:
-    """Seconds until the next attempt: the retry period, or less when another
-    replica's Lease expires sooner (a crashed leader's successor then tries the
-    moment it may, not up to a retry period later)."""
-    if seen is None or not seen.record.holder or seen.record.holder == identity:
+    """Seconds until the next attempt: the leader's retry period for the holder, the
+    standby's otherwise, or less when another replica's Lease expires sooner (a
+    crashed leader's successor then tries the moment it may)."""
+    if seen is not None and seen.record.holder == identity:
         return timings.retry_period
+    if seen is None or not seen.record.holder:
+        return timings.standby_retry_period
     left = seen.since + seen.record.lease_duration_seconds - now
     if left <= 0:
         # Expired already: the attempt just made should have taken it, and failed
         # (an error, or another replica was faster); no tight loop.
-        return timings.retry_period
-    return min(timings.retry_period, left)
+        return timings.standby_retry_period
+    return min(timings.standby_retry_period, left)
 
 
 def acting_until(renewal_sent: float, timings: LeaseTimings) -> float:

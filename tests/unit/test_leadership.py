@@ -74,10 +74,12 @@ def test_expiry_is_measured_on_our_clock_from_the_last_change(
         ((10.0, 10.0, 2.0), "the lease duration must be greater than the renew deadline"),
         ((15.0, 2.4, 2.0), "the renew deadline must be greater than 1.2 x the retry period"),
         ((15.0, 10.0, 0.0), "the retry period must be > 0"),
+        ((15.0, 10.0, 2.0, 3.0),
+         "the standby retry period must be > 0 and at most the retry period"),
     ],
 )
 def test_timings_that_could_let_two_leaders_overlap_are_refused(
-    timings: tuple[float, float, float], problem: str | None
+    timings: tuple[float, ...], problem: str | None
 ) -> None:
     if problem is None:
         assert timings_problem(LeaseTimings(*timings)) is None
@@ -267,12 +269,13 @@ async def test_after_a_shutdown_signal_a_renewal_in_flight_does_not_make_it_act_
 @pytest.mark.parametrize(
     ("case", "seen", "now", "wait"),
     [
-        ("no Lease", None, 0.0, 2.0),
-        ("ours", Observation(rec(ME), 0.0), 5.0, 2.0),
-        ("another's, expiring in 10 s", Observation(rec("op-b"), 0.0), 5.0, 2.0),
-        ("another's, expiring in 0.5 s: try then", Observation(rec("op-b"), 0.0), 14.5, 0.5),
+        ("no Lease: a standby's period", None, 0.0, 1.0),
+        ("ours: the leader renews every 2 s", Observation(rec(ME), 0.0), 5.0, 2.0),
+        ("released: a standby's period", Observation(rec(None, duration=1), 0.0), 5.0, 1.0),
+        ("another's, expiring in 10 s", Observation(rec("op-b"), 0.0), 5.0, 1.0),
+        ("another's, expiring in 0.4 s: try then", Observation(rec("op-b"), 0.0), 14.6, 0.4),
         ("expired, and the attempt failed: no tight loop", Observation(rec("op-b"), 0.0),
-         16.0, 2.0),
+         16.0, 1.0),
     ],
 )
 def test_a_standby_tries_again_when_the_lease_it_waits_for_expires(
