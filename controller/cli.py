@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--leader-election", action=argparse.BooleanOptionalAction, default=False,
         help="act only while holding a coordination.k8s.io Lease; the other replicas "
              "watch and wait, and one takes over within about 15 s if the leader dies, "
-             "within about 2 s if it stops (default: off; the chart turns it on)",
+             "within about 1 s if it stops (default: off; the chart turns it on)",
     )
     election.add_argument(
         "--leader-election-namespace", metavar="NS",

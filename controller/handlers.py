@@ -269,8 +269,6 @@ def _start_election(memo: kopf.Memo) -> LeaderElector | None:
     elector = LeaderElector(_lease_kube(memo), LeaseName(config.namespace, config.lease),
                             config.identity, config.timings,
                             on_change=lambda acting: gauge.set(1 if acting else 0))
-    running = asyncio.create_task(elector.run(), name="leader election")
-    memo.election_task = running
 
     async def shut_down(sig: signal.Signals) -> None:
         log.info("signal received: releasing the Lease, then stopping", signal=sig.name)
@@ -285,9 +283,17 @@ def _start_election(memo: kopf.Memo) -> LeaderElector | None:
             elector.stop_acting()  # at once, not when the task below gets its turn
             memo["shutting_down"] = asyncio.create_task(shut_down(sig))
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
+    def take_over_signals() -> None:
+        # Kopf installs its SIGINT/SIGTERM handlers one loop tick after its tasks
+        # start, which may be after this startup handler; the elector's first
+        # request is real I/O, so by then Kopf's are in place and these replace them.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+
+    running = asyncio.create_task(elector.run(after_first_attempt=take_over_signals),
+                                  name="leader election")
+    memo.election_task = running
     return elector
 
 

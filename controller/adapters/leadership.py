@@ -130,8 +130,11 @@ class LeaderElector:
         finally:
             self._acts.discard(task)
 
-    async def run(self) -> None:
-        """Try to take or renew the Lease every retry period, until cancelled."""
+    async def run(self, after_first_attempt: Callable[[], None] | None = None) -> None:
+        """Try to take or renew the Lease every retry period, until cancelled;
+        `after_first_attempt` is called once the first request to the API server
+        has been answered or has failed."""
+        attempted = False
         while True:
             sent = self._clock()
             budget = (self._until - sent) if self._until is not None else \
@@ -146,6 +149,9 @@ class LeaderElector:
                 won = False
                 log.warning("lease attempt failed", lease=self.lease.name,
                             error=str(err) or "timed out", leading=self.acting)
+            if not attempted and after_first_attempt is not None:
+                attempted = True
+                after_first_attempt()
             if won:
                 self._lead(sent)
             await asyncio.sleep(next_attempt_in(self._seen, self.identity, self._clock(),

@@ -282,3 +282,17 @@ def test_a_standby_tries_again_when_the_lease_it_waits_for_expires(
     case: str, seen: Observation | None, now: float, wait: float
 ) -> None:
     assert next_attempt_in(seen, ME, now, LeaseTimings()) == pytest.approx(wait), case
+
+
+async def test_the_hook_after_the_first_attempt_runs_once_after_a_real_answer() -> None:
+    store, clock = FakeStore(), Clock()
+    e = LeaderElector(store, LeaseName("ops", "lease"), ME, clock=clock,
+                      timings=LeaseTimings(0.3, 0.2, 0.01, 0.01))
+    calls: list[str | None] = []
+    task = asyncio.create_task(e.run(after_first_attempt=lambda: calls.append(store.holder())))
+    while len(store.writes) < 3:  # created, then renewed twice
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert calls == [ME], "once, after the first answered attempt"
