@@ -106,8 +106,9 @@ async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
         # (a fresh session each time compared unequal, and a 401 became a loop of
         # hundreds of logins a second).
         return last[1]
-    _kube(memo).use(_endpoint(info))
-    _lease_kube(memo).use(_endpoint(info))
+    endpoint = _endpoint(info)  # one SSL context for both clients
+    _kube(memo).use(endpoint)
+    _lease_kube(memo).use(endpoint)
     await _Config.destinations.deny_api_server(info.server)
     session = _bounded_session(info, KUBE_API_CONNECTIONS + len(_Config.namespaces))
     memo["login"] = (info, session)
@@ -300,7 +301,7 @@ def _start_election(memo: kopf.Memo) -> LeaderElector | None:
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     task: asyncio.Task[None] | None = memo.get("election_task")
-    leader: LeaderElector | None = memo.get("leader")
+    leader: LeaderElector | None = getattr(memo, "leader", None)
     if task is not None and leader is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -363,7 +364,7 @@ async def poll(
     per poll (at 1,000 clusters ~1,600 of each waiting for the collector).
     """
     reconciler: Reconciler = memo.reconciler
-    leader: LeaderElector | None = memo.get("leader")
+    leader: LeaderElector | None = getattr(memo, "leader", None)
     key = ClusterKey.of(body)
     _FirstPolls.started(key)
     try:
@@ -407,7 +408,7 @@ def _rate_to_restore(body: Mapping[str, Any]) -> str:
 async def restore_rate(body: kopf.Body, memo: kopf.Memo, runtime: Any, **_: Any) -> None:
     """Deleting a resource while ingestion is throttled lifts the throttle first."""
     reconciler: Reconciler = memo.reconciler
-    leader: LeaderElector | None = memo.get("leader")
+    leader: LeaderElector | None = getattr(memo, "leader", None)
     key = ClusterKey.of(body)
     if leader is not None and not leader.acting:
         # The leader restores the rate and removes the finalizer; a standby must not
