@@ -1,27 +1,16 @@
-"""Detection: metrics problems, severity with for-windows, corruption, recovery, storms."""
+"""Detection: whether the metrics can be trusted, each replica's severity with its
+`for` windows and hysteresis, Merkle corruption, recovery, and storms."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace
 
-from controller.domain.conditions import (
-    EventReason,
-    EventType,
-    Reason,
-)
-from controller.domain.memory import (
-    ReplicaMemory,
-    Severity,
-    Step,
-)
-from controller.domain.observation import (
-    Observation,
-    ReplicaObservation,
-    SourceState,
-)
-from controller.domain.policy.text import _f
-from controller.domain.policy.work import _Work
+from controller.domain.conditions import EventReason, EventType, Reason
+from controller.domain.memory import ReplicaMemory, Severity, Step
+from controller.domain.observation import Observation, ReplicaObservation, SourceState
+from controller.domain.policy.text import number_text
+from controller.domain.policy.work import Work
 from controller.domain.spec import ReplicaSpec, Spec
 
 
@@ -35,36 +24,47 @@ def quantize_lag(previous: float | None, lag: float, state_changed: bool) -> flo
     return previous
 
 
-def is_in_sync(spec: Spec, rm: ReplicaMemory, lag: float | None) -> bool:
+def is_in_sync(spec: Spec, replica: ReplicaMemory, lag: float | None) -> bool:
     """Counts towards minInSyncReplicas: lag known, below warning, not marked for rebuild."""
     return (
         lag is not None
         and lag < spec.detection.warning.lag_seconds
-        and not rm.rebuild_marked
-        and rm.severity is Severity.NONE
+        and not replica.rebuild_marked
+        and replica.severity is Severity.NONE
     )
 
 
-def _metrics_problem(obs: Observation, spec: Spec, now: float) -> tuple[Reason, str] | None:
-    if obs.primary.state is SourceState.DENIED:
+def is_draining(spec: Spec, baseline: float | None, lag: float) -> bool:
+    """Lag fell by at least drainFraction since `baseline` was taken: a step is working."""
+    if baseline is None or baseline <= 0:
+        return False
+    return lag <= baseline * (1.0 - spec.remediation.drain_fraction)
+
+
+def metrics_problem(
+    observation: Observation, spec: Spec, now: float
+) -> tuple[Reason, str] | None:
+    """Why the lag cannot be trusted this poll (then nothing is acted on), or None."""
+    if observation.primary.state is SourceState.DENIED:
         return Reason.DESTINATION_DENIED, (
-            f"{obs.primary.detail or 'the primary URL is denied'}; the operator sends nothing "
-            "to a destination its policy denies (docs/security.md)"
+            f"{observation.primary.detail or 'the primary URL is denied'}; the operator "
+            "sends nothing to a destination its policy denies (docs/security.md)"
         )
-    if obs.primary.state is SourceState.FAILED:
+    if observation.primary.state is SourceState.FAILED:
         return Reason.PRIMARY_SCRAPE_FAILED, (
-            f"The primary's /metrics could not be read ({obs.primary.detail or 'no detail'}); "
-            "no action is taken on missing data"
+            f"The primary's /metrics could not be read "
+            f"({observation.primary.detail or 'no detail'}); no action is taken on missing data"
         )
-    age = now - obs.at
+    age = now - observation.at
     if age > spec.detection.stale_after_seconds:
         return Reason.OBSERVATION_STALE, (
-            f"The observation is {_f(age)} s old, more than staleAfterSeconds "
-            f"{_f(spec.detection.stale_after_seconds)}; no action is taken on stale data"
+            f"The observation is {number_text(age)} s old, more than staleAfterSeconds "
+            f"{number_text(spec.detection.stale_after_seconds)}; no action is taken on "
+            "stale data"
         )
     missing = [r.id for r in spec.replicas
-               if (ro := obs.replica(r.id)) is None or ro.lag_seconds is None
-               or not math.isfinite(ro.lag_seconds)]
+               if (seen := observation.replica(r.id)) is None or seen.lag_seconds is None
+               or not math.isfinite(seen.lag_seconds)]
     if missing:
         return Reason.REPLICA_LAG_MISSING, (
             f"No lag series for {len(missing)} of {len(spec.replicas)} replicas "
@@ -73,104 +73,140 @@ def _metrics_problem(obs: Observation, spec: Spec, now: float) -> tuple[Reason, 
     return None
 
 
-def _storm_now(w: _Work) -> bool:
-    n = sum(1 for rm in w.reps.values() if rm.severity is Severity.CRITICAL)
-    return n >= w.spec.detection.storm_replicas
+def storm_now(work: Work) -> bool:
+    """At least stormReplicas replicas are critical at once."""
+    critical = sum(1 for m in work.replicas.values() if m.severity is Severity.CRITICAL)
+    return critical >= work.spec.detection.storm_replicas
 
 
-def _detect(w: _Work, r: ReplicaSpec, ro: ReplicaObservation, lag: float) -> None:
-    d = w.spec.detection
-    now = w.now
-    rm = w.reps[r.id]
-    prev_state = rm.severity
-    aw = (rm.above_warning_since if rm.above_warning_since is not None else now) \
-        if lag > d.warning.lag_seconds else None
-    ac = (rm.above_critical_since if rm.above_critical_since is not None else now) \
-        if lag > d.critical.lag_seconds else None
-    br = (rm.below_recovery_since if rm.below_recovery_since is not None else now) \
-        if lag < d.recovery.lag_seconds else None
-    rm = w.upd(r.id, above_warning_since=aw, above_critical_since=ac, below_recovery_since=br)
+def _since(started: float | None, now: float, above: bool) -> float | None:
+    """When a threshold crossing began: kept while it holds, None once it does not."""
+    if not above:
+        return None
+    return started if started is not None else now
 
-    # corruption: any increase of the corruption counter (a first sight above 0 counts)
-    corr = ro.sync_corruption_total
-    if corr is not None:
-        seen = rm.corruption_seen if rm.corruption_seen is not None else 0.0
-        if corr > seen:
-            first = rm.corrupted_at is None
-            rm = w.upd(r.id, corruption_seen=corr, corrupted_at=now)
+
+def detect(work: Work, replica: ReplicaSpec, seen: ReplicaObservation, lag: float) -> None:
+    """Update one replica's windows, corruption and severity from this poll's lag."""
+    windows = work.spec.detection
+    now = work.now
+    memory = work.replicas[replica.id]
+    previous = memory.severity
+    above_warning = _since(memory.above_warning_since, now, lag > windows.warning.lag_seconds)
+    above_critical = _since(memory.above_critical_since, now,
+                            lag > windows.critical.lag_seconds)
+    below_recovery = _since(memory.below_recovery_since, now,
+                            lag < windows.recovery.lag_seconds)
+    memory = work.update_replica(replica.id, above_warning_since=above_warning,
+                                 above_critical_since=above_critical,
+                                 below_recovery_since=below_recovery)
+    memory = _detect_corruption(work, replica, seen, below_recovery)
+
+    severity = memory.severity
+    if lag > windows.escalation_lag_seconds and not memory.lag_escalated:
+        memory = work.update_replica(replica.id, lag_escalated=True)
+        severity = Severity.CRITICAL
+    if above_critical is not None and now - above_critical >= windows.critical.for_seconds:
+        severity = Severity.CRITICAL
+    elif (severity is Severity.NONE and above_warning is not None
+          and now - above_warning >= windows.warning.for_seconds):
+        severity = Severity.WARNING
+    if (severity is not Severity.NONE and below_recovery is not None
+            and now - below_recovery >= windows.recovery.for_seconds):
+        severity = Severity.NONE
+
+    if severity is not previous:
+        if previous is Severity.NONE:
+            starts = [t for t in (above_warning, above_critical) if t is not None]
+            memory = work.update_replica(replica.id,
+                                         episode_started_at=min(starts) if starts else now)
+        _report_severity(work, replica, severity, lag)
+        memory = work.update_replica(replica.id, severity=severity)
+    work.update_replica(replica.id, shown_lag=quantize_lag(memory.shown_lag, lag,
+                                                           severity is not previous))
+
+
+def _detect_corruption(
+    work: Work, replica: ReplicaSpec, seen: ReplicaObservation, below_recovery: float | None
+) -> ReplicaMemory:
+    """Any increase of the corruption counter (a first sight above 0 counts) holds the
+    replica's steps until lag stays below recovery for recovery.forSeconds."""
+    memory = work.replicas[replica.id]
+    counter = seen.sync_corruption_total
+    if counter is not None:
+        before = memory.corruption_seen if memory.corruption_seen is not None else 0.0
+        if counter > before:
+            first = memory.corrupted_at is None
+            memory = work.update_replica(replica.id, corruption_seen=counter,
+                                         corrupted_at=work.now)
             if first:
-                w.note(EventType.WARNING, EventReason.CORRUPTION,
-                       f"{r.id}: Merkle sync reported corruption (counter {_f(corr)}, was "
-                       f"{_f(seen)}); automated steps on {r.id} are held, escalating to "
-                       f"{w.spec.escalation.principal_engineer}", r.id)
-        elif corr < seen:  # counter reset (process restart)
-            rm = w.upd(r.id, corruption_seen=corr)
-    if (rm.corrupted_at is not None and br is not None
-            and now - max(br, rm.corrupted_at) >= d.recovery.for_seconds):
-        rm = w.upd(r.id, corrupted_at=None)
-
-    sev = rm.severity
-    if lag > d.escalation_lag_seconds and not rm.lag_escalated:
-        rm = w.upd(r.id, lag_escalated=True)
-        sev = Severity.CRITICAL
-    if ac is not None and now - ac >= d.critical.for_seconds:
-        sev = Severity.CRITICAL
-    elif sev is Severity.NONE and aw is not None and now - aw >= d.warning.for_seconds:
-        sev = Severity.WARNING
-    if sev is not Severity.NONE and br is not None and now - br >= d.recovery.for_seconds:
-        sev = Severity.NONE
-
-    if sev is not prev_state:
-        if prev_state is Severity.NONE:
-            starts = [t for t in (aw, ac) if t is not None]
-            rm = w.upd(r.id, episode_started_at=min(starts) if starts else now)
-        if sev is Severity.WARNING:
-            w.note(EventType.WARNING, EventReason.LAG_WARNING,
-                   f"{r.id} lag {_f(lag)} s above warning {_f(d.warning.lag_seconds)} s for "
-                   f"{_f(d.warning.for_seconds)} s", r.id)
-        elif sev is Severity.CRITICAL:
-            w.note(EventType.WARNING, EventReason.LAG_CRITICAL,
-                   f"{r.id} lag {_f(lag)} s above critical {_f(d.critical.lag_seconds)} s"
-                   + (f" (over escalation {_f(d.escalation_lag_seconds)} s)"
-                      if lag > d.escalation_lag_seconds
-                      else f" for {_f(d.critical.for_seconds)} s"), r.id)
-        else:
-            _recover(w, r, lag)
-            rm = w.reps[r.id]
-        rm = w.upd(r.id, severity=sev)
-    w.upd(r.id, shown_lag=quantize_lag(rm.shown_lag, lag, sev is not prev_state))
+                work.note(EventType.WARNING, EventReason.CORRUPTION,
+                          f"{replica.id}: Merkle sync reported corruption (counter "
+                          f"{number_text(counter)}, was {number_text(before)}); automated "
+                          f"steps on {replica.id} are held, escalating to "
+                          f"{work.spec.escalation.principal_engineer}", replica.id)
+        elif counter < before:  # counter reset (process restart)
+            memory = work.update_replica(replica.id, corruption_seen=counter)
+    if (memory.corrupted_at is not None and below_recovery is not None
+            and work.now - max(below_recovery, memory.corrupted_at)
+            >= work.spec.detection.recovery.for_seconds):
+        memory = work.update_replica(replica.id, corrupted_at=None)
+    return memory
 
 
-def _recover(w: _Work, r: ReplicaSpec, lag: float) -> None:
-    rm = w.reps[r.id]
-    start = rm.episode_started_at if rm.episode_started_at is not None else w.now
-    ttr = w.now - start
-    acted = rm.step is not Step.NONE
-    w.note(EventType.NORMAL, EventReason.RECOVERED,
-           f"{r.id} recovered: lag {_f(lag)} s below {_f(w.spec.detection.recovery.lag_seconds)}"
-           f" s for {_f(w.spec.detection.recovery.for_seconds)} s; time to recover {_f(ttr)} s",
-           r.id)
-    w.reps[r.id] = ReplicaMemory(
-        r.id,
-        below_recovery_since=rm.below_recovery_since,
-        corruption_seen=rm.corruption_seen,
-        corrupted_at=rm.corrupted_at,
-        cooldown_until=(w.now + w.spec.remediation.cooldown_seconds) if acted
-        else rm.cooldown_until,
-        last_action=rm.last_action,
-        shown_lag=rm.shown_lag,
+def _report_severity(work: Work, replica: ReplicaSpec, severity: Severity, lag: float) -> None:
+    """The Event for a severity change; a return to NONE closes the episode."""
+    windows = work.spec.detection
+    if severity is Severity.WARNING:
+        work.note(EventType.WARNING, EventReason.LAG_WARNING,
+                  f"{replica.id} lag {number_text(lag)} s above warning "
+                  f"{number_text(windows.warning.lag_seconds)} s for "
+                  f"{number_text(windows.warning.for_seconds)} s", replica.id)
+    elif severity is Severity.CRITICAL:
+        work.note(EventType.WARNING, EventReason.LAG_CRITICAL,
+                  f"{replica.id} lag {number_text(lag)} s above critical "
+                  f"{number_text(windows.critical.lag_seconds)} s"
+                  + (f" (over escalation {number_text(windows.escalation_lag_seconds)} s)"
+                     if lag > windows.escalation_lag_seconds
+                     else f" for {number_text(windows.critical.for_seconds)} s"), replica.id)
+    else:
+        _recover(work, replica, lag)
+
+
+def _recover(work: Work, replica: ReplicaSpec, lag: float) -> None:
+    """Close the episode: report the time to recover, start the cooldown if a step ran."""
+    memory = work.replicas[replica.id]
+    start = memory.episode_started_at if memory.episode_started_at is not None else work.now
+    time_to_recover = work.now - start
+    acted = memory.step is not Step.NONE
+    recovery = work.spec.detection.recovery
+    work.note(EventType.NORMAL, EventReason.RECOVERED,
+              f"{replica.id} recovered: lag {number_text(lag)} s below "
+              f"{number_text(recovery.lag_seconds)} s for {number_text(recovery.for_seconds)}"
+              f" s; time to recover {number_text(time_to_recover)} s", replica.id)
+    work.replicas[replica.id] = ReplicaMemory(
+        replica.id,
+        below_recovery_since=memory.below_recovery_since,
+        corruption_seen=memory.corruption_seen,
+        corrupted_at=memory.corrupted_at,
+        cooldown_until=(work.now + work.spec.remediation.cooldown_seconds) if acted
+        else memory.cooldown_until,
+        last_action=memory.last_action,
+        shown_lag=memory.shown_lag,
     )
-    w.mem = replace(w.mem, last_recovery_replica=r.id, last_recovery_seconds=ttr)
+    work.memory = replace(work.memory, last_recovery_replica=replica.id,
+                          last_recovery_seconds=time_to_recover)
 
 
-def _storm(w: _Work) -> None:
-    storm = _storm_now(w)
-    if storm and not w.mem.storm:
-        ids = [rid for rid, rm in w.reps.items() if rm.severity is Severity.CRITICAL]
-        w.note(EventType.WARNING, EventReason.STORM,
-               f"{len(ids)} replicas lag at once ({', '.join(ids)}; stormReplicas "
-               f"{w.spec.detection.storm_replicas}): throttling and escalating, "
-               "no per-replica syncs", None)
-        w.mem = replace(w.mem, storm=True)
-    elif not storm and w.mem.storm:
-        w.mem = replace(w.mem, storm=False)
+def detect_storm(work: Work) -> None:
+    """Enter or leave the storm state; entering it is reported once."""
+    storm = storm_now(work)
+    if storm and not work.memory.storm:
+        ids = [rid for rid, m in work.replicas.items() if m.severity is Severity.CRITICAL]
+        work.note(EventType.WARNING, EventReason.STORM,
+                  f"{len(ids)} replicas lag at once ({', '.join(ids)}; stormReplicas "
+                  f"{work.spec.detection.storm_replicas}): throttling and escalating, "
+                  "no per-replica syncs", None)
+        work.memory = replace(work.memory, storm=True)
+    elif not storm and work.memory.storm:
+        work.memory = replace(work.memory, storm=False)

@@ -1,103 +1,136 @@
-"""Escalation: which level, why and who."""
+"""Escalation: which level, why and whom to call, from the replicas' state.
+
+Level 0 none, 1 cluster SRE, 2 distributed-systems engineer, 3 principal engineer.
+Each finding raises the level to at least its own; level 1 or 2 findings left
+unresolved for promoteAfterSeconds become level 2.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
-from controller.domain.conditions import (
-    EventReason,
-    EventType,
-    Reason,
-)
-from controller.domain.memory import (
-    Severity,
-    Step,
-)
+from controller.domain.conditions import EventReason, EventType, Reason
+from controller.domain.memory import Severity, Step
 from controller.domain.policy.plan import Escalation
-from controller.domain.policy.text import _f
-from controller.domain.policy.work import HOUR, _Work
+from controller.domain.policy.text import number_text
+from controller.domain.policy.work import HOUR, Work
 from controller.domain.spec import Spec
 
+NOTHING_NEEDS_A_HUMAN = "Nothing needs a human"
 
-def _escalation(w: _Work, blind: tuple[float, Reason] | None = None) -> Escalation:
-    """The level, why and who, from the replicas' state; `blind` is (seconds, why)
-    while the lag cannot be read."""
-    es = w.spec.escalation
-    level, reason, parts = 0, Reason.NOT_ESCALATED, []
-    for rid, rm in w.reps.items():
-        if rm.corrupted_at is not None:
-            parts.append(f"{rid} Merkle corruption")
-            if level < 3:
-                level, reason = 3, Reason.MERKLE_CORRUPTION
-        exhausted = rm.step is Step.EXHAUSTED or rm.rebuild_marked or (
-            rm.step is Step.REBUILD)
-        if exhausted and rm.severity is not Severity.NONE:
-            parts.append(f"{rid} ladder exhausted after {rm.sync_attempts} syncs"
-                         + (", marked for rebuild" if rm.rebuild_marked else ""))
-            if level < 2:
-                level, reason = 2, Reason.LADDER_EXHAUSTED
-        if rm.crash_loop and rm.severity is not Severity.NONE:
-            parts.append(f"{rid} crash loop during sync")
-            if level < 1:
-                level, reason = 1, Reason.CRASH_LOOP_DURING_SYNC
-        if rm.lag_escalated and rm.severity is not Severity.NONE:
-            shown = rm.shown_lag
-            parts.append(f"{rid} lag {_f(shown)} s over "
-                         f"{_f(w.spec.detection.escalation_lag_seconds)} s")
-            if level < 1:
-                level, reason = 1, Reason.LAG_ABOVE_ESCALATION_THRESHOLD
-    if w.mem.storm:
-        n = sum(1 for rm in w.reps.values() if rm.severity is Severity.CRITICAL)
-        parts.insert(0, f"{n} replicas lagging at once")
-        if level < 1:
-            level, reason = 1, Reason.REPLICA_STORM
+
+@dataclass
+class _Findings:
+    """The highest level found so far, its reason, and every finding's text."""
+
+    level: int = 0
+    reason: Reason = Reason.NOT_ESCALATED
+    parts: list[str] = field(default_factory=list)
+
+    def add(self, level: int, reason: Reason, text: str, *, first: bool = False) -> None:
+        if first:
+            self.parts.insert(0, text)
+        else:
+            self.parts.append(text)
+        if self.level < level:
+            self.level, self.reason = level, reason
+
+
+def blind_limit(spec: Spec) -> float:
+    """How long the lag may be unreadable before a human is called: the time in which
+    a critical replica would otherwise have been acted on (issue 14, item 7)."""
+    windows = spec.detection
+    return max(windows.critical.for_seconds, 3 * windows.poll_interval_seconds)
+
+
+def budget_frees_in(work: Work) -> float | None:
+    """Seconds until the cluster's budget has room again (None: not known here)."""
+    if work.budget_block is not Reason.CLUSTER_BUDGET_EXHAUSTED or not work.action_times:
+        return None
+    return max(0.0, min(work.action_times) + HOUR - work.now)
+
+
+def _replica_findings(work: Work, findings: _Findings) -> None:
+    """Corruption (3), an exhausted ladder (2), a crash loop or a lag over the escalation
+    threshold (1)."""
+    for rid, memory in work.replicas.items():
+        lagging = memory.severity is not Severity.NONE
+        if memory.corrupted_at is not None:
+            findings.add(3, Reason.MERKLE_CORRUPTION, f"{rid} Merkle corruption")
+        exhausted = memory.step in (Step.EXHAUSTED, Step.REBUILD) or memory.rebuild_marked
+        if exhausted and lagging:
+            findings.add(2, Reason.LADDER_EXHAUSTED,
+                         f"{rid} ladder exhausted after {memory.sync_attempts} syncs"
+                         + (", marked for rebuild" if memory.rebuild_marked else ""))
+        if memory.crash_loop and lagging:
+            findings.add(1, Reason.CRASH_LOOP_DURING_SYNC, f"{rid} crash loop during sync")
+        if memory.lag_escalated and lagging:
+            findings.add(1, Reason.LAG_ABOVE_ESCALATION_THRESHOLD,
+                         f"{rid} lag {number_text(memory.shown_lag)} s over "
+                         f"{number_text(work.spec.detection.escalation_lag_seconds)} s")
+
+
+def _cluster_findings(work: Work, findings: _Findings,
+                      blind: tuple[float, Reason] | None) -> None:
+    """A storm, a lag unreadable for too long, or critical replicas held by a budget (1)."""
+    critical = sorted(rid for rid, m in work.replicas.items()
+                      if m.severity is Severity.CRITICAL)
+    if work.memory.storm:
+        findings.add(1, Reason.REPLICA_STORM, f"{len(critical)} replicas lagging at once",
+                     first=True)
     if blind is not None:
-        parts.append(f"lag unreadable for {_f(blind[0])} s ({blind[1].value}); a critical "
-                     "replica would go unnoticed")
-        if level < 1:
-            level, reason = 1, Reason.BLIND_TOO_LONG
-    critical = sorted(rid for rid, rm in w.reps.items() if rm.severity is Severity.CRITICAL)
-    if w.budget_block is not None and critical:
-        frees = _budget_frees_in(w)
-        parts.append(f"{', '.join(critical)} critical with every step held by the "
+        findings.add(1, Reason.BLIND_TOO_LONG,
+                     f"lag unreadable for {number_text(blind[0])} s ({blind[1].value}); a "
+                     "critical replica would go unnoticed")
+    if work.budget_block is not None and critical:
+        frees = budget_frees_in(work)
+        findings.add(1, Reason.HELD_BY_BUDGET,
+                     f"{', '.join(critical)} critical with every step held by the "
                      + ("cluster's maxActionsPerHour"
-                        if w.budget_block is Reason.CLUSTER_BUDGET_EXHAUSTED
+                        if work.budget_block is Reason.CLUSTER_BUDGET_EXHAUSTED
                         else "operator-wide action budget")
-                     + (f" (frees in {_f(frees)} s)" if frees is not None else ""))
-        if level < 1:
-            level, reason = 1, Reason.HELD_BY_BUDGET
-    since = w.mem.escalated_since
-    if level == 0:
+                     + (f" (frees in {number_text(frees)} s)" if frees is not None else ""))
+
+
+def escalate(work: Work, blind: tuple[float, Reason] | None = None) -> Escalation:
+    """The level, why and who, from the replicas' state; `blind` is (seconds, why)
+    while the lag cannot be read. A rise or a new reason is an Event."""
+    findings = _Findings()
+    _replica_findings(work, findings)
+    _cluster_findings(work, findings, blind)
+    since = work.memory.escalated_since
+    if findings.level == 0:
         since = None
     elif since is None:
-        since = w.now
-    if 0 < level < 2 and since is not None and w.now - since >= es.promote_after_seconds:
-        parts.append(f"unresolved for {_f(w.now - since)} s")
-        level, reason = 2, Reason.ESCALATION_UNRESOLVED
-    contact = es.contact(level) if level else ""
-    message = (f"Level {level} ({contact}): " + "; ".join(parts)) if level else \
-        "Nothing needs a human"
-    old_level = w.mem.escalation_level
-    if level > old_level or (level and reason.value != w.mem.escalation_reason):
-        w.note(EventType.WARNING, EventReason.ESCALATED, message, None)
+        since = work.now
+    if (0 < findings.level < 2 and since is not None
+            and work.now - since >= work.spec.escalation.promote_after_seconds):
+        findings.parts.append(f"unresolved for {number_text(work.now - since)} s")
+        findings.level, findings.reason = 2, Reason.ESCALATION_UNRESOLVED
+    level, reason = findings.level, findings.reason
+    contact = work.spec.escalation.contact(level) if level else ""
+    message = (f"Level {level} ({contact}): " + "; ".join(findings.parts)) if level else \
+        NOTHING_NEEDS_A_HUMAN
+    old_level = work.memory.escalation_level
+    if level > old_level or (level and reason.value != work.memory.escalation_reason):
+        work.note(EventType.WARNING, EventReason.ESCALATED, message, None)
     elif level == 0 and old_level > 0:
-        w.note(EventType.NORMAL, EventReason.ESCALATION_CLEARED,
-               f"Escalation level {old_level} cleared", None)
-    w.mem = replace(w.mem, escalation_level=level,
-                    escalation_reason=reason.value if level else None,
-                    escalation_message=message if level else None, escalated_since=since)
+        work.note(EventType.NORMAL, EventReason.ESCALATION_CLEARED,
+                  f"Escalation level {old_level} cleared", None)
+    work.memory = replace(work.memory, escalation_level=level,
+                          escalation_reason=reason.value if level else None,
+                          escalation_message=message if level else None,
+                          escalated_since=since)
     return Escalation(level, reason, contact, message)
 
 
-def _budget_frees_in(w: _Work) -> float | None:
-    """Seconds until the cluster's budget has room again (None: not known here)."""
-    if w.budget_block is not Reason.CLUSTER_BUDGET_EXHAUSTED or not w.action_times:
-        return None
-    return max(0.0, min(w.action_times) + HOUR - w.now)
-
-
-def _blind_limit(spec: Spec) -> float:
-    """How long the lag may be unreadable before a human is called: the time in which
-    a critical replica would otherwise have been acted on (issue 14, item 7)."""
-    d = spec.detection
-    return max(d.critical.for_seconds, 3 * d.poll_interval_seconds)
+def standing_escalation(work: Work) -> Escalation:
+    """Briefly blind: the escalation stands as last seen."""
+    level = work.memory.escalation_level
+    return Escalation(
+        level,
+        Reason(work.memory.escalation_reason) if work.memory.escalation_reason
+        else Reason.NOT_ESCALATED,
+        work.spec.escalation.contact(level) if level else "",
+        work.memory.escalation_message or NOTHING_NEEDS_A_HUMAN,
+    )

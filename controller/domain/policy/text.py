@@ -1,15 +1,17 @@
-"""How numbers and rates read in messages."""
+"""How numbers and rates read in messages, conditions and Events."""
 
 from __future__ import annotations
 
 
-def _f(v: float | None) -> str:
-    if v is None:
+def number_text(value: float | None) -> str:
+    """A number as a human reads it: whole numbers without a decimal point."""
+    if value is None:
         return "unknown"
-    if float(v).is_integer():
-        return str(int(v))
-    return f"{v:.1f}"
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.1f}"
 
 
-def _rate_str(rate: int | None) -> str:
+def rate_text(rate: int | None) -> str:
+    """An ingestion limit; None is no limit."""
     return "unlimited" if rate is None else f"{rate}/s"

@@ -1,174 +1,192 @@
-"""Throttle and restore: the cluster-wide ingestion rate limit."""
+"""Throttle and restore: the cluster-wide ingestion rate limit.
+
+The throttle ladder step (steps/throttle.py) and a storm lower the limit one ladder
+rate at a time; once every replica has recovered, `restore` raises it through the
+restore ramp back to the rate in force before the episode.
+"""
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import replace
 
-from controller.domain.conditions import (
-    EventReason,
-    EventType,
-)
-from controller.domain.memory import (
-    ActionKind,
-    Severity,
-    ThrottleMemory,
-)
-from controller.domain.observation import (
-    UNKNOWN,
-)
+from controller.domain.conditions import EventReason, EventType
+from controller.domain.memory import ActionKind, Severity, ThrottleMemory
+from controller.domain.observation import UNKNOWN
+from controller.domain.policy.detection import is_draining
 from controller.domain.policy.plan import Outcome
-from controller.domain.policy.text import _f, _rate_str
-from controller.domain.policy.work import _draining, _short_deadline, _Work
+from controller.domain.policy.text import number_text, rate_text
+from controller.domain.policy.work import Work
 from controller.domain.spec import Spec
 
 
-def _ladder_rate(spec: Spec, base: int, index: int) -> int:
-    t = spec.remediation.throttle
-    return max(t.floor_assertions_per_sec, math.floor(base * t.ladder[index]))
+class Lowered(enum.Enum):
+    """What one attempt to lower the limit did."""
+
+    LOWERED = "lowered"  # a lower limit was proposed (or, in DryRun, would be)
+    AT_FLOOR = "at floor"  # no lower ladder rate is left
+    HELD = "held"  # a call awaits its outcome, or a safety gate held the call
 
 
-def _start_throttle(w: _Work) -> None:
-    if w.throttle.active:
-        if w.throttle.restoring:
-            w.throttle = replace(w.throttle, restoring=False, restore_index=-1)
+def ladder_rate(spec: Spec, base: int, index: int) -> int:
+    """The throttle ladder's rate at `index`: a fraction of `base`, never below the floor."""
+    throttle = spec.remediation.throttle
+    return max(throttle.floor_assertions_per_sec, math.floor(base * throttle.ladder[index]))
+
+
+def backpressure(work: Work, lag: float) -> bool:
+    """Lag above backpressure.lagSeconds throttles straight to the floor."""
+    settings = work.spec.remediation.backpressure
+    return settings.enabled and lag > settings.lag_seconds
+
+
+def _start_throttle(work: Work) -> None:
+    """Remember the limit in force before the first step (or that it is unknown)."""
+    if work.throttle.active:
+        if work.throttle.restoring:
+            work.throttle = replace(work.throttle, restoring=False, restore_index=-1)
         return
-    rl = w.obs.rate_limit
-    t = w.spec.remediation.throttle
-    if rl is UNKNOWN:
-        w.throttle = ThrottleMemory(active=True, rate_to_restore=None,
-                                    rate_to_restore_known=False,
-                                    base_rate=t.unlimited_baseline_assertions_per_sec)
-    elif rl is None:
-        w.throttle = ThrottleMemory(active=True, rate_to_restore=None,
-                                    base_rate=t.unlimited_baseline_assertions_per_sec)
+    limit = work.observation.rate_limit
+    settings = work.spec.remediation.throttle
+    if limit is UNKNOWN:
+        work.throttle = ThrottleMemory(active=True, rate_to_restore=None,
+                                       rate_to_restore_known=False,
+                                       base_rate=settings.unlimited_baseline_assertions_per_sec)
+    elif limit is None:
+        work.throttle = ThrottleMemory(active=True, rate_to_restore=None,
+                                       base_rate=settings.unlimited_baseline_assertions_per_sec)
     else:
-        assert isinstance(rl, int)
-        w.throttle = ThrottleMemory(active=True, rate_to_restore=rl, base_rate=rl,
-                                    current_rate=rl)
+        assert isinstance(limit, int)
+        work.throttle = ThrottleMemory(active=True, rate_to_restore=limit, base_rate=limit,
+                                       current_rate=limit)
 
 
-def _next_rate(w: _Work, to_floor: bool) -> int | None:
+def _next_rate(work: Work, to_floor: bool) -> int | None:
     """The next lower ladder rate below the current limit, or None when at the floor."""
-    t = w.spec.remediation.throttle
-    cur = w.throttle.current_rate
-    candidates = [_ladder_rate(w.spec, w.throttle.base_rate, i) for i in range(len(t.ladder))]
+    settings = work.spec.remediation.throttle
+    current = work.throttle.current_rate
+    candidates = [ladder_rate(work.spec, work.throttle.base_rate, i)
+                  for i in range(len(settings.ladder))]
     if to_floor:
-        candidates = [t.floor_assertions_per_sec]
-    for c in candidates:
-        if cur is None or c < cur:
-            return c
+        candidates = [settings.floor_assertions_per_sec]
+    for candidate in candidates:
+        if current is None or candidate < current:
+            return candidate
     return None
 
 
-def _throttle_once(w: _Work, why: str, lag_for_baseline: float, to_floor: bool = False) -> str:
-    """Lower the limit one step. Returns 'acted', 'floor' or 'held'."""
-    if w.pending_for(ActionKind.SET_RATE_LIMIT, None) is not None:
-        return "held"
-    was_active = w.throttle.active
-    saved = w.throttle
-    _start_throttle(w)
-    rate = _next_rate(w, to_floor)
+def lower_once(work: Work, why: str, lag_for_baseline: float, to_floor: bool = False) -> Lowered:
+    """Lower the limit one ladder rate (or straight to the floor)."""
+    if work.pending_intent(ActionKind.SET_RATE_LIMIT, None) is not None:
+        return Lowered.HELD
+    was_active = work.throttle.active
+    saved = work.throttle
+    _start_throttle(work)
+    rate = _next_rate(work, to_floor)
     if rate is None:
-        return "floor"
-    prev = w.throttle.current_rate
-    msg = (f"Set ingestion limit to {rate}/s (was {_rate_str(prev)}"
-           f"{'' if w.throttle.rate_to_restore_known else ', read-back unknown'}; "
-           f"floor {w.spec.remediation.throttle.floor_assertions_per_sec}/s): {why}")
-    dl = _short_deadline(w)
-    if w.propose(ActionKind.SET_RATE_LIMIT, EventReason.THROTTLE_STEP, msg, rate=rate,
-                 deadline=dl):
-        w.throttle = replace(w.throttle, current_rate=rate, step_at=w.now,
-                             baseline_lag=lag_for_baseline, reissue=False)
-        return "acted"
+        return Lowered.AT_FLOOR
+    previous = work.throttle.current_rate
+    message = (f"Set ingestion limit to {rate}/s (was {rate_text(previous)}"
+               f"{'' if work.throttle.rate_to_restore_known else ', read-back unknown'}; "
+               f"floor {work.spec.remediation.throttle.floor_assertions_per_sec}/s): {why}")
+    if work.propose(ActionKind.SET_RATE_LIMIT, EventReason.THROTTLE_STEP, message, rate=rate):
+        work.throttle = replace(work.throttle, current_rate=rate, step_at=work.now,
+                                baseline_lag=lag_for_baseline, reissue=False)
+        return Lowered.LOWERED
     if not was_active:
-        w.throttle = saved
-    return "held"
+        work.throttle = saved
+    return Lowered.HELD
 
 
-def _reissue_rate(w: _Work) -> None:
-    t = w.throttle
-    if not t.active or not t.reissue or w.pending_for(ActionKind.SET_RATE_LIMIT, None):
+def reissue_rate(work: Work) -> None:
+    """Issue the current limit again after a call that failed or was not confirmed."""
+    throttle = work.throttle
+    if (not throttle.active or not throttle.reissue
+            or work.pending_intent(ActionKind.SET_RATE_LIMIT, None)):
         return
-    if w.obs.rate_limit is not UNKNOWN and w.obs.rate_limit == t.current_rate:
-        w.throttle = replace(t, reissue=False)
+    limit = work.observation.rate_limit
+    if limit is not UNKNOWN and limit == throttle.current_rate:
+        work.throttle = replace(throttle, reissue=False)
         return
-    msg = f"Re-issue ingestion limit {_rate_str(t.current_rate)} (last call unconfirmed)"
-    dl = _short_deadline(w)
-    if w.propose(ActionKind.SET_RATE_LIMIT, EventReason.THROTTLE_STEP, msg,
-                 rate=t.current_rate, deadline=dl):
-        w.throttle = replace(w.throttle, reissue=False)
+    message = (f"Re-issue ingestion limit {rate_text(throttle.current_rate)} "
+               "(last call unconfirmed)")
+    if work.propose(ActionKind.SET_RATE_LIMIT, EventReason.THROTTLE_STEP, message,
+                    rate=throttle.current_rate):
+        work.throttle = replace(work.throttle, reissue=False)
 
 
-def _storm_throttle(w: _Work, lags: dict[str, float]) -> None:
-    _reissue_rate(w)
-    crit = {rid: lags[rid] for rid, rm in w.reps.items() if rm.severity is Severity.CRITICAL}
-    for rid in crit:
-        w.notice(rid, "storm", EventReason.STORM,
-                 f"{rid}: per-replica steps suspended while {len(crit)} replicas lag at once")
-    if not crit or not w.spec.remediation.throttle.enabled:
+def storm_throttle(work: Work, lags: dict[str, float]) -> None:
+    """In a storm: no per-replica steps; lower the limit while the worst lag does not drain."""
+    reissue_rate(work)
+    critical = {rid: lags[rid] for rid, m in work.replicas.items()
+                if m.severity is Severity.CRITICAL}
+    for rid in critical:
+        work.notice(rid, "storm", EventReason.STORM,
+                    f"{rid}: per-replica steps suspended while {len(critical)} replicas lag "
+                    "at once")
+    if not critical or not work.spec.remediation.throttle.enabled:
         return
-    worst = max(crit.values())
-    t = w.throttle
-    interval = w.spec.remediation.throttle.step_interval_seconds
-    if t.step_at is not None and w.now - t.step_at < interval:
+    worst = max(critical.values())
+    throttle = work.throttle
+    interval = work.spec.remediation.throttle.step_interval_seconds
+    if throttle.step_at is not None and work.now - throttle.step_at < interval:
         return
-    if t.step_at is not None and _draining(w.spec, t.baseline_lag, worst):
-        w.throttle = replace(t, step_at=w.now, baseline_lag=worst)
-        w.note(EventType.NORMAL, EventReason.STEP_WORKING,
-               f"Storm: worst lag drained from {_f(t.baseline_lag)} s to {_f(worst)} s; "
-               "holding the current limit", None)
+    if throttle.step_at is not None and is_draining(work.spec, throttle.baseline_lag, worst):
+        work.throttle = replace(throttle, step_at=work.now, baseline_lag=worst)
+        work.note(EventType.NORMAL, EventReason.STEP_WORKING,
+                  f"Storm: worst lag drained from {number_text(throttle.baseline_lag)} s to "
+                  f"{number_text(worst)} s; holding the current limit", None)
         return
-    bp = _backpressure(w, worst)
-    res = _throttle_once(w, f"{len(crit)} replicas lagging at once, worst {_f(worst)} s", worst,
-                         to_floor=bp)
-    if res == "floor" and w.cluster_notice != "storm-floor":
-        w.cluster_notice = "storm-floor"
-        w.note(EventType.WARNING, EventReason.THROTTLE_AT_FLOOR,
-               f"Storm: ingestion limit at the floor "
-               f"{w.spec.remediation.throttle.floor_assertions_per_sec}/s; worst lag "
-               f"{_f(worst)} s", None, Outcome.SKIPPED)
+    result = lower_once(work, f"{len(critical)} replicas lagging at once, worst "
+                              f"{number_text(worst)} s", worst,
+                        to_floor=backpressure(work, worst))
+    if result is Lowered.AT_FLOOR and work.cluster_notice != "storm-floor":
+        work.cluster_notice = "storm-floor"
+        work.note(EventType.WARNING, EventReason.THROTTLE_AT_FLOOR,
+                  f"Storm: ingestion limit at the floor "
+                  f"{work.spec.remediation.throttle.floor_assertions_per_sec}/s; worst lag "
+                  f"{number_text(worst)} s", None, Outcome.SKIPPED)
 
 
-def _backpressure(w: _Work, lag: float) -> bool:
-    bp = w.spec.remediation.backpressure
-    return bp.enabled and lag > bp.lag_seconds
-
-
-def _restore(w: _Work) -> None:
-    t = w.throttle
-    if not t.active:
+def restore(work: Work) -> None:
+    """After every replica recovered (and no storm): raise the limit one ramp step per
+    restoreStepSeconds, then restore the rate in force before the episode exactly."""
+    throttle = work.throttle
+    if not throttle.active:
         return
-    if any(rm.severity is not Severity.NONE for rm in w.reps.values()) or w.mem.storm:
-        _reissue_rate(w)
+    if (any(m.severity is not Severity.NONE for m in work.replicas.values())
+            or work.memory.storm):
+        reissue_rate(work)
         return
-    if w.pending_for(ActionKind.SET_RATE_LIMIT, None) is not None:
+    if work.pending_intent(ActionKind.SET_RATE_LIMIT, None) is not None:
         return
-    ts = w.spec.remediation.throttle
-    if t.restoring and t.step_at is not None and w.now - t.step_at < ts.restore_step_seconds:
+    settings = work.spec.remediation.throttle
+    if (throttle.restoring and throttle.step_at is not None
+            and work.now - throttle.step_at < settings.restore_step_seconds):
         return
-    base = t.rate_to_restore if t.rate_to_restore is not None else t.base_rate
-    cur = t.current_rate
-    idx = t.restore_index + 1
-    while idx < len(ts.restore_ramp):
-        target = math.floor(base * ts.restore_ramp[idx])
-        if cur is None or target > cur:
+    base = throttle.rate_to_restore if throttle.rate_to_restore is not None else throttle.base_rate
+    current = throttle.current_rate
+    index = throttle.restore_index + 1
+    while index < len(settings.restore_ramp):
+        target = math.floor(base * settings.restore_ramp[index])
+        if current is None or target > current:
             break
-        idx += 1
-    if idx < len(ts.restore_ramp):
-        target = math.floor(base * ts.restore_ramp[idx])
-        msg = (f"Raise ingestion limit to {target}/s (step {idx + 1} of "
-               f"{len(ts.restore_ramp) + 1} back to {_rate_str(t.rate_to_restore)})")
-        if w.propose(ActionKind.SET_RATE_LIMIT, EventReason.RATE_RESTORE_STEP, msg,
-                     rate=target, deadline=_short_deadline(w)):
-            w.throttle = replace(t, restoring=True, restore_index=idx, current_rate=target,
-                                 step_at=w.now)
+        index += 1
+    if index < len(settings.restore_ramp):
+        target = math.floor(base * settings.restore_ramp[index])
+        message = (f"Raise ingestion limit to {target}/s (step {index + 1} of "
+                   f"{len(settings.restore_ramp) + 1} back to "
+                   f"{rate_text(throttle.rate_to_restore)})")
+        if work.propose(ActionKind.SET_RATE_LIMIT, EventReason.RATE_RESTORE_STEP, message,
+                        rate=target):
+            work.throttle = replace(throttle, restoring=True, restore_index=index,
+                                    current_rate=target, step_at=work.now)
         return
-    final = t.rate_to_restore
-    msg = (f"Restore ingestion limit to {_rate_str(final)}"
-           + ("" if t.rate_to_restore_known else
-              " (the limit before the episode could not be read; removing the limit)")
-           + f", replacing {_rate_str(cur)}")
-    if w.propose(ActionKind.SET_RATE_LIMIT, EventReason.RATE_RESTORED, msg, rate=final,
-                 deadline=_short_deadline(w)):
-        w.throttle = ThrottleMemory()
+    final = throttle.rate_to_restore
+    message = (f"Restore ingestion limit to {rate_text(final)}"
+               + ("" if throttle.rate_to_restore_known else
+                  " (the limit before the episode could not be read; removing the limit)")
+               + f", replacing {rate_text(current)}")
+    if work.propose(ActionKind.SET_RATE_LIMIT, EventReason.RATE_RESTORED, message, rate=final):
+        work.throttle = ThrottleMemory()

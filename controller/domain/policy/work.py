@@ -1,55 +1,37 @@
-"""The mutable scratch state of one decide() call, and how it proposes an action."""
+"""The mutable scratch state of one decide() call, and the gates every action passes.
+
+`Work` collects what one poll decides (actions, Events, history, memory changes);
+`Work.propose` is the one way to take an action: it applies the mode, the pause
+and both action budgets, then records the intent before anything is performed.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from controller.domain.conditions import (
-    EventReason,
-    EventType,
-    Reason,
-)
-from controller.domain.memory import (
-    ActionKind,
-    HistoryEntry,
-    Intent,
-    Memory,
-    ReplicaMemory,
-)
-from controller.domain.observation import (
-    Observation,
-)
+from controller.domain.conditions import EventReason, EventType, Reason
+from controller.domain.memory import ActionKind, HistoryEntry, Intent, Memory, ReplicaMemory
+from controller.domain.observation import Observation
+from controller.domain.policy.actions import rules_for
 from controller.domain.policy.plan import Action, EventRecord, Outcome
 from controller.domain.spec import Mode, ReplicaSpec, Spec
 
 HOUR = 3600.0
-
-
 MIN_REQUEUE = 1.0
 
 
-def _draining(spec: Spec, baseline: float | None, lag: float) -> bool:
-    if baseline is None or baseline <= 0:
-        return False
-    return lag <= baseline * (1.0 - spec.remediation.drain_fraction)
-
-
-def _short_deadline(w: _Work) -> float:
-    """Deadline for an idempotent call's outcome (rate limit, rebuild mark)."""
-    return w.now + max(3 * w.spec.detection.poll_interval_seconds, 30.0)
-
-
-class _Work:
+class Work:
     """Mutable scratch state for one decide() call."""
 
     def __init__(
-        self, obs: Observation, spec: Spec, memory: Memory, now: float, budget: int
+        self, observation: Observation, spec: Spec, memory: Memory, now: float,
+        operator_budget: int,
     ) -> None:
-        self.obs = obs
+        self.observation = observation
         self.spec = spec
         self.now = now
-        self.mem = memory
-        self.operator_budget = budget
+        self.memory = memory
+        self.operator_budget = operator_budget
         self.actions: list[Action] = []
         self.events: list[EventRecord] = []
         self.history: list[HistoryEntry] = []
@@ -57,9 +39,10 @@ class _Work:
         self.pending = list(memory.pending)
         self.action_times = [t for t in memory.action_times if now - t < HOUR]
         self.throttle = memory.throttle
-        self.reps: dict[str, ReplicaMemory] = {}
-        for r in spec.replicas:
-            self.reps[r.id] = memory.replica(r.id) or ReplicaMemory(r.id)
+        self.replicas: dict[str, ReplicaMemory] = {}
+        for replica in spec.replicas:
+            self.replicas[replica.id] = (memory.replica(replica.id)
+                                         or ReplicaMemory(replica.id))
         self.mode = spec.remediation.mode
         self.paused = spec.remediation.paused
         self.acting = self.mode is Mode.AUTO and not self.paused
@@ -69,14 +52,15 @@ class _Work:
         self.suppressed: list[tuple[ActionKind | None, Reason]] = []
 
     # events / history -------------------------------------------------------
-    def event(self, etype: EventType, reason: EventReason, message: str) -> None:
-        self.events.append(EventRecord(etype, reason, message))
+    def event(self, event_type: EventType, reason: EventReason, message: str) -> None:
+        self.events.append(EventRecord(event_type, reason, message))
 
     def note(
-        self, etype: EventType, reason: EventReason, message: str, replica: str | None,
+        self, event_type: EventType, reason: EventReason, message: str, replica: str | None,
         outcome: Outcome = Outcome.NOTE, kind: str | None = None,
     ) -> None:
-        self.event(etype, reason, message)
+        """An Event and a history entry."""
+        self.event(event_type, reason, message)
         self.history.append(
             HistoryEntry(self.now, kind or reason.value, replica, reason.value, message,
                          outcome.value)
@@ -84,24 +68,26 @@ class _Work:
 
     def notice(
         self, replica: str, key: str, reason: EventReason, message: str,
-        etype: EventType = EventType.NORMAL,
+        event_type: EventType = EventType.NORMAL,
     ) -> None:
         """A skip / hold explanation, reported once per distinct key."""
-        rm = self.reps[replica]
-        if rm.last_notice == key:
+        replica_memory = self.replicas[replica]
+        if replica_memory.last_notice == key:
             return
-        self.reps[replica] = replace(rm, last_notice=key)
-        self.note(etype, reason, message, replica, Outcome.SKIPPED)
+        self.replicas[replica] = replace(replica_memory, last_notice=key)
+        self.note(event_type, reason, message, replica, Outcome.SKIPPED)
 
-    def upd(self, replica: str, **changes: object) -> ReplicaMemory:
-        rm = replace(self.reps[replica], **changes)  # type: ignore[arg-type]
-        self.reps[replica] = rm
-        return rm
+    def update_replica(self, replica: str, **changes: object) -> ReplicaMemory:
+        """Change one replica's memory; returns the new memory."""
+        updated = replace(self.replicas[replica], **changes)  # type: ignore[arg-type]
+        self.replicas[replica] = updated
+        return updated
 
-    def pending_for(self, kind: ActionKind | None, replica: str | None) -> Intent | None:
-        for i in self.pending:
-            if (kind is None or i.kind is kind) and i.replica_id == replica:
-                return i
+    def pending_intent(self, kind: ActionKind | None, replica: str | None) -> Intent | None:
+        """The intent of this kind (any kind when None) on this replica awaiting its outcome."""
+        for intent in self.pending:
+            if (kind is None or intent.kind is kind) and intent.replica_id == replica:
+                return intent
         return None
 
     # actions ----------------------------------------------------------------
@@ -113,59 +99,65 @@ class _Work:
         *,
         replica: ReplicaSpec | None = None,
         rate: int | None = None,
-        deadline: float,
     ) -> bool:
         """Try to take an action. Returns True if it is taken (or, in DryRun, would be),
         in which case the caller advances the ladder; False if a safety gate held it."""
-        rid = replica.id if replica else None
-        if rid is not None and rid == self.spec.primary.id:  # pragma: no cover - spec forbids
-            return False
+        replica_id = replica.id if replica else None
+        if replica_id is not None and replica_id == self.spec.primary.id:  # pragma: no cover
+            return False  # the spec forbids a replica with the primary's id
         if self.dry_run:
             self.suppressed.append((kind, Reason.DRY_RUN_MODE))
-            msg = f"would {message[0].lower()}{message[1:]}"
-            self.note(EventType.NORMAL, EventReason.WOULD_ACT, msg, rid, Outcome.WOULD_DO,
-                      kind.value)
-            if rid is not None:
-                self.upd(rid, last_action=kind.value, last_notice=None)
+            would = f"would {message[0].lower()}{message[1:]}"
+            self.note(EventType.NORMAL, EventReason.WOULD_ACT, would, replica_id,
+                      Outcome.WOULD_DO, kind.value)
+            if replica_id is not None:
+                self.update_replica(replica_id, last_action=kind.value, last_notice=None)
             return True
         if not self.acting:
             self.suppressed.append(
                 (kind, Reason.PAUSED if self.paused else Reason.OBSERVE_MODE))
             return False
-        cluster_left = self.spec.remediation.max_actions_per_hour - len(self.action_times)
-        block: Reason | None = None
-        if cluster_left <= 0:
+        if self._held_by_budget(kind, replica_id):
+            return False
+        rules = rules_for(kind)
+        self.seq += 1
+        key = f"{kind.value}-{replica_id or 'cluster'}-{self.seq}"
+        agent = rules.agent_of(replica)
+        self.actions.append(Action(kind, key, reason, message, replica_id, agent, rate))
+        self.pending.append(Intent(key, kind, replica_id, agent, rate, self.now,
+                                   rules.deadline(self.spec, self.now)))
+        self.action_times.append(self.now)
+        self.operator_budget -= 1
+        self.event(rules.event_type, reason, message)
+        self.history.append(
+            HistoryEntry(self.now, kind.value, replica_id, reason.value, message,
+                         Outcome.PENDING.value, key)
+        )
+        if replica_id is not None:
+            self.update_replica(replica_id, last_action=kind.value, last_notice=None)
+        return True
+
+    def _held_by_budget(self, kind: ActionKind, replica_id: str | None) -> bool:
+        """The cluster's maxActionsPerHour or the operator-wide budget holds the action
+        (reported once per kind and replica)."""
+        limit = self.spec.remediation.max_actions_per_hour
+        if limit - len(self.action_times) <= 0:
             block = Reason.CLUSTER_BUDGET_EXHAUSTED
             why = (f"{len(self.action_times)} actions in the last hour reached "
-                   f"maxActionsPerHour {self.spec.remediation.max_actions_per_hour}")
+                   f"maxActionsPerHour {limit}")
         elif self.operator_budget <= 0:
             block = Reason.OPERATOR_BUDGET_EXHAUSTED
             why = "the operator-wide action budget is used up"
-        if block is not None:
-            self.budget_block = block
-            self.suppressed.append((kind, block))
-            text = f"Skipped {kind.value}{' on ' + rid if rid else ''}: {why}"
-            if rid is not None:
-                self.notice(rid, f"budget:{kind.value}", EventReason.ACTION_SKIPPED, text,
-                            EventType.WARNING)
-            elif self.cluster_notice != f"budget:{kind.value}":
-                self.cluster_notice = f"budget:{kind.value}"
-                self.note(EventType.WARNING, EventReason.ACTION_SKIPPED, text, None,
-                          Outcome.SKIPPED)
+        else:
             return False
-        self.seq += 1
-        key = f"{kind.value}-{rid or 'cluster'}-{self.seq}"
-        agent = replica.agent_id if (replica and kind is ActionKind.RESET_BREAKER) else None
-        self.actions.append(Action(kind, key, reason, message, rid, agent, rate))
-        self.pending.append(Intent(key, kind, rid, agent, rate, self.now, deadline))
-        self.action_times.append(self.now)
-        self.operator_budget -= 1
-        etype = EventType.WARNING if kind is ActionKind.MARK_REBUILD else EventType.NORMAL
-        self.event(etype, reason, message)
-        self.history.append(
-            HistoryEntry(self.now, kind.value, rid, reason.value, message,
-                         Outcome.PENDING.value, key)
-        )
-        if rid is not None:
-            self.upd(rid, last_action=kind.value, last_notice=None)
+        self.budget_block = block
+        self.suppressed.append((kind, block))
+        text = f"Skipped {kind.value}{' on ' + replica_id if replica_id else ''}: {why}"
+        if replica_id is not None:
+            self.notice(replica_id, f"budget:{kind.value}", EventReason.ACTION_SKIPPED, text,
+                        EventType.WARNING)
+        elif self.cluster_notice != f"budget:{kind.value}":
+            self.cluster_notice = f"budget:{kind.value}"
+            self.note(EventType.WARNING, EventReason.ACTION_SKIPPED, text, None,
+                      Outcome.SKIPPED)
         return True
