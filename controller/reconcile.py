@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, assert_never
 
 import structlog
 
@@ -437,25 +437,33 @@ class Reconciler:
     async def _perform(
         self, key: ClusterKey, spec: Spec, creds: Credentials, base: str, action: Action
     ) -> str:
-        if action.kind is ActionKind.RESET_BREAKER:
-            reset = await self.stemedb.reset_breaker(base, str(action.agent_id), creds)
-            return "" if reset.was_tripped else "breaker was no longer tripped"
-        if action.kind is ActionKind.SET_RATE_LIMIT:
-            await self.stemedb.set_rate_limit(base, action.rate, creds)
-            return ""
-        if action.kind is ActionKind.FORCE_SYNC:
-            started = await self.stemedb.force_sync(base, str(action.replica_id), creds)
-            return f"sync {started.sync_id}" if started.sync_id else ""
-        if action.kind is ActionKind.MARK_REBUILD:
-            replica = next((r for r in spec.replicas if r.id == action.replica_id), None)
-            if replica is not None and replica.pod_name:
-                await self.kube.annotate_pod(key.namespace, replica.pod_name, {
-                    REBUILD_ANNOTATION: "true",
-                    REBUILD_REASON_ANNOTATION: action.message[:250],
-                })
-                return f"Pod {replica.pod_name} annotated"
-            return "no podRef; marked in status only"
-        raise AssertionError(f"unknown action kind {action.kind}")
+        """Make the admin (or Kubernetes) call for one action; returns a detail for
+        history. The policy's side of each kind is in controller/domain/policy/actions.py."""
+        match action.kind:
+            case ActionKind.RESET_BREAKER:
+                reset = await self.stemedb.reset_breaker(base, str(action.agent_id), creds)
+                return "" if reset.was_tripped else "breaker was no longer tripped"
+            case ActionKind.SET_RATE_LIMIT:
+                await self.stemedb.set_rate_limit(base, action.rate, creds)
+                return ""
+            case ActionKind.FORCE_SYNC:
+                started = await self.stemedb.force_sync(base, str(action.replica_id), creds)
+                return f"sync {started.sync_id}" if started.sync_id else ""
+            case ActionKind.MARK_REBUILD:
+                return await self._mark_rebuild(key, spec, action)
+            case _:  # pragma: no cover - mypy proves this unreachable
+                assert_never(action.kind)
+
+    async def _mark_rebuild(self, key: ClusterKey, spec: Spec, action: Action) -> str:
+        """Annotate the replica's Pod for the rebuild tooling, when it has a podRef."""
+        replica = next((r for r in spec.replicas if r.id == action.replica_id), None)
+        if replica is not None and replica.pod_name:
+            await self.kube.annotate_pod(key.namespace, replica.pod_name, {
+                REBUILD_ANNOTATION: "true",
+                REBUILD_REASON_ANNOTATION: action.message[:250],
+            })
+            return f"Pod {replica.pod_name} annotated"
+        return "no podRef; marked in status only"
 
     # -------------------------------------------------------------- report
     def _load_memory(
