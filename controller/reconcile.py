@@ -199,20 +199,10 @@ class Reconciler:
         creds, creds_error = await self._credentials(key, spec)
         observation, creds = await self._observe(key, spec, memory, creds, creds_error, body,
                                                  now)
-        refused = [SpecProblem(*r.source.detail.split(": ", 1))
-                   for r in observation.replicas
-                   if r.source is not None and r.source.state is SourceState.DENIED
-                   and ": " in r.source.detail]
-        if refused:
-            # A replica's metricsUrl resolved to a denied address: the spec points
-            # somewhere the operator may not go; act on nothing until it is fixed.
-            await self._report_invalid(key, body, refused, Reason.DESTINATION_DENIED, now,
-                                       generation)
-            return spec.detection.poll_interval_seconds
-        contradictions = spec_contradictions(spec, observation)
-        if contradictions:
-            await self._report_invalid(key, body, contradictions,
-                                       Reason.SPEC_CONTRADICTS_CLUSTER, now, generation)
+        refusal = _refusal(spec, observation)
+        if refusal is not None:
+            problems, reason = refusal
+            await self._report_invalid(key, body, problems, reason, now, generation)
             return spec.detection.poll_interval_seconds
         self.metrics.set_lag(
             key.namespace, key.name, {r.replica_id: r.lag_seconds for r in observation.replicas}
@@ -225,23 +215,11 @@ class Reconciler:
         if plan.memory != memory:  # else keep the instance that caches its text
             memory = plan.memory
         if plan.actions:
-            # Intent first: a restarted operator must find what was about to happen.
-            try:
-                await self._write_status(key, body, spec, memory, plan.conditions,
-                                         generation, now)
-            except KubeError as err:
-                log.warning("intent not recorded; no action this poll",
-                            namespace=key.namespace, name=key.name, error=str(err))
+            acted = await self._carry_out(key, body, spec, creds, plan.actions, memory,
+                                          plan.conditions, generation, now)
+            if acted is None:
                 return spec.detection.poll_interval_seconds
-            for action in plan.actions:
-                outcome = await self._act(key, spec, creds, action)
-                self.budget.spend(now)
-                memory = record_outcome(memory, action.idempotency_key, outcome, self.clock())
-                if not outcome.ok:
-                    self.post_event(body, EventType.WARNING.value, EventReason.ACTION_FAILED,
-                                    f"{action.kind.value}"
-                                    f"{' on ' + action.replica_id if action.replica_id else ''}"
-                                    f" failed: {outcome.detail}")
+            memory = acted
         for event in plan.events:
             self.post_event(body, event.type.value, event.reason, event.message)
         for kind, gate in plan.suppressed:
@@ -256,6 +234,31 @@ class Reconciler:
             log.warning("status not written", namespace=key.namespace, name=key.name,
                         error=str(err))
         return max(0.5, plan.requeue_after)
+
+    async def _carry_out(
+        self, key: ClusterKey, body: Mapping[str, Any], spec: Spec, creds: Credentials,
+        actions: Sequence[Action], memory: Memory, conditions: tuple[Condition, ...],
+        generation: int, now: float,
+    ) -> Memory | None:
+        """Intent first (a restarted operator must find what was about to happen), then
+        each action with its outcome recorded; None when the intent could not be written
+        (then nothing is called this poll)."""
+        try:
+            await self._write_status(key, body, spec, memory, conditions, generation, now)
+        except KubeError as err:
+            log.warning("intent not recorded; no action this poll",
+                        namespace=key.namespace, name=key.name, error=str(err))
+            return None
+        for action in actions:
+            outcome = await self._act(key, spec, creds, action)
+            self.budget.spend(now)
+            memory = record_outcome(memory, action.idempotency_key, outcome, self.clock())
+            if not outcome.ok:
+                self.post_event(body, EventType.WARNING.value, EventReason.ACTION_FAILED,
+                                f"{action.kind.value}"
+                                f"{' on ' + action.replica_id if action.replica_id else ''}"
+                                f" failed: {outcome.detail}")
+        return memory
 
     def _denied_urls(self, key: ClusterKey, spec: Spec) -> tuple[SpecProblem, ...]:
         """The spec's URLs written as addresses the destination policy denies
@@ -581,6 +584,23 @@ class Reconciler:
             self.metrics.count_action(ActionKind.SET_RATE_LIMIT.value, "success")
             return (f"restored the ingestion rate limit to "
                     f"{'unlimited' if rate is None else f'{rate}/s'} before deletion")
+
+
+def _refusal(
+    spec: Spec, observation: Observation
+) -> tuple[Sequence[SpecProblem], Reason] | None:
+    """Why this poll may act on nothing although the spec parsed: a replica's metricsUrl
+    resolved to a denied address, or the spec contradicts what the cluster reports."""
+    refused = [SpecProblem(*r.source.detail.split(": ", 1))
+               for r in observation.replicas
+               if r.source is not None and r.source.state is SourceState.DENIED
+               and ": " in r.source.detail]
+    if refused:
+        return refused, Reason.DESTINATION_DENIED
+    contradictions = spec_contradictions(spec, observation)
+    if contradictions:
+        return contradictions, Reason.SPEC_CONTRADICTS_CLUSTER
+    return None
 
 
 def _same(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
