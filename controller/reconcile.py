@@ -626,20 +626,20 @@ def _primary_observation(
     spec: Spec, scrape: PrimaryScrape, now: float, approvals: frozenset[str]
 ) -> Observation:
     replicas = []
-    for r in spec.replicas:
-        s = scrape.replicas.get(r.id)
-        if s is None:
-            replicas.append(ReplicaObservation(r.id))
+    for replica in spec.replicas:
+        scraped = scrape.replicas.get(replica.id)
+        if scraped is None:
+            replicas.append(ReplicaObservation(replica.id))
             continue
         replicas.append(ReplicaObservation(
-            replica_id=r.id,
-            lag_seconds=s.lag_seconds,
-            sync_running=s.sync_running,
-            sync_progress=s.sync_progress,
-            sync_errors_total=s.sync_errors_total,
-            sync_corruption_total=s.sync_corruption_total,
-            restarts_total=s.restarts_total,
-            agent_id=s.agent_id,
+            replica_id=replica.id,
+            lag_seconds=scraped.lag_seconds,
+            sync_running=scraped.sync_running,
+            sync_progress=scraped.sync_progress,
+            sync_errors_total=scraped.sync_errors_total,
+            sync_corruption_total=scraped.sync_corruption_total,
+            restarts_total=scraped.restarts_total,
+            agent_id=scraped.agent_id,
         ))
     rate: RateLimit = _as_rate(scrape.rate_limit) if scrape.rate_limit_reported else UNKNOWN
     return Observation(

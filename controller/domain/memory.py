@@ -213,15 +213,17 @@ def _to_json(obj: Any) -> Any:
     return obj
 
 
-def _num(v: Any) -> float | None:
-    if v is None:
+def _num(value: Any) -> float | None:
+    if value is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise MemoryFormatError(f"expected a number, got {v!r}")
-    return float(v)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MemoryFormatError(f"expected a number, got {value!r}")
+    return float(value)
 
 
-def _build(cls: type[Any], data: Any, conv: dict[str, Any]) -> Any:
+def _build(cls: type[Any], data: Any, converters: dict[str, Any]) -> Any:
+    """An instance of the dataclass `cls` from its camelCase JSON object, each field
+    passed through its converter."""
     if not isinstance(data, dict):
         raise MemoryFormatError(f"{cls.__name__} must be an object")
     kwargs: dict[str, Any] = {}
@@ -234,8 +236,8 @@ def _build(cls: type[Any], data: Any, conv: dict[str, Any]) -> Any:
                 kwargs[f.name] = None
             continue
         value = data[key]
-        fn = conv.get(f.name)
-        kwargs[f.name] = fn(value) if fn is not None and value is not None else value
+        convert = converters.get(f.name)
+        kwargs[f.name] = convert(value) if convert is not None and value is not None else value
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:  # pragma: no cover - defensive
@@ -252,9 +254,10 @@ _FLOAT_FIELDS = {
 
 
 def _conv_for(cls: type[Any], extra: dict[str, Any]) -> dict[str, Any]:
-    conv: dict[str, Any] = {f.name: _num for f in fields(cls) if f.name in _FLOAT_FIELDS}
-    conv.update(extra)
-    return conv
+    """Numbers for the float fields of `cls`, plus `extra` converters."""
+    converters: dict[str, Any] = {f.name: _num for f in fields(cls) if f.name in _FLOAT_FIELDS}
+    converters.update(extra)
+    return converters
 
 
 def memory_from_json(data: Any) -> Memory:
@@ -263,33 +266,37 @@ def memory_from_json(data: Any) -> Memory:
     if data.get("version") != MEMORY_VERSION:
         raise MemoryFormatError(f"unsupported memory version {data.get('version')!r}")
 
-    def enum_of(e: type[enum.Enum]) -> Any:
-        def conv(v: Any) -> Any:
+    def enum_of(enum_type: type[enum.Enum]) -> Any:
+        def convert(value: Any) -> Any:
             try:
-                return e(v)
+                return enum_type(value)
             except ValueError as exc:
                 raise MemoryFormatError(str(exc)) from exc
 
-        return conv
+        return convert
 
-    def many(fn: Any) -> Any:
-        def conv(v: Any) -> Any:
-            if not isinstance(v, list):
+    def many(convert_one: Any) -> Any:
+        def convert(value: Any) -> Any:
+            if not isinstance(value, list):
                 raise MemoryFormatError("expected a list")
-            return tuple(fn(x) for x in v)
+            return tuple(convert_one(item) for item in value)
 
-        return conv
+        return convert
 
-    replica = lambda d: _build(  # noqa: E731
-        ReplicaMemory, d,
-        _conv_for(ReplicaMemory, {"severity": enum_of(Severity), "step": enum_of(Step)}),
-    )
-    intent = lambda d: _build(  # noqa: E731
-        Intent, d, _conv_for(Intent, {"kind": enum_of(ActionKind)})
-    )
-    hist = lambda d: _build(HistoryEntry, d, _conv_for(HistoryEntry, {}))  # noqa: E731
-    throttle = lambda d: _build(ThrottleMemory, d, _conv_for(ThrottleMemory, {}))  # noqa: E731
-    mem: Memory = _build(
+    def replica(item: Any) -> Any:
+        return _build(ReplicaMemory, item, _conv_for(
+            ReplicaMemory, {"severity": enum_of(Severity), "step": enum_of(Step)}))
+
+    def intent(item: Any) -> Any:
+        return _build(Intent, item, _conv_for(Intent, {"kind": enum_of(ActionKind)}))
+
+    def history_entry(item: Any) -> Any:
+        return _build(HistoryEntry, item, _conv_for(HistoryEntry, {}))
+
+    def throttle(item: Any) -> Any:
+        return _build(ThrottleMemory, item, _conv_for(ThrottleMemory, {}))
+
+    memory: Memory = _build(
         Memory,
         data,
         _conv_for(
@@ -299,8 +306,8 @@ def memory_from_json(data: Any) -> Memory:
                 "throttle": throttle,
                 "pending": many(intent),
                 "action_times": many(_num),
-                "history": many(hist),
+                "history": many(history_entry),
             },
         ),
     )
-    return mem
+    return memory
