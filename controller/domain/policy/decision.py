@@ -60,7 +60,7 @@ def decide(
             for replica in spec.replicas:
                 run_ladder(work, replica, observation.replica(replica.id), lags)
         restore(work)
-    elif any(m.severity is not Severity.NONE for m in work.replicas.values()):
+    elif work.lagging_ids():
         _explain_no_action(work, lags)
     return finish(work, metrics=None)
 

@@ -75,8 +75,7 @@ def metrics_problem(
 
 def storm_now(work: Work) -> bool:
     """At least stormReplicas replicas are critical at once."""
-    critical = sum(1 for m in work.replicas.values() if m.severity is Severity.CRITICAL)
-    return critical >= work.spec.detection.storm_replicas
+    return len(work.critical_ids()) >= work.spec.detection.storm_replicas
 
 
 def _since(started: float | None, now: float, above: bool) -> float | None:
@@ -202,7 +201,7 @@ def detect_storm(work: Work) -> None:
     """Enter or leave the storm state; entering it is reported once."""
     storm = storm_now(work)
     if storm and not work.memory.storm:
-        ids = [rid for rid, m in work.replicas.items() if m.severity is Severity.CRITICAL]
+        ids = work.critical_ids()
         work.note(EventType.WARNING, EventReason.STORM,
                   f"{len(ids)} replicas lag at once ({', '.join(ids)}; stormReplicas "
                   f"{work.spec.detection.storm_replicas}): throttling and escalating, "

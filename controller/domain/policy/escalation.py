@@ -73,8 +73,7 @@ def _replica_findings(work: Work, findings: _Findings) -> None:
 def _cluster_findings(work: Work, findings: _Findings,
                       blind: tuple[float, Reason] | None) -> None:
     """A storm, a lag unreadable for too long, or critical replicas held by a budget (1)."""
-    critical = sorted(rid for rid, m in work.replicas.items()
-                      if m.severity is Severity.CRITICAL)
+    critical = sorted(work.critical_ids())
     if work.memory.storm:
         findings.add(1, Reason.REPLICA_STORM, f"{len(critical)} replicas lagging at once",
                      first=True)

@@ -38,11 +38,11 @@ def _remediating(work: Work) -> tuple[Reason, str]:
         return declared.remediating(work, replica_id)
     throttle = work.throttle
     if throttle.active:
-        if not any(m.severity is not Severity.NONE for m in work.replicas.values()):
+        if not work.lagging_ids():
             return Reason.RESTORING_RATE, (f"Limit {rate_text(throttle.current_rate)}, "
                                            f"restoring to {rate_text(throttle.rate_to_restore)}")
         return Reason.THROTTLING, f"Limit {rate_text(throttle.current_rate)}"
-    if any(m.severity is Severity.CRITICAL for m in work.replicas.values()):
+    if work.critical_ids():
         return Reason.HOLDING, "Replicas are critical but no step is running"
     return Reason.IDLE, "No runbook step is running"
 
@@ -50,11 +50,11 @@ def _remediating(work: Work) -> tuple[Reason, str]:
 def _degraded(work: Work) -> Condition:
     spec, replicas = work.spec, work.replicas
     count = len(spec.replicas)
-    lagging = [rid for rid, m in replicas.items() if m.severity is not Severity.NONE]
-    critical = [rid for rid, m in replicas.items() if m.severity is Severity.CRITICAL]
+    lagging = work.lagging_ids()
+    critical = work.critical_ids()
 
     def lags_of(ids: list[str]) -> str:
-        return ", ".join(f"{i} {number_text(replicas[i].shown_lag)} s" for i in ids)
+        return ", ".join(f"{rid} {number_text(replicas[rid].shown_lag)} s" for rid in ids)
 
     if critical:
         return Condition(ConditionType.DEGRADED, True, Reason.LAG_CRITICAL,
@@ -101,7 +101,7 @@ def _remediation_allowed(work: Work, metrics_ok: bool) -> Condition:
 
 def _ready(work: Work, metrics_ok: bool, escalation: Escalation) -> Condition:
     count = len(work.spec.replicas)
-    lagging = sum(1 for m in work.replicas.values() if m.severity is not Severity.NONE)
+    lagging = len(work.lagging_ids())
     if not metrics_ok:
         return Condition(ConditionType.READY, False, Reason.METRICS_UNAVAILABLE,
                          "Metrics are missing or stale")
@@ -170,13 +170,14 @@ def _requeue(work: Work) -> float:
     `for` window ends first."""
     windows = work.spec.detection
     poll = windows.poll_interval_seconds
-    deadlines: list[float] = [i.deadline for i in work.pending]
-    for m in work.replicas.values():
-        if m.above_warning_since is not None and m.severity is Severity.NONE:
-            deadlines.append(m.above_warning_since + windows.warning.for_seconds)
-        if m.above_critical_since is not None and m.severity is not Severity.CRITICAL:
-            deadlines.append(m.above_critical_since + windows.critical.for_seconds)
-        if m.below_recovery_since is not None and m.severity is not Severity.NONE:
-            deadlines.append(m.below_recovery_since + windows.recovery.for_seconds)
+    deadlines: list[float] = [intent.deadline for intent in work.pending]
+    for replica in work.replicas.values():
+        if replica.above_warning_since is not None and replica.severity is Severity.NONE:
+            deadlines.append(replica.above_warning_since + windows.warning.for_seconds)
+        if (replica.above_critical_since is not None
+                and replica.severity is not Severity.CRITICAL):
+            deadlines.append(replica.above_critical_since + windows.critical.for_seconds)
+        if replica.below_recovery_since is not None and replica.severity is not Severity.NONE:
+            deadlines.append(replica.below_recovery_since + windows.recovery.for_seconds)
     future = [t - work.now for t in deadlines if t > work.now]
     return max(MIN_REQUEUE, min([poll, *future]))

@@ -12,7 +12,7 @@ import math
 from dataclasses import replace
 
 from controller.domain.conditions import EventReason, EventType
-from controller.domain.memory import ActionKind, Severity, ThrottleMemory
+from controller.domain.memory import ActionKind, ThrottleMemory
 from controller.domain.observation import UNKNOWN
 from controller.domain.policy.detection import is_draining
 from controller.domain.policy.plan import Outcome
@@ -119,8 +119,7 @@ def reissue_rate(work: Work) -> None:
 def storm_throttle(work: Work, lags: dict[str, float]) -> None:
     """In a storm: no per-replica steps; lower the limit while the worst lag does not drain."""
     reissue_rate(work)
-    critical = {rid: lags[rid] for rid, m in work.replicas.items()
-                if m.severity is Severity.CRITICAL}
+    critical = {rid: lags[rid] for rid in work.critical_ids()}
     for rid in critical:
         work.notice(rid, "storm", EventReason.STORM,
                     f"{rid}: per-replica steps suspended while {len(critical)} replicas lag "
@@ -155,8 +154,7 @@ def restore(work: Work) -> None:
     throttle = work.throttle
     if not throttle.active:
         return
-    if (any(m.severity is not Severity.NONE for m in work.replicas.values())
-            or work.memory.storm):
+    if work.lagging_ids() or work.memory.storm:
         reissue_rate(work)
         return
     if work.pending_intent(ActionKind.SET_RATE_LIMIT, None) is not None:

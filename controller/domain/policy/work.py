@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from controller.domain.conditions import EventReason, EventType, Reason
-from controller.domain.memory import ActionKind, HistoryEntry, Intent, Memory, ReplicaMemory
+from controller.domain.memory import (
+    ActionKind,
+    HistoryEntry,
+    Intent,
+    Memory,
+    ReplicaMemory,
+    Severity,
+)
 from controller.domain.observation import Observation
 from controller.domain.policy.actions import rules_for
 from controller.domain.policy.plan import Action, EventRecord, Outcome
@@ -50,6 +57,16 @@ class Work:
         self.budget_block: Reason | None = None
         self.cluster_notice = memory.last_notice
         self.suppressed: list[tuple[ActionKind | None, Reason]] = []
+
+    def lagging_ids(self) -> list[str]:
+        """The replicas in an episode (warning or critical), in spec order."""
+        return [rid for rid, memory in self.replicas.items()
+                if memory.severity is not Severity.NONE]
+
+    def critical_ids(self) -> list[str]:
+        """The critical replicas, in spec order."""
+        return [rid for rid, memory in self.replicas.items()
+                if memory.severity is Severity.CRITICAL]
 
     # events / history -------------------------------------------------------
     def event(self, event_type: EventType, reason: EventReason, message: str) -> None:

@@ -40,15 +40,15 @@ class Rebuild(LadderStep):
 
     def act(self, ctx: StepContext) -> Progress:
         work, replica_id = ctx.work, ctx.replica.id
-        marked = sum(1 for m in work.replicas.values() if m.rebuild_marked)
+        marked = sum(1 for other in work.replicas.values() if other.rebuild_marked)
         limit = work.spec.remediation.max_concurrent_rebuilds
         if marked >= limit:
             work.notice(replica_id, "rebuild-limit", EventReason.ACTION_SKIPPED,
                         f"{replica_id}: not marked for rebuild, {marked} replicas already "
                         f"marked (maxConcurrentRebuilds {limit})", EventType.WARNING)
             return Progress.WAIT
-        in_sync = sum(1 for rid, m in work.replicas.items()
-                      if rid != replica_id and is_in_sync(work.spec, m, ctx.lags.get(rid)))
+        in_sync = sum(1 for rid, other in work.replicas.items()
+                      if rid != replica_id and is_in_sync(work.spec, other, ctx.lags.get(rid)))
         need = work.spec.remediation.min_in_sync_replicas
         if in_sync < need:
             work.notice(replica_id, "rebuild-last-in-sync", EventReason.ACTION_SKIPPED,
