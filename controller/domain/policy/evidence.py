@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from controller.domain.memory import ActionKind, Memory, ReplicaMemory, Severity, Step
 from controller.domain.observation import Evidence, Observation
+from controller.domain.policy.ladder import not_past
 from controller.domain.spec import Spec
 
 
@@ -29,7 +30,7 @@ def evidence_needed(spec: Spec, memory: Memory, primary_only_observation: Observ
         if above_warning or in_episode or remembered.corrupted_at is not None:
             replicas.add(replica.id)
         if (critical_due(spec, remembered, lag, observation.at)
-                and remembered.step in (Step.NONE, Step.RESET_BREAKER)):
+                and not_past(remembered.step, Step.RESET_BREAKER)):
             breakers = True
     if any(i.kind is ActionKind.RESET_BREAKER for i in memory.pending):
         breakers = True

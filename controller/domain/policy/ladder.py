@@ -39,6 +39,11 @@ def ladder_step(step: Step) -> LadderStep | None:
     return _BY_STEP.get(step)
 
 
+def not_past(step: Step, target: Step) -> bool:
+    """The replica (on `step`) has not gone past `target` on the ladder yet."""
+    return step is Step.NONE or STEP_RANK.index(step) <= STEP_RANK.index(target)
+
+
 def step_after(step: Step) -> Step:
     """The step the ladder hands over to; EXHAUSTED after the last."""
     return STEP_RANK[STEP_RANK.index(step) + 1]
