@@ -26,7 +26,7 @@ def quick_call_deadline(spec: Spec, now: float) -> float:
 
 
 class ActionRules:
-    """What one action kind means to the policy; the defaults suit a replica action
+    """What one action kind means to the policy; the defaults suit a remembered action
     that metrics cannot confirm and whose failure counts as a failed attempt."""
 
     kind: ActionKind
@@ -44,21 +44,21 @@ class ActionRules:
         """Whether the metrics already show the action took effect."""
         return False
 
-    def on_confirmed(self, replica: ReplicaMemory) -> ReplicaMemory:
-        """What the replica's memory learns from a confirmation."""
-        return replica
+    def on_confirmed(self, remembered: ReplicaMemory) -> ReplicaMemory:
+        """What the remembered's memory learns from a confirmation."""
+        return remembered
 
     def on_failed(
-        self, throttle: ThrottleMemory, replica: ReplicaMemory | None, *, timed_out: bool
+        self, throttle: ThrottleMemory, remembered: ReplicaMemory | None, *, timed_out: bool
     ) -> tuple[ThrottleMemory, ReplicaMemory | None]:
         """What a failed (or timed-out) call undoes or marks for a retry."""
-        if replica is None:
+        if remembered is None:
             return throttle, None
-        return throttle, replace(replica, last_failed_kind=self.kind.value)
+        return throttle, replace(remembered, last_failed_kind=self.kind.value)
 
 
 class ResetBreakerRules(ActionRules):
-    """Reset the replica's tripped circuit breaker; confirmed when the tripped list no
+    """Reset the remembered's tripped circuit breaker; confirmed when the tripped list no
     longer names its agent."""
 
     kind = ActionKind.RESET_BREAKER
@@ -75,7 +75,7 @@ class ResetBreakerRules(ActionRules):
 
 
 class ForceSyncRules(ActionRules):
-    """Force a Merkle sync of the replica; confirmed when its sync is seen running."""
+    """Force a Merkle sync of the remembered; confirmed when its sync is seen running."""
 
     kind = ActionKind.FORCE_SYNC
 
@@ -88,8 +88,8 @@ class ForceSyncRules(ActionRules):
         seen = observation.replica(intent.replica_id)
         return seen is not None and seen.sync_running is True
 
-    def on_confirmed(self, replica: ReplicaMemory) -> ReplicaMemory:
-        return replace(replica, sync_seen_running=True)
+    def on_confirmed(self, remembered: ReplicaMemory) -> ReplicaMemory:
+        return replace(remembered, sync_seen_running=True)
 
 
 class SetRateLimitRules(ActionRules):
@@ -102,22 +102,22 @@ class SetRateLimitRules(ActionRules):
         return observation.rate_limit is not UNKNOWN and observation.rate_limit == intent.rate
 
     def on_failed(
-        self, throttle: ThrottleMemory, replica: ReplicaMemory | None, *, timed_out: bool
+        self, throttle: ThrottleMemory, remembered: ReplicaMemory | None, *, timed_out: bool
     ) -> tuple[ThrottleMemory, ReplicaMemory | None]:
-        return replace(throttle, reissue=True if timed_out else throttle.active), replica
+        return replace(throttle, reissue=True if timed_out else throttle.active), remembered
 
 
 class MarkRebuildRules(ActionRules):
-    """Mark the replica for rebuild (status, and its Pod's annotation); never seen in
+    """Mark the remembered for rebuild (status, and its Pod's annotation); never seen in
     metrics, so it is settled only by the call's outcome. A failure unmarks."""
 
     kind = ActionKind.MARK_REBUILD
     event_type = EventType.WARNING
 
     def on_failed(
-        self, throttle: ThrottleMemory, replica: ReplicaMemory | None, *, timed_out: bool
+        self, throttle: ThrottleMemory, remembered: ReplicaMemory | None, *, timed_out: bool
     ) -> tuple[ThrottleMemory, ReplicaMemory | None]:
-        return throttle, replace(replica, rebuild_marked=False) if replica else None
+        return throttle, replace(remembered, rebuild_marked=False) if remembered else None
 
 
 _RESET_BREAKER = ResetBreakerRules()

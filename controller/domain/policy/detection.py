@@ -89,21 +89,21 @@ def detect(work: Work, replica: ReplicaSpec, seen: ReplicaObservation, lag: floa
     """Update one replica's windows, corruption and severity from this poll's lag."""
     windows = work.spec.detection
     now = work.now
-    memory = work.replicas[replica.id]
-    previous = memory.severity
-    above_warning = _since(memory.above_warning_since, now, lag > windows.warning.lag_seconds)
-    above_critical = _since(memory.above_critical_since, now,
+    remembered = work.replicas[replica.id]
+    previous = remembered.severity
+    above_warning = _since(remembered.above_warning_since, now, lag > windows.warning.lag_seconds)
+    above_critical = _since(remembered.above_critical_since, now,
                             lag > windows.critical.lag_seconds)
-    below_recovery = _since(memory.below_recovery_since, now,
+    below_recovery = _since(remembered.below_recovery_since, now,
                             lag < windows.recovery.lag_seconds)
-    memory = work.update_replica(replica.id, above_warning_since=above_warning,
+    remembered = work.update_replica(replica.id, above_warning_since=above_warning,
                                  above_critical_since=above_critical,
                                  below_recovery_since=below_recovery)
-    memory = _detect_corruption(work, replica, seen, below_recovery)
+    remembered = _detect_corruption(work, replica, seen, below_recovery)
 
-    severity = memory.severity
-    if lag > windows.escalation_lag_seconds and not memory.lag_escalated:
-        memory = work.update_replica(replica.id, lag_escalated=True)
+    severity = remembered.severity
+    if lag > windows.escalation_lag_seconds and not remembered.lag_escalated:
+        remembered = work.update_replica(replica.id, lag_escalated=True)
         severity = Severity.CRITICAL
     if above_critical is not None and now - above_critical >= windows.critical.for_seconds:
         severity = Severity.CRITICAL
@@ -117,11 +117,11 @@ def detect(work: Work, replica: ReplicaSpec, seen: ReplicaObservation, lag: floa
     if severity is not previous:
         if previous is Severity.NONE:
             starts = [t for t in (above_warning, above_critical) if t is not None]
-            memory = work.update_replica(replica.id,
+            remembered = work.update_replica(replica.id,
                                          episode_started_at=min(starts) if starts else now)
         _report_severity(work, replica, severity, lag)
-        memory = work.update_replica(replica.id, severity=severity)
-    work.update_replica(replica.id, shown_lag=quantize_lag(memory.shown_lag, lag,
+        remembered = work.update_replica(replica.id, severity=severity)
+    work.update_replica(replica.id, shown_lag=quantize_lag(remembered.shown_lag, lag,
                                                            severity is not previous))
 
 
@@ -130,13 +130,13 @@ def _detect_corruption(
 ) -> ReplicaMemory:
     """Any increase of the corruption counter (a first sight above 0 counts) holds the
     replica's steps until lag stays below recovery for recovery.forSeconds."""
-    memory = work.replicas[replica.id]
+    remembered = work.replicas[replica.id]
     counter = seen.sync_corruption_total
     if counter is not None:
-        before = memory.corruption_seen if memory.corruption_seen is not None else 0.0
+        before = remembered.corruption_seen if remembered.corruption_seen is not None else 0.0
         if counter > before:
-            first = memory.corrupted_at is None
-            memory = work.update_replica(replica.id, corruption_seen=counter,
+            first = remembered.corrupted_at is None
+            remembered = work.update_replica(replica.id, corruption_seen=counter,
                                          corrupted_at=work.now)
             if first:
                 work.note(EventType.WARNING, EventReason.CORRUPTION,
@@ -145,12 +145,12 @@ def _detect_corruption(
                           f"steps on {replica.id} are held, escalating to "
                           f"{work.spec.escalation.principal_engineer}", replica.id)
         elif counter < before:  # counter reset (process restart)
-            memory = work.update_replica(replica.id, corruption_seen=counter)
-    if (memory.corrupted_at is not None and below_recovery is not None
-            and work.now - max(below_recovery, memory.corrupted_at)
+            remembered = work.update_replica(replica.id, corruption_seen=counter)
+    if (remembered.corrupted_at is not None and below_recovery is not None
+            and work.now - max(below_recovery, remembered.corrupted_at)
             >= work.spec.detection.recovery.for_seconds):
-        memory = work.update_replica(replica.id, corrupted_at=None)
-    return memory
+        remembered = work.update_replica(replica.id, corrupted_at=None)
+    return remembered
 
 
 def _report_severity(work: Work, replica: ReplicaSpec, severity: Severity, lag: float) -> None:
@@ -174,10 +174,10 @@ def _report_severity(work: Work, replica: ReplicaSpec, severity: Severity, lag: 
 
 def _recover(work: Work, replica: ReplicaSpec, lag: float) -> None:
     """Close the episode: report the time to recover, start the cooldown if a step ran."""
-    memory = work.replicas[replica.id]
-    start = memory.episode_started_at if memory.episode_started_at is not None else work.now
+    remembered = work.replicas[replica.id]
+    start = remembered.episode_started_at if remembered.episode_started_at is not None else work.now
     time_to_recover = work.now - start
-    acted = memory.step is not Step.NONE
+    acted = remembered.step is not Step.NONE
     recovery = work.spec.detection.recovery
     work.note(EventType.NORMAL, EventReason.RECOVERED,
               f"{replica.id} recovered: lag {number_text(lag)} s below "
@@ -185,13 +185,13 @@ def _recover(work: Work, replica: ReplicaSpec, lag: float) -> None:
               f" s; time to recover {number_text(time_to_recover)} s", replica.id)
     work.replicas[replica.id] = ReplicaMemory(
         replica.id,
-        below_recovery_since=memory.below_recovery_since,
-        corruption_seen=memory.corruption_seen,
-        corrupted_at=memory.corrupted_at,
+        below_recovery_since=remembered.below_recovery_since,
+        corruption_seen=remembered.corruption_seen,
+        corrupted_at=remembered.corrupted_at,
         cooldown_until=(work.now + work.spec.remediation.cooldown_seconds) if acted
-        else memory.cooldown_until,
-        last_action=memory.last_action,
-        shown_lag=memory.shown_lag,
+        else remembered.cooldown_until,
+        last_action=remembered.last_action,
+        shown_lag=remembered.shown_lag,
     )
     work.memory = replace(work.memory, last_recovery_replica=replica.id,
                           last_recovery_seconds=time_to_recover)

@@ -53,20 +53,20 @@ def budget_frees_in(work: Work) -> float | None:
 def _replica_findings(work: Work, findings: _Findings) -> None:
     """Corruption (3), an exhausted ladder (2), a crash loop or a lag over the escalation
     threshold (1)."""
-    for rid, memory in work.replicas.items():
-        lagging = memory.severity is not Severity.NONE
-        if memory.corrupted_at is not None:
+    for rid, remembered in work.replicas.items():
+        lagging = remembered.severity is not Severity.NONE
+        if remembered.corrupted_at is not None:
             findings.add(3, Reason.MERKLE_CORRUPTION, f"{rid} Merkle corruption")
-        exhausted = memory.step in (Step.EXHAUSTED, Step.REBUILD) or memory.rebuild_marked
+        exhausted = remembered.step in (Step.EXHAUSTED, Step.REBUILD) or remembered.rebuild_marked
         if exhausted and lagging:
             findings.add(2, Reason.LADDER_EXHAUSTED,
-                         f"{rid} ladder exhausted after {memory.sync_attempts} syncs"
-                         + (", marked for rebuild" if memory.rebuild_marked else ""))
-        if memory.crash_loop and lagging:
+                         f"{rid} ladder exhausted after {remembered.sync_attempts} syncs"
+                         + (", marked for rebuild" if remembered.rebuild_marked else ""))
+        if remembered.crash_loop and lagging:
             findings.add(1, Reason.CRASH_LOOP_DURING_SYNC, f"{rid} crash loop during sync")
-        if memory.lag_escalated and lagging:
+        if remembered.lag_escalated and lagging:
             findings.add(1, Reason.LAG_ABOVE_ESCALATION_THRESHOLD,
-                         f"{rid} lag {number_text(memory.shown_lag)} s over "
+                         f"{rid} lag {number_text(remembered.shown_lag)} s over "
                          f"{number_text(work.spec.detection.escalation_lag_seconds)} s")
 
 

@@ -23,10 +23,10 @@ def resolve_intents(work: Work) -> None:
     keep: list[Intent] = []
     for intent in work.pending:
         rules = rules_for(intent.kind)
-        replica = work.replicas.get(intent.replica_id) if intent.replica_id else None
+        remembered = work.replicas.get(intent.replica_id) if intent.replica_id else None
         if rules.confirmed(intent, work.observation):
-            if replica is not None and intent.replica_id is not None:
-                work.replicas[intent.replica_id] = rules.on_confirmed(replica)
+            if remembered is not None and intent.replica_id is not None:
+                work.replicas[intent.replica_id] = rules.on_confirmed(remembered)
             work.history.append(HistoryEntry(work.now, intent.kind.value, intent.replica_id,
                                              EventReason.ACTION_CONFIRMED.value,
                                              f"{intent.kind.value} confirmed from metrics",
@@ -36,9 +36,9 @@ def resolve_intents(work: Work) -> None:
             work.note(EventType.WARNING, EventReason.ACTION_TIMED_OUT,
                       f"No outcome for {_on(intent)} within its timeout; counted as an attempt",
                       intent.replica_id, Outcome.TIMED_OUT, intent.kind.value)
-            work.throttle, replica = rules.on_failed(work.throttle, replica, timed_out=True)
-            if replica is not None and intent.replica_id is not None:
-                work.replicas[intent.replica_id] = replica
+            work.throttle, remembered = rules.on_failed(work.throttle, remembered, timed_out=True)
+            if remembered is not None and intent.replica_id is not None:
+                work.replicas[intent.replica_id] = remembered
             continue
         keep.append(intent)
     work.pending = keep
@@ -54,11 +54,11 @@ def record_outcome(
     pending = tuple(i for i in memory.pending if i.key != idempotency_key)
     updated = replace(memory, pending=pending)
     if not outcome.ok:
-        replica = updated.replica(intent.replica_id) if intent.replica_id else None
-        throttle, replica = rules_for(intent.kind).on_failed(updated.throttle, replica,
+        remembered = updated.replica(intent.replica_id) if intent.replica_id else None
+        throttle, remembered = rules_for(intent.kind).on_failed(updated.throttle, remembered,
                                                               timed_out=False)
         updated = replace(updated, throttle=throttle, replicas=tuple(
-            replica if replica is not None and r.replica_id == replica.replica_id else r
+            remembered if remembered is not None and r.replica_id == remembered.replica_id else r
             for r in updated.replicas))
     detail = outcome.detail[:200]
     text = (f"{_on(intent)} " + ("succeeded" if outcome.ok else "failed")

@@ -35,7 +35,7 @@ _BY_STEP = {s.step: s for s in LADDER}
 
 
 def ladder_step(step: Step) -> LadderStep | None:
-    """The declared step for a memory value; None for NONE and EXHAUSTED."""
+    """The declared step for a remembered value; None for NONE and EXHAUSTED."""
     return _BY_STEP.get(step)
 
 
@@ -54,24 +54,24 @@ def run_ladder(
 ) -> None:
     """Walk a critical replica's ladder: each step acts or waits (the walk stops), or
     hands over to the next step, which runs in the same poll."""
-    memory = work.replicas[replica.id]
+    remembered = work.replicas[replica.id]
     lag = lags[replica.id]
-    if memory.severity is not Severity.CRITICAL:
+    if remembered.severity is not Severity.CRITICAL:
         return
-    if memory.corrupted_at is not None:
+    if remembered.corrupted_at is not None:
         work.notice(replica.id, "corruption", EventReason.ACTION_SKIPPED,
                     f"{replica.id}: automated steps held because Merkle sync reported "
                     "corruption")
         return
     if work.pending_intent(None, replica.id) is not None:
         return  # an action on this replica awaits its outcome
-    if memory.step is not Step.NONE and lag <= work.spec.detection.critical.lag_seconds:
+    if remembered.step is not Step.NONE and lag <= work.spec.detection.critical.lag_seconds:
         return  # back under the critical threshold: the step worked, wait for recovery
-    if memory.step is Step.NONE:
-        if memory.cooldown_until is not None and work.now < memory.cooldown_until:
+    if remembered.step is Step.NONE:
+        if remembered.cooldown_until is not None and work.now < remembered.cooldown_until:
             work.notice(replica.id, "cooldown", EventReason.COOLDOWN,
                         f"{replica.id} lag {number_text(lag)} s: ladder ran recently, "
-                        f"cooldown ends in {number_text(memory.cooldown_until - work.now)} s")
+                        f"cooldown ends in {number_text(remembered.cooldown_until - work.now)} s")
             return
         enter(work, replica.id, LADDER[0].step, lag)
     ctx = StepContext(work, replica, seen, lag, lags)
@@ -90,7 +90,7 @@ def run_step(step: LadderStep, ctx: StepContext) -> Progress:
     step.prepare(ctx)
     wait = step.attempt_wait(ctx)
     if wait is not None:
-        if not waited(ctx.work, ctx.memory, wait) or step.held(ctx):
+        if not waited(ctx.work, ctx.remembered, wait) or step.held(ctx):
             return Progress.WAIT
         if give_time(ctx, step.working_title):
             return Progress.WAIT

@@ -5,19 +5,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from controller.domain.conditions import (
-    Condition,
-    EventReason,
-    EventType,
-    Reason,
-)
-from controller.domain.memory import (
-    ActionKind,
-    Memory,
-)
+from controller.domain.conditions import Condition, EventReason, EventType, Reason
+from controller.domain.memory import ActionKind, Memory
 
 
 class Outcome(enum.StrEnum):
+    """How a history entry ended (status.history[].outcome)."""
+
     PENDING = "Pending"
     OK = "Ok"
     FAILED = "Failed"
@@ -29,6 +23,8 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Action:
+    """An admin (or Pod) call the handler performs after writing its intent."""
+
     kind: ActionKind
     idempotency_key: str
     reason: EventReason
@@ -41,6 +37,8 @@ class Action:
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
+    """A Kubernetes Event the handler posts."""
+
     type: EventType
     reason: EventReason
     message: str
@@ -48,6 +46,8 @@ class EventRecord:
 
 @dataclass(frozen=True, slots=True)
 class Escalation:
+    """Whom to call and why; level 0 means nobody."""
+
     level: int  # 0 none, 1 cluster SRE, 2 distributed-systems engineer, 3 principal engineer
     reason: Reason
     contact: str
@@ -56,12 +56,16 @@ class Escalation:
 
 @dataclass(frozen=True, slots=True)
 class ActionOutcome:
+    """How a performed action went, reported back with `record_outcome`."""
+
     ok: bool
     detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """One poll's decision: write `memory` (the intents) first, then perform `actions`."""
+
     actions: tuple[Action, ...]
     memory: Memory
     conditions: tuple[Condition, ...]

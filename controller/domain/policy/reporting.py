@@ -18,11 +18,12 @@ from controller.domain.spec import Mode
 def current_step(memory: Memory) -> tuple[str, Step]:
     """(replica id, step) of the replica furthest up the ladder; ('', NONE) if none."""
     best: tuple[str, Step] = ("", Step.NONE)
-    for replica in memory.replicas:
-        if replica.step is Step.NONE:
+    for remembered in memory.replicas:
+        step = remembered.step
+        if step is Step.NONE:
             continue
-        if best[1] is Step.NONE or STEP_RANK.index(replica.step) > STEP_RANK.index(best[1]):
-            best = (replica.replica_id, replica.step)
+        if best[1] is Step.NONE or STEP_RANK.index(step) > STEP_RANK.index(best[1]):
+            best = (remembered.replica_id, step)
     return best
 
 
@@ -171,13 +172,13 @@ def _requeue(work: Work) -> float:
     windows = work.spec.detection
     poll = windows.poll_interval_seconds
     deadlines: list[float] = [intent.deadline for intent in work.pending]
-    for replica in work.replicas.values():
-        if replica.above_warning_since is not None and replica.severity is Severity.NONE:
-            deadlines.append(replica.above_warning_since + windows.warning.for_seconds)
-        if (replica.above_critical_since is not None
-                and replica.severity is not Severity.CRITICAL):
-            deadlines.append(replica.above_critical_since + windows.critical.for_seconds)
-        if replica.below_recovery_since is not None and replica.severity is not Severity.NONE:
-            deadlines.append(replica.below_recovery_since + windows.recovery.for_seconds)
+    for remembered in work.replicas.values():
+        if remembered.above_warning_since is not None and remembered.severity is Severity.NONE:
+            deadlines.append(remembered.above_warning_since + windows.warning.for_seconds)
+        if (remembered.above_critical_since is not None
+                and remembered.severity is not Severity.CRITICAL):
+            deadlines.append(remembered.above_critical_since + windows.critical.for_seconds)
+        if remembered.below_recovery_since is not None and remembered.severity is not Severity.NONE:
+            deadlines.append(remembered.below_recovery_since + windows.recovery.for_seconds)
     future = [t - work.now for t in deadlines if t > work.now]
     return max(MIN_REQUEUE, min([poll, *future]))

@@ -60,13 +60,13 @@ class Work:
 
     def lagging_ids(self) -> list[str]:
         """The replicas in an episode (warning or critical), in spec order."""
-        return [rid for rid, memory in self.replicas.items()
-                if memory.severity is not Severity.NONE]
+        return [rid for rid, remembered in self.replicas.items()
+                if remembered.severity is not Severity.NONE]
 
     def critical_ids(self) -> list[str]:
         """The critical replicas, in spec order."""
-        return [rid for rid, memory in self.replicas.items()
-                if memory.severity is Severity.CRITICAL]
+        return [rid for rid, remembered in self.replicas.items()
+                if remembered.severity is Severity.CRITICAL]
 
     # events / history -------------------------------------------------------
     def event(self, event_type: EventType, reason: EventReason, message: str) -> None:
@@ -88,10 +88,10 @@ class Work:
         event_type: EventType = EventType.NORMAL,
     ) -> None:
         """A skip / hold explanation, reported once per distinct key."""
-        replica_memory = self.replicas[replica]
-        if replica_memory.last_notice == key:
+        remembered = self.replicas[replica]
+        if remembered.last_notice == key:
             return
-        self.replicas[replica] = replace(replica_memory, last_notice=key)
+        self.replicas[replica] = replace(remembered, last_notice=key)
         self.note(event_type, reason, message, replica, Outcome.SKIPPED)
 
     def update_replica(self, replica: str, **changes: object) -> ReplicaMemory:

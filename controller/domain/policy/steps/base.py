@@ -40,7 +40,8 @@ class StepContext:
     lags: dict[str, float]  # every replica's lag (a rebuild counts the others in sync)
 
     @property
-    def memory(self) -> ReplicaMemory:
+    def remembered(self) -> ReplicaMemory:
+        """What the memory holds about this replica now (it changes as the step acts)."""
         return self.work.replicas[self.replica.id]
 
     def note(self, event_type: EventType, reason: EventReason, message: str,
@@ -87,13 +88,13 @@ class LadderStep(abc.ABC):
         """Propose the step's action, or hand over to the next step."""
 
     @abc.abstractmethod
-    def detail(self, work: Work, memory: ReplicaMemory) -> str:
+    def detail(self, work: Work, remembered: ReplicaMemory) -> str:
         """How far the step has come, for the Remediating condition."""
 
     def remediating(self, work: Work, replica_id: str) -> tuple[Reason, str]:
         """The Remediating condition's reason and message while the replica is here."""
-        memory = work.replicas[replica_id]
-        return self.reason, f"{replica_id}: {self.step.value}, {self.detail(work, memory)}"
+        remembered = work.replicas[replica_id]
+        return self.reason, f"{replica_id}: {self.step.value}, {self.detail(work, remembered)}"
 
 
 def enter(work: Work, replica_id: str, step: Step, lag: float) -> ReplicaMemory:
@@ -102,17 +103,17 @@ def enter(work: Work, replica_id: str, step: Step, lag: float) -> ReplicaMemory:
                                step_baseline_lag=lag, step_attempts=0, last_failed_kind=None)
 
 
-def waited(work: Work, memory: ReplicaMemory, seconds: float) -> bool:
+def waited(work: Work, remembered: ReplicaMemory, seconds: float) -> bool:
     """The step has run for `seconds` since it began or last acted."""
-    return memory.step_started_at is None or work.now - memory.step_started_at >= seconds
+    return remembered.step_started_at is None or work.now - remembered.step_started_at >= seconds
 
 
 def give_time(ctx: StepContext, working_title: str) -> bool:
     """If lag is draining since the step began, give the step more time (True)."""
-    memory = ctx.memory
-    if is_draining(ctx.work.spec, memory.step_baseline_lag, ctx.lag):
+    remembered = ctx.remembered
+    if is_draining(ctx.work.spec, remembered.step_baseline_lag, ctx.lag):
         ctx.note(EventType.NORMAL, EventReason.STEP_WORKING,
-                 f"{working_title} is working, lag {number_text(memory.step_baseline_lag)} s"
+                 f"{working_title} is working, lag {number_text(remembered.step_baseline_lag)} s"
                  f" -> {number_text(ctx.lag)} s; giving it more time")
         ctx.work.update_replica(ctx.replica.id, step_started_at=ctx.work.now,
                                 step_baseline_lag=ctx.lag)

@@ -26,15 +26,15 @@ class BreakerReset(LadderStep):
         return spec.remediation.breaker_reset.enabled
 
     def attempt_wait(self, ctx: StepContext) -> float | None:
-        memory = ctx.memory
-        failed = memory.last_failed_kind == ActionKind.RESET_BREAKER.value
-        if memory.step_attempts > 0 and not failed:
+        remembered = ctx.remembered
+        failed = remembered.last_failed_kind == ActionKind.RESET_BREAKER.value
+        if remembered.step_attempts > 0 and not failed:
             return ctx.work.spec.remediation.breaker_reset.timeout_seconds
         return None
 
     def act(self, ctx: StepContext) -> Progress:
         settings = ctx.work.spec.remediation.breaker_reset
-        memory = ctx.memory
+        remembered = ctx.remembered
         agent = ctx.replica.agent_id
         tripped = ctx.work.observation.tripped_agents
         if tripped is None:
@@ -43,7 +43,7 @@ class BreakerReset(LadderStep):
                      Outcome.SKIPPED)
             return Progress.NEXT
         if agent not in tripped:
-            if memory.step_attempts == 0:
+            if remembered.step_attempts == 0:
                 ctx.note(EventType.NORMAL, EventReason.BREAKER_NOT_TRIPPED,
                          f"breaker {agent} is not tripped ({len(tripped)} tripped); next step",
                          Outcome.SKIPPED)
@@ -53,21 +53,21 @@ class BreakerReset(LadderStep):
                          f"{number_text(settings.timeout_seconds)} s after the breaker reset; "
                          "next step")
             return Progress.NEXT
-        if memory.step_attempts >= settings.max_attempts:
+        if remembered.step_attempts >= settings.max_attempts:
             ctx.note(EventType.WARNING, EventReason.STEP_TIMED_OUT,
-                     f"breaker {agent} still tripped after {memory.step_attempts} resets "
+                     f"breaker {agent} still tripped after {remembered.step_attempts} resets "
                      f"(maxAttempts {settings.max_attempts}); next step")
             return Progress.NEXT
         message = (f"Reset circuit breaker {agent} of {ctx.replica.id} (lag "
-                   f"{number_text(ctx.lag)} s, attempt {memory.step_attempts + 1}/"
+                   f"{number_text(ctx.lag)} s, attempt {remembered.step_attempts + 1}/"
                    f"{settings.max_attempts})")
         if ctx.work.propose(ActionKind.RESET_BREAKER, EventReason.BREAKER_RESET, message,
                             replica=ctx.replica):
-            ctx.work.update_replica(ctx.replica.id, step_attempts=memory.step_attempts + 1,
+            ctx.work.update_replica(ctx.replica.id, step_attempts=remembered.step_attempts + 1,
                                     step_started_at=ctx.work.now, step_baseline_lag=ctx.lag,
                                     last_failed_kind=None)
         return Progress.WAIT
 
-    def detail(self, work: Work, memory: ReplicaMemory) -> str:
-        return (f"attempt {memory.step_attempts}/"
+    def detail(self, work: Work, remembered: ReplicaMemory) -> str:
+        return (f"attempt {remembered.step_attempts}/"
                 f"{work.spec.remediation.breaker_reset.max_attempts}")

@@ -36,7 +36,7 @@ class ForcedSync(LadderStep):
 
     def act(self, ctx: StepContext) -> Progress:
         settings = ctx.work.spec.remediation.merkle_sync
-        attempts = ctx.memory.sync_attempts
+        attempts = ctx.remembered.sync_attempts
         if attempts > 0:
             if self._crash_loop(ctx):
                 return Progress.NEXT
@@ -54,16 +54,16 @@ class ForcedSync(LadderStep):
 
     def _crash_loop(self, ctx: StepContext) -> bool:
         """crashLoopRestarts or more restarts since the sync began: no further syncs."""
-        memory = ctx.memory
+        remembered = ctx.remembered
         restarts = ctx.seen.restarts_total if ctx.seen else None
         limit = ctx.work.spec.detection.crash_loop_restarts
-        if (restarts is None or memory.sync_restarts_base is None
-                or restarts - memory.sync_restarts_base < limit):
+        if (restarts is None or remembered.sync_restarts_base is None
+                or restarts - remembered.sync_restarts_base < limit):
             return False
         ctx.work.update_replica(ctx.replica.id, crash_loop=True)
         ctx.work.note(EventType.WARNING, EventReason.SYNC_FAILED,
                       f"{ctx.replica.id} restarted "
-                      f"{number_text(restarts - memory.sync_restarts_base)} times during the "
+                      f"{number_text(restarts - remembered.sync_restarts_base)} times during the "
                       f"forced sync (crashLoopRestarts {limit}): crash loop, no further syncs",
                       ctx.replica.id)
         return True
@@ -75,30 +75,30 @@ class ForcedSync(LadderStep):
         progress = ctx.seen.sync_progress if ctx.seen else None
         running = ctx.seen.sync_running if ctx.seen else None
         errors = ctx.seen.sync_errors_total if ctx.seen else None
-        memory = ctx.memory
-        if progress is not None and (memory.sync_last_progress is None
-                                     or progress > memory.sync_last_progress):
-            memory = work.update_replica(ctx.replica.id, sync_last_progress=progress,
+        remembered = ctx.remembered
+        if progress is not None and (remembered.sync_last_progress is None
+                                     or progress > remembered.sync_last_progress):
+            remembered = work.update_replica(ctx.replica.id, sync_last_progress=progress,
                                          sync_progress_at=work.now)
         if running:
-            memory = work.update_replica(ctx.replica.id, sync_seen_running=True)
+            remembered = work.update_replica(ctx.replica.id, sync_seen_running=True)
         completed = (progress is not None and progress >= 1.0) or (
-            memory.sync_seen_running and running is False)
-        if memory.last_failed_kind == ActionKind.FORCE_SYNC.value:
+            remembered.sync_seen_running and running is False)
+        if remembered.last_failed_kind == ActionKind.FORCE_SYNC.value:
             return "the sync call failed or was not confirmed in time"
-        if (errors is not None and memory.sync_errors_base is not None
-                and errors > memory.sync_errors_base and not running):
-            return (f"sync errors rose from {number_text(memory.sync_errors_base)} to "
+        if (errors is not None and remembered.sync_errors_base is not None
+                and errors > remembered.sync_errors_base and not running):
+            return (f"sync errors rose from {number_text(remembered.sync_errors_base)} to "
                     f"{number_text(errors)}")
-        if (not completed and memory.sync_progress_at is not None
-                and work.now - memory.sync_progress_at >= settings.stall_timeout_seconds):
-            at = ("no progress reported" if memory.sync_last_progress is None
-                  else f"progress stalled at {number_text(memory.sync_last_progress)}")
-            stalled = (f"{at} for {number_text(work.now - memory.sync_progress_at)} s "
+        if (not completed and remembered.sync_progress_at is not None
+                and work.now - remembered.sync_progress_at >= settings.stall_timeout_seconds):
+            at = ("no progress reported" if remembered.sync_last_progress is None
+                  else f"progress stalled at {number_text(remembered.sync_last_progress)}")
+            stalled = (f"{at} for {number_text(work.now - remembered.sync_progress_at)} s "
                        f"(stallTimeoutSeconds {number_text(settings.stall_timeout_seconds)})")
             ctx.note(EventType.WARNING, EventReason.SYNC_STALLED, stalled)
             return stalled
-        if waited(work, memory, settings.timeout_seconds):
+        if waited(work, remembered, settings.timeout_seconds):
             if give_time(ctx, self.working_title):
                 return None
             return (f"lag {number_text(ctx.lag)} s not draining "
@@ -109,7 +109,7 @@ class ForcedSync(LadderStep):
     def _start(self, ctx: StepContext) -> Progress:
         """Propose the next sync, remembering the counters it is judged against."""
         settings = ctx.work.spec.remediation.merkle_sync
-        attempts = ctx.memory.sync_attempts
+        attempts = ctx.remembered.sync_attempts
         message = (f"Force Merkle sync of {ctx.replica.id} (lag {number_text(ctx.lag)} s, "
                    f"attempt {attempts + 1}/{settings.max_attempts})")
         if ctx.work.propose(ActionKind.FORCE_SYNC, EventReason.FORCE_SYNC, message,
@@ -123,6 +123,7 @@ class ForcedSync(LadderStep):
                 sync_errors_base=seen.sync_errors_total if seen else None)
         return Progress.WAIT
 
-    def detail(self, work: Work, memory: ReplicaMemory) -> str:
-        return f"attempt {memory.sync_attempts}/{work.spec.remediation.merkle_sync.max_attempts}"
+    def detail(self, work: Work, remembered: ReplicaMemory) -> str:
+        return (f"attempt {remembered.sync_attempts}/"
+                f"{work.spec.remediation.merkle_sync.max_attempts}")
 

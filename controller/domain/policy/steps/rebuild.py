@@ -14,8 +14,8 @@ from controller.domain.spec import RebuildPolicy, Spec
 
 def rebuild_request_of(work: Work, replica_id: str) -> str:
     """This episode's rebuild request for the replica (what an approval must name)."""
-    memory = work.replicas[replica_id]
-    anchor = next((t for t in (memory.episode_started_at, memory.step_started_at)
+    remembered = work.replicas[replica_id]
+    anchor = next((t for t in (remembered.episode_started_at, remembered.step_started_at)
                    if t is not None), work.now)
     return rebuild_request(replica_id, anchor)
 
@@ -36,7 +36,7 @@ class Rebuild(LadderStep):
         return spec.remediation.rebuild.enabled
 
     def settled(self, ctx: StepContext) -> bool:
-        return ctx.memory.rebuild_marked
+        return ctx.remembered.rebuild_marked
 
     def act(self, ctx: StepContext) -> Progress:
         work, replica_id = ctx.work, ctx.replica.id
@@ -59,7 +59,7 @@ class Rebuild(LadderStep):
             return Progress.WAIT
         policy = work.spec.remediation.rebuild.policy
         message = (f"Mark {replica_id} for rebuild (lag {number_text(ctx.lag)} s, "
-                   f"{ctx.memory.sync_attempts} forced syncs failed, {in_sync} other replicas "
+                   f"{ctx.remembered.sync_attempts} forced syncs failed, {in_sync} other replicas "
                    f"in sync, policy {policy.value})")
         if work.propose(ActionKind.MARK_REBUILD, EventReason.MARK_REBUILD, message,
                         replica=ctx.replica):
@@ -79,16 +79,16 @@ class Rebuild(LadderStep):
         work.notice(replica_id, "rebuild-approval" + ("-ignored" if ignored else ""),
                     EventReason.REBUILD_NEEDS_APPROVAL,
                     f"{replica_id}: rebuild needed (lag {number_text(ctx.lag)} s, "
-                    f"{ctx.memory.sync_attempts} syncs failed); approve this request with "
+                    f"{ctx.remembered.sync_attempts} syncs failed); approve this request with "
                     f"annotation {APPROVE_REBUILD_ANNOTATION}={request}"
                     + (f"; ignored {', '.join(ignored)}: an approval names the request it "
                        "approves, and is used up with its episode" if ignored else ""),
                     EventType.WARNING)
         return False
 
-    def detail(self, work: Work, memory: ReplicaMemory) -> str:
-        return (f"after {memory.sync_attempts} failed syncs; approve with "
-                f"{APPROVE_REBUILD_ANNOTATION}={rebuild_request_of(work, memory.replica_id)}")
+    def detail(self, work: Work, remembered: ReplicaMemory) -> str:
+        return (f"after {remembered.sync_attempts} failed syncs; approve with "
+                f"{APPROVE_REBUILD_ANNOTATION}={rebuild_request_of(work, remembered.replica_id)}")
 
     def remediating(self, work: Work, replica_id: str) -> tuple[Reason, str]:
         """Approved (or Automatic) but not marked: a safety limit holds the rebuild."""

@@ -30,7 +30,7 @@ class Throttle(LadderStep):
         reissue_rate(ctx.work)
 
     def attempt_wait(self, ctx: StepContext) -> float | None:
-        if ctx.memory.step_attempts > 0:
+        if ctx.remembered.step_attempts > 0:
             return ctx.work.spec.remediation.throttle.step_interval_seconds
         return None
 
@@ -42,7 +42,7 @@ class Throttle(LadderStep):
 
     def act(self, ctx: StepContext) -> Progress:
         work = ctx.work
-        attempts = ctx.memory.step_attempts
+        attempts = ctx.remembered.step_attempts
         result = lower_once(work, f"{ctx.replica.id} lag {number_text(ctx.lag)} s", ctx.lag,
                             to_floor=backpressure(work, ctx.lag))
         match result:
@@ -60,5 +60,5 @@ class Throttle(LadderStep):
                          f"is {number_text(ctx.lag)} s; next step", Outcome.SKIPPED)
                 return Progress.NEXT
 
-    def detail(self, work: Work, memory: ReplicaMemory) -> str:
+    def detail(self, work: Work, remembered: ReplicaMemory) -> str:
         return f"limit {rate_text(work.throttle.current_rate)}"
