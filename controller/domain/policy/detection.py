@@ -97,8 +97,8 @@ def detect(work: Work, replica: ReplicaSpec, seen: ReplicaObservation, lag: floa
     below_recovery = _since(remembered.below_recovery_since, now,
                             lag < windows.recovery.lag_seconds)
     remembered = work.update_replica(replica.id, above_warning_since=above_warning,
-                                 above_critical_since=above_critical,
-                                 below_recovery_since=below_recovery)
+                                     above_critical_since=above_critical,
+                                     below_recovery_since=below_recovery)
     remembered = _detect_corruption(work, replica, seen, below_recovery)
 
     severity = remembered.severity
@@ -118,7 +118,7 @@ def detect(work: Work, replica: ReplicaSpec, seen: ReplicaObservation, lag: floa
         if previous is Severity.NONE:
             starts = [t for t in (above_warning, above_critical) if t is not None]
             remembered = work.update_replica(replica.id,
-                                         episode_started_at=min(starts) if starts else now)
+                                             episode_started_at=min(starts) if starts else now)
         _report_severity(work, replica, severity, lag)
         remembered = work.update_replica(replica.id, severity=severity)
     work.update_replica(replica.id, shown_lag=quantize_lag(remembered.shown_lag, lag,
@@ -137,7 +137,7 @@ def _detect_corruption(
         if counter > before:
             first = remembered.corrupted_at is None
             remembered = work.update_replica(replica.id, corruption_seen=counter,
-                                         corrupted_at=work.now)
+                                             corrupted_at=work.now)
             if first:
                 work.note(EventType.WARNING, EventReason.CORRUPTION,
                           f"{replica.id}: Merkle sync reported corruption (counter "

@@ -56,7 +56,7 @@ def record_outcome(
     if not outcome.ok:
         remembered = updated.replica(intent.replica_id) if intent.replica_id else None
         throttle, remembered = rules_for(intent.kind).on_failed(updated.throttle, remembered,
-                                                              timed_out=False)
+                                                                timed_out=False)
         updated = replace(updated, throttle=throttle, replicas=tuple(
             remembered if remembered is not None and r.replica_id == remembered.replica_id else r
             for r in updated.replicas))

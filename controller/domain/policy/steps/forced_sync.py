@@ -79,7 +79,7 @@ class ForcedSync(LadderStep):
         if progress is not None and (remembered.sync_last_progress is None
                                      or progress > remembered.sync_last_progress):
             remembered = work.update_replica(ctx.replica.id, sync_last_progress=progress,
-                                         sync_progress_at=work.now)
+                                             sync_progress_at=work.now)
         if running:
             remembered = work.update_replica(ctx.replica.id, sync_seen_running=True)
         completed = (progress is not None and progress >= 1.0) or (
