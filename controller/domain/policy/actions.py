@@ -26,7 +26,7 @@ def quick_call_deadline(spec: Spec, now: float) -> float:
 
 
 class ActionRules:
-    """What one action kind means to the policy; the defaults suit a remembered action
+    """What one action kind means to the policy; the defaults suit a replica action
     that metrics cannot confirm and whose failure counts as a failed attempt."""
 
     kind: ActionKind
@@ -45,7 +45,7 @@ class ActionRules:
         return False
 
     def on_confirmed(self, remembered: ReplicaMemory) -> ReplicaMemory:
-        """What the remembered's memory learns from a confirmation."""
+        """What the replica's memory learns from a confirmation."""
         return remembered
 
     def on_failed(
@@ -58,7 +58,7 @@ class ActionRules:
 
 
 class ResetBreakerRules(ActionRules):
-    """Reset the remembered's tripped circuit breaker; confirmed when the tripped list no
+    """Reset the replica's tripped circuit breaker; confirmed when the tripped list no
     longer names its agent."""
 
     kind = ActionKind.RESET_BREAKER
@@ -75,7 +75,7 @@ class ResetBreakerRules(ActionRules):
 
 
 class ForceSyncRules(ActionRules):
-    """Force a Merkle sync of the remembered; confirmed when its sync is seen running."""
+    """Force a Merkle sync of the replica; confirmed when its sync is seen running."""
 
     kind = ActionKind.FORCE_SYNC
 
@@ -108,7 +108,7 @@ class SetRateLimitRules(ActionRules):
 
 
 class MarkRebuildRules(ActionRules):
-    """Mark the remembered for rebuild (status, and its Pod's annotation); never seen in
+    """Mark the replica for rebuild (status, and its Pod's annotation); never seen in
     metrics, so it is settled only by the call's outcome. A failure unmarks."""
 
     kind = ActionKind.MARK_REBUILD

@@ -35,7 +35,7 @@ _BY_STEP = {s.step: s for s in LADDER}
 
 
 def ladder_step(step: Step) -> LadderStep | None:
-    """The declared step for a remembered value; None for NONE and EXHAUSTED."""
+    """The declared step for a memory value; None for NONE and EXHAUSTED."""
     return _BY_STEP.get(step)
 
 
