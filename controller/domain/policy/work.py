@@ -50,10 +50,10 @@ class Work:
         for replica in spec.replicas:
             self.replicas[replica.id] = (memory.replica(replica.id)
                                          or ReplicaMemory(replica.id))
-        self.mode = spec.remediation.mode
+        mode = spec.remediation.mode
         self.paused = spec.remediation.paused
-        self.acting = self.mode is Mode.AUTO and not self.paused
-        self.dry_run = self.mode is Mode.DRY_RUN and not self.paused
+        self.acting = mode is Mode.AUTO and not self.paused
+        self.dry_run = mode is Mode.DRY_RUN and not self.paused
         self.budget_block: Reason | None = None
         self.cluster_notice = memory.last_notice
         self.suppressed: list[tuple[ActionKind | None, Reason]] = []

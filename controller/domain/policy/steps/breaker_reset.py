@@ -61,7 +61,7 @@ class BreakerReset(LadderStep):
         message = (f"Reset circuit breaker {agent} of {ctx.replica.id} (lag "
                    f"{number_text(ctx.lag)} s, attempt {remembered.step_attempts + 1}/"
                    f"{settings.max_attempts})")
-        if ctx.work.propose(ActionKind.RESET_BREAKER, EventReason.BREAKER_RESET, message,
+        if ctx.work.propose(self.action, EventReason.BREAKER_RESET, message,
                             replica=ctx.replica):
             ctx.work.update_replica(ctx.replica.id, step_attempts=remembered.step_attempts + 1,
                                     step_started_at=ctx.work.now, step_baseline_lag=ctx.lag,

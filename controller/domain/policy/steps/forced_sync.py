@@ -112,7 +112,7 @@ class ForcedSync(LadderStep):
         attempts = ctx.remembered.sync_attempts
         message = (f"Force Merkle sync of {ctx.replica.id} (lag {number_text(ctx.lag)} s, "
                    f"attempt {attempts + 1}/{settings.max_attempts})")
-        if ctx.work.propose(ActionKind.FORCE_SYNC, EventReason.FORCE_SYNC, message,
+        if ctx.work.propose(self.action, EventReason.FORCE_SYNC, message,
                             replica=ctx.replica):
             seen = ctx.seen
             ctx.work.update_replica(

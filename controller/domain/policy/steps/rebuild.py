@@ -43,7 +43,7 @@ class Rebuild(LadderStep):
         marked = sum(1 for other in work.replicas.values() if other.rebuild_marked)
         limit = work.spec.remediation.max_concurrent_rebuilds
         if marked >= limit:
-            work.notice(replica_id, "rebuild-limit", EventReason.ACTION_SKIPPED,
+            work.notice(replica_id, f"{self.notice_key}-limit", EventReason.ACTION_SKIPPED,
                         f"{replica_id}: not marked for rebuild, {marked} replicas already "
                         f"marked (maxConcurrentRebuilds {limit})", EventType.WARNING)
             return Progress.WAIT
@@ -51,7 +51,7 @@ class Rebuild(LadderStep):
                       if rid != replica_id and is_in_sync(work.spec, other, ctx.lags.get(rid)))
         need = work.spec.remediation.min_in_sync_replicas
         if in_sync < need:
-            work.notice(replica_id, "rebuild-last-in-sync", EventReason.ACTION_SKIPPED,
+            work.notice(replica_id, f"{self.notice_key}-last-in-sync", EventReason.ACTION_SKIPPED,
                         f"{replica_id}: not marked for rebuild, only {in_sync} other replicas "
                         f"in sync (minInSyncReplicas {need})", EventType.WARNING)
             return Progress.WAIT
@@ -61,7 +61,7 @@ class Rebuild(LadderStep):
         message = (f"Mark {replica_id} for rebuild (lag {number_text(ctx.lag)} s, "
                    f"{ctx.remembered.sync_attempts} forced syncs failed, {in_sync} other replicas "
                    f"in sync, policy {policy.value})")
-        if work.propose(ActionKind.MARK_REBUILD, EventReason.MARK_REBUILD, message,
+        if work.propose(self.action, EventReason.MARK_REBUILD, message,
                         replica=ctx.replica):
             work.update_replica(replica_id, rebuild_marked=True, step_started_at=work.now)
         return Progress.WAIT
@@ -76,7 +76,7 @@ class Rebuild(LadderStep):
                 or request in approvals):
             return True
         ignored = sorted(a for a in approvals if a.partition("@")[0] == replica_id)
-        work.notice(replica_id, "rebuild-approval" + ("-ignored" if ignored else ""),
+        work.notice(replica_id, f"{self.notice_key}-approval" + ("-ignored" if ignored else ""),
                     EventReason.REBUILD_NEEDS_APPROVAL,
                     f"{replica_id}: rebuild needed (lag {number_text(ctx.lag)} s, "
                     f"{ctx.remembered.sync_attempts} syncs failed); approve this request with "
