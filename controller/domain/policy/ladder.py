@@ -12,16 +12,18 @@ from controller.domain.conditions import EventReason, EventType
 from controller.domain.memory import Severity, Step
 from controller.domain.observation import ReplicaObservation
 from controller.domain.policy.plan import Outcome
-from controller.domain.policy.steps import (
-    BreakerReset,
-    ForcedSync,
+from controller.domain.policy.steps.base import (
     LadderStep,
     Progress,
-    Rebuild,
     StepContext,
-    Throttle,
+    enter,
+    give_time,
+    waited,
 )
-from controller.domain.policy.steps.base import enter, give_time, waited
+from controller.domain.policy.steps.breaker_reset import BreakerReset
+from controller.domain.policy.steps.forced_sync import ForcedSync
+from controller.domain.policy.steps.rebuild import Rebuild
+from controller.domain.policy.steps.throttle import Throttle
 from controller.domain.policy.text import number_text
 from controller.domain.policy.work import Work
 from controller.domain.spec import ReplicaSpec
