@@ -25,7 +25,7 @@ import structlog
 from controller.adapters.destinations import Destinations
 from controller.adapters.kube import KubeClient, KubeError
 from controller.adapters.notify import Escalated, NotificationError, Notifier
-from controller.adapters.operator_metrics import OperatorMetrics
+from controller.adapters.operator_metrics import ClusterReading, OperatorMetrics
 from controller.adapters.stemedb import (
     Credentials,
     PrimaryScrape,
@@ -170,7 +170,8 @@ class Reconciler:
         started = time.monotonic()
         async with self.lock(key):
             try:
-                delay = await self._poll(key, body)
+                with self.metrics.attribute_to(key.namespace, key.name):
+                    delay = await self._poll(key, body)
                 result = "ok"
             except Exception:
                 log.exception("poll failed", namespace=key.namespace, name=key.name)
@@ -246,7 +247,7 @@ class Reconciler:
             self.post_event(body, event.type.value, event.reason, event.message)
         for kind, gate in plan.suppressed:
             self.metrics.count_suppressed(kind.value if kind else "any", gate.value)
-        self.metrics.set_escalation(key.namespace, key.name, plan.escalation.level)
+        self.metrics.set_cluster(key.namespace, key.name, ClusterReading.of(plan))
         if plan.escalation.level > escalated_before and spec.escalation.webhook_url:
             await self._notify(key, body, spec.escalation.webhook_url, plan.escalation)
         try:
