@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -178,3 +179,16 @@ def test_forgetting_a_cluster_removes_every_per_cluster_series() -> None:
         "stemedb_operator_metrics_readable", "stemedb_operator_rate_limit_assertions_per_sec",
         "stemedb_operator_ready", "stemedb_operator_replica_lag_seconds",
     ]
+
+
+def test_every_exported_family_is_documented_and_every_documented_one_exported() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `(stemedb_operator_\w+)` \|", doc, re.MULTILINE))
+    m = OperatorMetrics(CollectorRegistry())
+    exported = set()
+    for family in m.registry.collect():
+        if family.name.startswith("stemedb_operator_"):
+            exported.add(family.name + ("_total" if family.type == "counter" else ""))
+    assert exported == documented
