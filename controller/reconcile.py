@@ -247,7 +247,7 @@ class Reconciler:
             self.post_event(body, event.type.value, event.reason, event.message)
         for kind, gate in plan.suppressed:
             self.metrics.count_suppressed(kind.value if kind else "any", gate.value)
-        self.metrics.set_cluster(key.namespace, key.name, ClusterReading.of(plan))
+        self.metrics.set_cluster(key.namespace, key.name, ClusterReading.of(plan, spec))
         if plan.escalation.level > escalated_before and spec.escalation.webhook_url:
             await self._notify(key, body, spec.escalation.webhook_url, plan.escalation)
         try:

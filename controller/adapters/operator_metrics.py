@@ -4,12 +4,13 @@ One :class:`OperatorMetrics` per process, on its own ``CollectorRegistry`` (test
 make their own), served by the CLI at ``:{metrics-port}/metrics``.
 
 Cardinality: the per-cluster families (lag per replica, escalation level,
-metrics readable, ready, the operator's rate limit, request attempts by code class)
-carry ``namespace`` and ``name`` (and ``replica`` for lag, ``code_class`` with four
-values for requests), so their series are bounded by clusters x replicas and
-clusters x 4; :meth:`OperatorMetrics.forget_cluster` removes them all when a
-resource is deleted. The process-wide histograms and counters have small, fixed
-label sets (endpoint, code, action, gate), never a cluster.
+metrics readable, ready, the operator's rate limit, the lag thresholds, request
+attempts by code class) carry ``namespace`` and ``name`` (and ``replica`` for lag,
+``threshold`` with three values, ``code_class`` with four), so their series are
+bounded by clusters x replicas and clusters x 4;
+:meth:`OperatorMetrics.forget_cluster` removes them all when a resource is
+deleted. The process-wide histograms and counters have small, fixed label sets
+(endpoint, code, action, gate), never a cluster. docs/metrics.md lists them all.
 
 The per-resource series are plain dicts exported at scrape time by a custom
 collector (prometheus_client's pattern for state a program already holds), not
@@ -47,6 +48,7 @@ from controller.domain.conditions import ConditionType
 
 if TYPE_CHECKING:
     from controller.domain.policy import Plan
+    from controller.domain.spec import Spec
 
 PREFIX = "stemedb_operator"
 
@@ -87,15 +89,21 @@ class ClusterReading:
     # The ingestion limit the operator holds while it throttles (-1: unlimited,
     # not lowered yet); None when the operator holds no limit (series absent).
     rate_limit: float | None = None
+    # The cluster's lag thresholds (warning, critical, escalation), so a
+    # dashboard draws each cluster's lag against its own spec.
+    thresholds: tuple[tuple[str, float], ...] = ()
 
     @classmethod
-    def of(cls, plan: Plan) -> ClusterReading:
+    def of(cls, plan: Plan, spec: Spec) -> ClusterReading:
         throttle = plan.memory.throttle
         rate: float | None = None
         if throttle.active:
             rate = -1.0 if throttle.current_rate is None else float(throttle.current_rate)
         ready = any(c.type is ConditionType.READY and c.status for c in plan.conditions)
-        return cls(plan.escalation.level, plan.metrics_available, ready, rate)
+        d = spec.detection
+        thresholds = (("warning", d.warning.lag_seconds), ("critical", d.critical.lag_seconds),
+                      ("escalation", d.escalation_lag_seconds))
+        return cls(plan.escalation.level, plan.metrics_available, ready, rate, thresholds)
 
 
 def _version() -> str:
@@ -249,6 +257,9 @@ class _ClusterGauges(Collector):
     RATE = (f"{PREFIX}_rate_limit_assertions_per_sec",
             "Ingestion rate limit the operator holds on the StemeDBCluster while it "
             "throttles (-1: unlimited, not lowered yet); absent when it holds none.")
+    THRESHOLD = (f"{PREFIX}_lag_threshold_seconds",
+                 "The StemeDBCluster's lag thresholds from its spec.detection: warning, "
+                 "critical, escalation.")
     REQUESTS = (f"{PREFIX}_cluster_requests",
                 "HTTP request attempts to the StemeDBCluster's nodes, by code class (2xx, "
                 "4xx, 5xx, error: no HTTP answer).")
@@ -261,20 +272,22 @@ class _ClusterGauges(Collector):
         self.requests: dict[tuple[str, str], dict[str, int]] = {}
 
     def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily,
-                                 GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily]:
+                                 GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily,
+                                 CounterMetricFamily]:
         cluster = ["namespace", "name"]
         return (GaugeMetricFamily(*self.LAG, labels=[*cluster, "replica"]),
                 GaugeMetricFamily(*self.LEVEL, labels=cluster),
                 GaugeMetricFamily(*self.READABLE, labels=cluster),
                 GaugeMetricFamily(*self.READY, labels=cluster),
                 GaugeMetricFamily(*self.RATE, labels=cluster),
+                GaugeMetricFamily(*self.THRESHOLD, labels=[*cluster, "threshold"]),
                 CounterMetricFamily(*self.REQUESTS, labels=[*cluster, "code_class"]))
 
     def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         yield from self._families()
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        lag, level, readable, ready, rate, requests = self._families()
+        lag, level, readable, ready, rate, threshold, requests = self._families()
         with self.lock:  # the inner values are replaced whole, or copied here
             lags = list(self.lag.items())
             levels = list(self.level.items())
@@ -290,10 +303,12 @@ class _ClusterGauges(Collector):
             ready.add_metric([namespace, name], 1.0 if r.ready else 0.0)
             if r.rate_limit is not None:
                 rate.add_metric([namespace, name], r.rate_limit)
+            for which, seconds in r.thresholds:
+                threshold.add_metric([namespace, name, which], seconds)
         for (namespace, name), by_class in counts:
             for cls, n in by_class.items():
                 requests.add_metric([namespace, name, cls], n)
-        yield from (lag, level, readable, ready, rate, requests)
+        yield from (lag, level, readable, ready, rate, threshold, requests)
 
 
 __all__ = ["CODE_CLASSES", "ClusterReading", "OperatorMetrics", "code_class"]

@@ -79,7 +79,7 @@ def operator_metric_names() -> frozenset[str]:
     m.count_action("SetRateLimit", "success")
     m.count_suppressed("ForceSync", "Paused")
     m.set_lag("db", "alpha", {"node2": 1.0})
-    m.set_cluster("db", "alpha", ClusterReading(1, True, False, 500.0))
+    m.set_cluster("db", "alpha", ClusterReading(1, True, False, 500.0, (("warning", 5.0),)))
     with m.attribute_to("db", "alpha"):
         m.count_request("GET /metrics", 200, 0.01)
     names = {s.name for family in m.registry.collect() for s in family.samples}
@@ -113,7 +113,7 @@ def test_every_query_parses_and_names_only_exported_metrics(promql_names: Path) 
         "stemedb_operator_actions_suppressed_total", "stemedb_operator_escalated",
         "stemedb_operator_metrics_readable", "stemedb_operator_ready",
         "stemedb_operator_rate_limit_assertions_per_sec",
-        "stemedb_operator_cluster_requests_total",
+        "stemedb_operator_lag_threshold_seconds", "stemedb_operator_cluster_requests_total",
         "stemedb_operator_stemedb_requests_total",
         "stemedb_operator_stemedb_request_duration_seconds_bucket",
         "stemedb_operator_poll_slip_seconds_bucket",
@@ -145,7 +145,8 @@ def test_per_cluster_panels_follow_the_namespace_and_cluster_variables() -> None
     variables = [v["name"] for v in dashboard()["templating"]["list"]]
     assert variables == ["datasource", "job", "namespace", "cluster"]
     per_cluster = re.compile(r"stemedb_operator_(replica_lag_seconds|escalated|metrics_readable"
-                             r"|ready|rate_limit_assertions_per_sec|cluster_requests_total)\{")
+                             r"|ready|rate_limit_assertions_per_sec|cluster_requests_total"
+                             r"|lag_threshold_seconds)\{")
     panel_queries = [(t, e) for t, e in queries() if not t.startswith("variable ")]
     for title, expr in panel_queries:
         for m in per_cluster.finditer(expr):

@@ -19,6 +19,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 PER_CLUSTER = ("stemedb_operator_replica_lag_seconds", "stemedb_operator_escalated",
                "stemedb_operator_metrics_readable", "stemedb_operator_ready",
                "stemedb_operator_rate_limit_assertions_per_sec",
+               "stemedb_operator_lag_threshold_seconds",
                "stemedb_operator_cluster_requests_total")
 
 
@@ -79,6 +80,9 @@ def test_readable_ready_and_requests_per_cluster_follow_the_primary_and_go_with_
     assert value(healthy, "stemedb_operator_escalated") == 0.0
     assert (value(healthy, "stemedb_operator_cluster_requests_total", code_class="2xx")
             or 0) > 0
+    # The thresholds of this cluster's spec (fast_spec: warning 2 s, critical 4 s).
+    assert [value(healthy, "stemedb_operator_lag_threshold_seconds", threshold=t)
+            for t in ("warning", "critical", "escalation")] == [2.0, 4.0, 60.0]
     # Nothing throttled: the operator holds no limit, so no series.
     assert value(healthy, "stemedb_operator_rate_limit_assertions_per_sec") is None
 

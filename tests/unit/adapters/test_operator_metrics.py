@@ -14,6 +14,8 @@ from controller.adapters.operator_metrics import (
     OperatorMetrics,
     code_class,
 )
+from controller.domain.memory import Memory
+from controller.domain.observation import Observation, ReplicaObservation, SourceStatus
 
 
 def lag(m: OperatorMetrics, ns: str, name: str, replica: str) -> float | None:
@@ -117,6 +119,27 @@ def test_a_poll_sets_the_cluster_gauges(
     assert sample(m, "stemedb_operator_rate_limit_assertions_per_sec", **key) == rate
 
 
+def test_the_thresholds_of_the_clusters_spec_are_gauges() -> None:
+    from controller.domain.policy import decide
+    from controller.domain.spec import parse_spec
+
+    m = OperatorMetrics(CollectorRegistry())
+    spec = parse_spec({"primary": {"adminUrl": "http://p:18180"}, "replicas": [{"id": "node2"}],
+                       "detection": {"warning": {"lagSeconds": 4, "forSeconds": 60},
+                                     "critical": {"lagSeconds": 8, "forSeconds": 60},
+                                     "escalation": {"lagSeconds": 45}}})
+    plan = decide(Observation(at=0.0, primary=SourceStatus.ok(),
+                              replicas=(ReplicaObservation("node2", 0.5),), rate_limit=None),
+                  spec, Memory(), 0.0, operator_budget_remaining=10)
+    m.set_cluster("ns", "a", ClusterReading.of(plan, spec))
+    got = {t: sample(m, "stemedb_operator_lag_threshold_seconds", namespace="ns", name="a",
+                     threshold=t) for t in ("warning", "critical", "escalation")}
+    assert got == {"warning": 4.0, "critical": 8.0, "escalation": 45.0}
+    assert sample(m, "stemedb_operator_metrics_readable", namespace="ns", name="a") == 1.0
+    assert sample(m, "stemedb_operator_rate_limit_assertions_per_sec",
+                  namespace="ns", name="a") is None
+
+
 def test_a_lifted_throttle_drops_the_rate_series() -> None:
     m = OperatorMetrics(CollectorRegistry())
     m.set_cluster("ns", "a", ClusterReading(0, True, False, 1000.0))
@@ -166,7 +189,7 @@ def test_forgetting_a_cluster_removes_every_per_cluster_series() -> None:
     m = OperatorMetrics(CollectorRegistry())
     for name in ("a", "b"):
         m.set_lag("ns", name, {"node2": 3.0})
-        m.set_cluster("ns", name, ClusterReading(2, True, False, 500.0))
+        m.set_cluster("ns", name, ClusterReading(2, True, False, 500.0, (("warning", 5.0),)))
         with m.attribute_to("ns", name):
             m.count_request("GET /metrics", 200)
     m.forget_cluster("ns", "a")
@@ -176,8 +199,9 @@ def test_forgetting_a_cluster_removes_every_per_cluster_series() -> None:
                    if 'name="b"' in ln and not ln.startswith("#")]
     assert sorted(set(per_cluster)) == [
         "stemedb_operator_cluster_requests_total", "stemedb_operator_escalated",
-        "stemedb_operator_metrics_readable", "stemedb_operator_rate_limit_assertions_per_sec",
-        "stemedb_operator_ready", "stemedb_operator_replica_lag_seconds",
+        "stemedb_operator_lag_threshold_seconds", "stemedb_operator_metrics_readable",
+        "stemedb_operator_rate_limit_assertions_per_sec", "stemedb_operator_ready",
+        "stemedb_operator_replica_lag_seconds",
     ]
 
 
