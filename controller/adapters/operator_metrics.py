@@ -48,7 +48,7 @@ from controller.domain.conditions import ConditionType
 
 if TYPE_CHECKING:
     from controller.domain.policy import Plan
-    from controller.domain.spec import Spec
+    from controller.domain.spec import DetectionSpec, Spec
 
 PREFIX = "stemedb_operator"
 
@@ -89,9 +89,9 @@ class ClusterReading:
     # The ingestion limit the operator holds while it throttles (-1: unlimited,
     # not lowered yet); None when the operator holds no limit (series absent).
     rate_limit: float | None = None
-    # The cluster's lag thresholds (warning, critical, escalation), so a
-    # dashboard draws each cluster's lag against its own spec.
-    thresholds: tuple[tuple[str, float], ...] = ()
+    # The cluster's spec.detection (the parsed spec's own object, not a copy), so
+    # a dashboard draws each cluster's lag against its own thresholds.
+    detection: DetectionSpec | None = None
 
     @classmethod
     def of(cls, plan: Plan, spec: Spec) -> ClusterReading:
@@ -100,10 +100,15 @@ class ClusterReading:
         if throttle.active:
             rate = -1.0 if throttle.current_rate is None else float(throttle.current_rate)
         ready = any(c.type is ConditionType.READY and c.status for c in plan.conditions)
-        d = spec.detection
-        thresholds = (("warning", d.warning.lag_seconds), ("critical", d.critical.lag_seconds),
-                      ("escalation", d.escalation_lag_seconds))
-        return cls(plan.escalation.level, plan.metrics_available, ready, rate, thresholds)
+        return cls(plan.escalation.level, plan.metrics_available, ready, rate, spec.detection)
+
+    @property
+    def thresholds(self) -> tuple[tuple[str, float], ...]:
+        d = self.detection
+        if d is None:
+            return ()
+        return (("warning", d.warning.lag_seconds), ("critical", d.critical.lag_seconds),
+                ("escalation", d.escalation_lag_seconds))
 
 
 def _version() -> str:

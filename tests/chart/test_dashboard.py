@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.adapters.operator_metrics import ClusterReading, OperatorMetrics
+from controller.domain.spec import DetectionSpec
 from stemedb_sim.exposition import render_primary, render_replica
 from stemedb_sim.model import ClusterModel
 from tests.chart.conftest import CHART, ROOT, Render, by_kind, helm_cmd, one
@@ -79,7 +80,7 @@ def operator_metric_names() -> frozenset[str]:
     m.count_action("SetRateLimit", "success")
     m.count_suppressed("ForceSync", "Paused")
     m.set_lag("db", "alpha", {"node2": 1.0})
-    m.set_cluster("db", "alpha", ClusterReading(1, True, False, 500.0, (("warning", 5.0),)))
+    m.set_cluster("db", "alpha", ClusterReading(1, True, False, 500.0, DetectionSpec()))
     with m.attribute_to("db", "alpha"):
         m.count_request("GET /metrics", 200, 0.01)
     names = {s.name for family in m.registry.collect() for s in family.samples}

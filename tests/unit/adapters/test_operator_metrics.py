@@ -16,6 +16,7 @@ from controller.adapters.operator_metrics import (
 )
 from controller.domain.memory import Memory
 from controller.domain.observation import Observation, ReplicaObservation, SourceStatus
+from controller.domain.spec import DetectionSpec
 
 
 def lag(m: OperatorMetrics, ns: str, name: str, replica: str) -> float | None:
@@ -189,7 +190,7 @@ def test_forgetting_a_cluster_removes_every_per_cluster_series() -> None:
     m = OperatorMetrics(CollectorRegistry())
     for name in ("a", "b"):
         m.set_lag("ns", name, {"node2": 3.0})
-        m.set_cluster("ns", name, ClusterReading(2, True, False, 500.0, (("warning", 5.0),)))
+        m.set_cluster("ns", name, ClusterReading(2, True, False, 500.0, DetectionSpec()))
         with m.attribute_to("ns", name):
             m.count_request("GET /metrics", 200)
     m.forget_cluster("ns", "a")
