@@ -206,8 +206,7 @@ def test_enabled_renders_one_sidecar_configmap_with_the_dashboard(
     assert meta["namespace"] == namespace
     assert meta["labels"][label[0]] == label[1]
     assert meta["labels"]["app.kubernetes.io/name"] == "stemedb-operator"
-    annotations = meta.get("annotations") or {}
-    assert annotations == (dict([folder]) if folder else {})
+    assert meta.get("annotations") == (dict([folder]) if folder else None)
     assert list(cm["data"]) == ["stemedb-operator.json"]
     # The JSON arrives as is: Grafana's {{ }} legends are not Helm templates.
     assert json.loads(cm["data"]["stemedb-operator.json"]) == dashboard()
