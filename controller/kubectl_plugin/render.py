@@ -132,7 +132,7 @@ def render_status(obj: Mapping[str, Any], now: float) -> str:
                            f"{d['observedGeneration']}; the spec is at {d['generation']}"))
 
     lines += ["", "Escalation"]
-    ladder = ", ".join(f"{lv} {clean(who, 28)}" for lv, who in esc["contacts"].items())
+    names = esc["contacts"]
     if esc["level"]:
         lines.append(clean(f"  Level {esc['level']}    since {when(esc['since'], now)}"))
         lines.append(clean(f"  Call now   {esc['contact']}"))
@@ -140,9 +140,11 @@ def render_status(obj: Mapping[str, Any], now: float) -> str:
             why = _LEVEL_PREFIX.sub("", esc["message"])
             lines.append(clean(f"  Why        {why}" + (f" ({esc['reason']})" if esc["reason"]
                                                         else "")))
+        if esc["level"] < 3:
+            lines.append(clean(f"  Then       level {esc['level'] + 1}: "
+                               f"{names[str(esc['level'] + 1)]}"))
     else:
-        lines.append("  Level 0    nobody to call")
-    lines.append(clean(f"  Ladder     {ladder}"))
+        lines.append(clean(f"  Level 0    nobody to call (level 1 calls {names['1']})"))
 
     lines += ["", "Replicas"]
     rows = []
