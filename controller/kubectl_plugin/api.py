@@ -1,6 +1,6 @@
 """The plugin's Kubernetes I/O: the kubeconfig's login (adapters/kubeconfig.py, as
 kubectl reads it, exec plugins included) turned into an endpoint for the operator's
-lean client (adapters/kube.py). No Kopf: the plugin starts in a quarter second.
+lean client (adapters/kube.py). No Kopf: importing it would double the start-up.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,8 +19,6 @@ from controller.kubectl_plugin.view import fleet_row, parse_time, status_documen
 WIDTH = 80
 HISTORY_LINES = 6
 UNKNOWN = "Unknown"
-# "Level 2 (Distributed systems engineer): " before the escalation message: shown above it.
-_LEVEL_PREFIX = re.compile(r"^Level [0-9]+ \([^)]*\):\s*")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
@@ -137,7 +136,7 @@ def render_status(obj: Mapping[str, Any], now: float) -> str:
         lines.append(clean(f"  Level {esc['level']}    since {when(esc['since'], now)}"))
         lines.append(clean(f"  Call now   {esc['contact']}"))
         if esc["message"]:
-            why = _LEVEL_PREFIX.sub("", esc["message"])
+            why = esc["message"].removeprefix(f"Level {esc['level']} ({esc['contact']}): ")
             lines.append(clean(f"  Why        {why}" + (f" ({esc['reason']})" if esc["reason"]
                                                         else "")))
         if esc["level"] < 3:
@@ -164,8 +163,9 @@ def render_status(obj: Mapping[str, Any], now: float) -> str:
     if not d["manualActions"]:
         lines.append("  Nothing by hand" + (": the operator is on it"
                                             if d["phase"] in ("Remediating", "Degraded") else ""))
-    for a in d["manualActions"]:
-        lines.append(clean(f"  {a['what']}"))
+    for a in d["manualActions"]:  # wrapped, not cut: this is what to do
+        lines += textwrap.wrap(clean(a["what"], 400), WIDTH, initial_indent="  ",
+                               subsequent_indent="  ")
         if a["command"]:  # never cut: a human copies it
             lines.append(clean(f"    {a['command']}", limit=len(a["command"]) + 4))
 

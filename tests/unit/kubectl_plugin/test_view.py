@@ -130,11 +130,14 @@ def test_level_2_with_three_replicas_fits_one_screen() -> None:
     ("status.replicas.0.deadline", T.format("30:00"), ["by 21:30:00Z (in 3m)"]),
     ("spec.escalation", {"principalEngineer": "Alice (+1 555 0100)"},
      ["  Then       level 3: Alice (+1 555 0100)"]),
+    ("status.escalation", {"level": 2, "reason": "LadderExhausted", "contact": "Storage (#s)",
+                           "message": "Level 2 (Storage (#s)): node2 ladder exhausted"},
+     ["  Call now   Storage (#s)\n  Why        node2 ladder exhausted (LadderExhausted)"]),
     ("metadata.generation", 2, ["Note         status is for spec generation 1; the spec is at 2"]),
     ("spec.remediation", {"paused": True},
      ["Remediation  PAUSED (spec.remediation.paused); Mode Auto; 17 of 20 left"]),
 ], ids=["nextStep", "nextStep text", "replica next step", "replica deadline", "contacts",
-        "spec not seen yet", "paused"])
+        "contact in parentheses", "spec not seen yet", "paused"])
 def test_what_the_status_carries_is_shown(path: str, value: Any, shown: list[str]) -> None:
     screen = render_status(edit(level2(), path, value), NOW)
     for text in shown:
