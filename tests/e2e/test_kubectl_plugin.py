@@ -203,6 +203,10 @@ def test_the_context_namespace_and_kubeconfig_flags_choose_where_to_look(
     assert "not found in namespace 'default'" in missing.stderr
     bad = plugin(control_plane, "status", "db", "--context", "nope")
     assert bad.returncode == 2 and "no context named 'nope'" in bad.stderr
+    # A name is one path segment of a Kubernetes name, never a path to another object.
+    escape = plugin(control_plane, "status", "../../../api/v1/namespaces/kube-system/secrets",
+                    "-n", namespace)
+    assert escape.returncode == 1 and "refusing StemeDBCluster name" in escape.stderr
 
 
 @pytest.mark.parametrize(("verb", "before", "after"), [
