@@ -18,15 +18,18 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
+from controller.domain import observation
 from controller.domain.observation import APPROVE_REBUILD_ANNOTATION, parse_approvals
+from controller.domain.spec import EscalationSpec
 
 DOCUMENT_VERSION = "stemedb.io/kubectl-stemedb/v1"
 # `node2@1795981285` after the annotation's name, in the Remediating message.
 _REQUEST_IN_MESSAGE = re.compile(
     re.escape(APPROVE_REBUILD_ANNOTATION) + r"=([A-Za-z0-9][A-Za-z0-9._-]{0,62})@([0-9]{1,12})")
 _REPLICA_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
-DEFAULT_CONTACTS = {1: "Cluster SRE", 2: "Distributed systems engineer",
-                    3: "Principal engineer"}
+_DEFAULTS = EscalationSpec()
+DEFAULT_CONTACTS = {1: _DEFAULTS.cluster_sre, 2: _DEFAULTS.distributed_systems_engineer,
+                    3: _DEFAULTS.principal_engineer}
 _CONTACT_KEYS = {1: "clusterSre", 2: "distributedSystemsEngineer", 3: "principalEngineer"}
 
 
@@ -134,7 +137,7 @@ def rebuild_request(status: Mapping[str, Any], replica_id: str) -> str | None:
         if isinstance(text, str) and re.fullmatch(re.escape(replica_id) + r"@[0-9]{1,12}", text):
             return text
     since = parse_time(row.get("since"))
-    return None if since is None else f"{replica_id}@{int(since)}"
+    return None if since is None else observation.rebuild_request(replica_id, since)
 
 
 def _step(value: Any) -> dict[str, Any] | None:
