@@ -87,6 +87,7 @@ def healthy_status(metrics: bool = True) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 def test_on_call_sees_the_rebuild_waiting_and_approves_it_with_the_plugin(env: Env) -> None:
     """The operator and the simulator, a rebuild waiting for approval: the plugin's
     screen says who to call and the exact command, and that command's approval is
