@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import httpx
 import pytest
 
 from controller.adapters.notify import Escalated, NotificationError, Notifier
+from controller.notifications import Status
 
 EVENT = Escalated("prod", "orders", 3, "Principal engineer", "MerkleCorruption",
                   "node2: Merkle sync reported corruption")
@@ -26,13 +28,15 @@ def recording(answers: list[int | type[Exception]]) -> tuple[list[httpx.Request]
     return seen, Notifier(transport=httpx.MockTransport(handler))
 
 
-async def test_the_payload_says_which_cluster_who_to_call_and_why() -> None:
+@pytest.mark.parametrize("status", [Status.FIRING, Status.RESOLVED])
+async def test_the_payload_says_which_cluster_who_to_call_why_and_if_it_is_over(
+        status: Status) -> None:
     seen, notifier = recording([204])
-    await notifier.escalated("https://hooks.example/stemedb", EVENT)
+    await notifier.escalated("https://hooks.example/stemedb", replace(EVENT, status=status))
     assert len(seen) == 1
     body = json.loads(seen[0].content)
     assert body == {
-        "kind": "StemeDBClusterEscalated",
+        "kind": "StemeDBClusterEscalated", "status": status.value,
         "cluster": {"namespace": "prod", "name": "orders"},
         "level": 3, "contact": "Principal engineer", "reason": "MerkleCorruption",
         "message": "node2: Merkle sync reported corruption",
