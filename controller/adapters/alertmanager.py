@@ -35,8 +35,10 @@ from controller.notifications import Send
 log = structlog.get_logger("stemedb.alertmanager")
 
 ALERTNAME = "StemeDBClusterEscalated"
+# The runbook of the PrometheusRule's StemeDBRemediationEscalated: the same
+# condition (an escalation level above 0), seen from the operator's metric.
 RUNBOOK_URL = ("https://github.com/stemedb/stemedb-operator/blob/main/docs/runbooks.md"
-               "#stemedbclusterescalated")
+               "#stemedbremediationescalated")
 MAX_PENDING = 10_000  # alerts per instance; beyond it the oldest are dropped
 _LABEL_MAX = 256
 _TEXT_MAX = 1024

@@ -45,7 +45,7 @@ def test_a_postable_alert_has_the_routing_labels(s: Send, labels: dict[str, str]
     assert alert["startsAt"] == "2027-01-15T08:00:00.000Z"
     assert alert["endsAt"] == ends_at
     assert set(alert["annotations"]) == {"summary", "description", "runbook_url", "reason"}
-    assert alert["annotations"]["runbook_url"].endswith("runbooks.md#stemedbclusterescalated")
+    assert alert["annotations"]["runbook_url"].endswith("runbooks.md#stemedbremediationescalated")
     assert all(isinstance(v, str) for v in [*alert["labels"].values(),
                                              *alert["annotations"].values()])
 
