@@ -100,11 +100,11 @@ def step(
             Send(firing.alert, Status.RESOLVED, now, news=True),
             Send(wanted, Status.FIRING, now + timing.ends_after, news=True),
         )
+    # The same alert: its reason and message (annotations) are kept current but
+    # wait for the next re-send, since a message quoting the lag changes every poll.
     current = replace(wanted, starts_at=firing.alert.starts_at)
-    if current == firing.alert and now - firing.last_sent < timing.resend_seconds:
-        return firing, ()
-    # Due for a re-send, or the reason or message changed (annotations: the same
-    # alert, updated in place by Alertmanager).
+    if now - firing.last_sent < timing.resend_seconds:
+        return Firing(current, firing.last_sent), ()
     return Firing(current, now), (Send(current, Status.FIRING, now + timing.ends_after, False),)
 
 
