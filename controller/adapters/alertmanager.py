@@ -64,7 +64,9 @@ def check_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http(s) URL with a host")
     if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{url!r} has a user:password (use --alertmanager-credentials)")
+        # Not echoed: the error would print the password.
+        raise ValueError("a URL with user:password@ is refused (use "
+                         "--alertmanager-credentials)")
     if parts.query or parts.fragment:
         raise ValueError(f"{url!r} has a query or fragment")
     return url.rstrip("/")
