@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -155,6 +155,8 @@ class Pager:
         ]
         self._failing: set[tuple[ClusterRef, str]] = set()
         self._webhooks: dict[ClusterRef, asyncio.Task[None]] = {}
+        # Clusters escalated with a webhook: what to resolve if they are deleted.
+        self._escalated: dict[ClusterRef, tuple[str, Escalated]] = {}
 
     def _count(self, target: str, outcome: str) -> None:
         self._outcomes.labels(target, outcome).inc()
@@ -180,8 +182,17 @@ class Pager:
                 items = [Queued(s, body) for s in sends]
                 for queue in self.queues:
                     queue.put(items)
+        if not webhook_url or self.webhook is None:
+            self._escalated.pop(cluster, None)
+            return
         status = webhook_status(level_before, page.level)
-        if status is not None and webhook_url and self.webhook is not None:
+        if page.level > 0:
+            self._escalated[cluster] = (webhook_url, Escalated(
+                cluster.namespace, cluster.name, page.level, page.contact, page.reason,
+                page.message))
+        else:
+            self._escalated.pop(cluster, None)
+        if status is not None:
             level, contact = ((page.level, page.contact) if status is Status.FIRING
                               else (level_before, contact_before))
             event = Escalated(cluster.namespace, cluster.name, level, contact, page.reason,
@@ -189,11 +200,18 @@ class Pager:
             self._tell_webhook(cluster, body, webhook_url, event)
 
     def gone(self, cluster: ClusterRef, body: Mapping[str, Any], now: float) -> None:
-        """The cluster was deleted: resolve its alert."""
+        """The cluster was deleted: resolve its alert, and tell its webhook the
+        escalation is over."""
         sends = self.paging.gone(cluster, now)
         if sends:
             for queue in self.queues:
                 queue.put([Queued(s, body) for s in sends])
+        escalated = self._escalated.pop(cluster, None)
+        if escalated is not None:
+            url, event = escalated
+            self._tell_webhook(cluster, body, url, replace(
+                event, status=Status.RESOLVED, reason="Deleted",
+                message="the StemeDBCluster was deleted"))
 
     def _tell_webhook(self, cluster: ClusterRef, body: Mapping[str, Any], url: str,
                       event: Escalated) -> None:
@@ -217,14 +235,16 @@ class Pager:
             await self.webhook.escalated(url, event)
         except NotificationError as err:
             self._count(WEBHOOK, "failed")
-            self.post_event(body, EventType.WARNING.value, EventReason.NOTIFICATION_FAILED,
-                            str(err))
+            if body:  # none for a deleted cluster
+                self.post_event(body, EventType.WARNING.value,
+                                EventReason.NOTIFICATION_FAILED, str(err))
             return
         self._count(WEBHOOK, "delivered")
         told = (f"level {event.level}, call {event.contact}" if event.status is Status.FIRING
                 else f"resolved (level {event.level}, {event.contact}, no longer needed)")
-        self.post_event(body, EventType.NORMAL.value, EventReason.NOTIFIED,
-                        f"escalation webhook told: {told}")
+        if body:
+            self.post_event(body, EventType.NORMAL.value, EventReason.NOTIFIED,
+                            f"escalation webhook told: {told}")
 
     def _reported(self, url: str, items: Sequence[Queued], error: str | None) -> None:
         """An Alertmanager's answer: an Event per first firing or resolve delivered,
