@@ -41,10 +41,11 @@ e2e: $(STAMP) controlplane tools
 controlplane: $(STAMP)
 	PYTHON=$(PY) bash hack/build-control-plane.sh >/dev/null
 
-# promtool, built into the same cache as the control plane (no root); the tests
-# run the path it prints.
+# promtool and alertmanager, built into the same cache as the control plane (no
+# root); the tests run the paths they print.
 tools:
 	bash hack/install-promtool.sh >/dev/null
+	bash hack/install-alertmanager.sh >/dev/null
 
 demo: $(STAMP) controlplane
 	$(PY) -m demo
