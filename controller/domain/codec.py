@@ -9,8 +9,9 @@ to stay small, the spec leaves out only what is unset (None).
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable
-from dataclasses import Field, fields, is_dataclass
+from dataclasses import Field, fields
 from typing import Any
 
 JSON_KEY = "json_key"
@@ -18,6 +19,7 @@ JSON_KEY = "json_key"
 Omit = Callable[["Field[Any]", Any], bool]
 
 
+@functools.cache
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(w.capitalize() for w in rest)
@@ -34,17 +36,23 @@ def unset(f: Field[Any], value: Any) -> bool:
     return value is None
 
 
+@functools.cache
+def _keyed_fields(cls: type) -> tuple[tuple[Field[Any], tuple[str, ...]], ...]:
+    return tuple((f, json_key(f)) for f in fields(cls))
+
+
 def to_json(obj: Any, omit: Omit = unset) -> Any:
     """`obj` as JSON data: dataclasses as objects, enums as their values, tuples as lists."""
     if isinstance(obj, enum.Enum):
         return obj.value
-    if is_dataclass(obj) and not isinstance(obj, type):
+    cls: type = type(obj)
+    if hasattr(cls, "__dataclass_fields__"):
         out: dict[str, Any] = {}
-        for f in fields(obj):
+        for f, keys in _keyed_fields(cls):
             value = getattr(obj, f.name)
             if omit(f, value):
                 continue
-            *parents, last = json_key(f)
+            *parents, last = keys
             target = out
             for key in parents:
                 target = target.setdefault(key, {})

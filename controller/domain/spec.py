@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from controller.domain.codec import to_json
@@ -33,7 +33,7 @@ from controller.domain.spec_schema import (
     Order,
     Rule,
     Via,
-    meta_of,
+    declared,
     numeric_fields,
     spec_field,
 )
@@ -401,8 +401,10 @@ MAXIMA: dict[str, float] = {
 
 # --------------------------------------------------------------------------- parsing
 
-_SPEC_FIELDS = {f.name: f for f in fields(Spec)}
-_REPLICA_FIELDS = {f.name: f for f in fields(ReplicaSpec)}
+_SECTIONS = {item.name: item for item in declared(Spec)}
+_REPLICA_ID, _AGENT_ID = (item for item in declared(ReplicaSpec) if item.key in ("id", "agentId"))
+# Required at admission; the parser alone defaults it to agent-<id> (older objects).
+_AGENT_ID_OR_DEFAULT = replace(_AGENT_ID, meta=replace(_AGENT_ID.meta, required=False))
 
 
 def parse_spec(raw_spec: Mapping[str, Any]) -> Spec:
@@ -429,9 +431,8 @@ def spec_to_raw(spec: Spec) -> dict[str, Any]:
 
 def _section(reader: SpecReader, raw_spec: Mapping[str, Any], name: str) -> Any:
     """One top-level section read by its declaration, defaults included."""
-    declared = _SPEC_FIELDS[name]
-    default = None if declared.default is MISSING else declared.default
-    return reader.field(Spec, declared, raw_spec, "spec", default)
+    section = _SECTIONS[name]
+    return reader.field(section, raw_spec, "spec", section.default)
 
 
 def _primary(reader: SpecReader, raw_spec: Mapping[str, Any]) -> PrimarySpec:
@@ -489,9 +490,8 @@ def _replicas(reader: SpecReader, raw_spec: Mapping[str, Any],
 def _replica(reader: SpecReader, item: Mapping[str, Any], at: str) -> ReplicaSpec:
     """One replica; a missing agentId (allowed for objects older than the CRD's
     rule) is agent-<id>."""
-    replica_id = reader.field(ReplicaSpec, _REPLICA_FIELDS["id"], item, at, "") or ""
-    agent_meta = replace(meta_of(_REPLICA_FIELDS["agent_id"]), required=False)
-    agent_id = reader.value(str, agent_meta, item, "agentId", at,
+    replica_id = reader.field(_REPLICA_ID, item, at, "") or ""
+    agent_id = reader.field(_AGENT_ID_OR_DEFAULT, item, at,
                             f"agent-{replica_id}" if replica_id else "") or ""
     replica: ReplicaSpec = reader.build(ReplicaSpec, item, at, id=replica_id, agent_id=agent_id)
     return replica

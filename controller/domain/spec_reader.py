@@ -13,21 +13,11 @@ from __future__ import annotations
 import enum
 import itertools
 import math
-import typing
 from collections.abc import Mapping
-from dataclasses import Field, dataclass, fields
+from dataclasses import MISSING, dataclass
 from typing import Any
 
-from controller.domain.spec_schema import (
-    Meta,
-    Order,
-    dataclass_type,
-    defaults_of,
-    hints,
-    key_of,
-    meta_of,
-    unwrap_optional,
-)
+from controller.domain.spec_schema import Declared, Kind, Meta, Order, declared
 
 _MISSING = object()
 
@@ -74,49 +64,48 @@ class SpecReader:
               instance: Any | None = None, **given: Any) -> Any:
         """An instance of dataclass `cls` read from `raw`; defaults from `instance`
         (or the class); fields in `given` are not read but taken as they are."""
-        defaults = defaults_of(cls, instance)
         values = dict(given)
-        for f in fields(cls):
-            if f.name not in given:
-                values[f.name] = self.field(cls, f, raw, path, defaults.get(f.name))
+        for item in declared(cls):
+            if item.name in given:
+                continue
+            if instance is not None:
+                default = getattr(instance, item.name)
+            else:
+                default = None if item.default is MISSING else item.default
+            values[item.name] = self.field(item, raw, path, default)
         return cls(**values)
 
-    def field(self, cls: type, f: Field[Any], raw: Mapping[str, Any], path: str,
-              default: Any) -> Any:
-        """One field of `cls` from `raw` (under its `via` object when it has one)."""
-        meta = meta_of(f)
-        if meta.via is not None:
-            if raw.get(meta.via.key) is None:
+    def field(self, item: Declared, raw: Mapping[str, Any], path: str, default: Any) -> Any:
+        """One declared field from `raw` (under its `via` object when it has one)."""
+        via = item.meta.via
+        if via is not None:
+            if raw.get(via.key) is None:
                 return default
-            raw = self.obj(raw, meta.via.key, path)
-            path = f"{path}.{meta.via.key}"
-        return self.value(hints(cls)[f.name], meta, raw, key_of(f), path, default)
-
-    def value(self, tp: Any, meta: Meta, raw: Mapping[str, Any], key: str, path: str,
-              default: Any) -> Any:
-        tp, optional = unwrap_optional(tp)
-        at = f"{path}.{key}"
-        nested = dataclass_type(tp)
-        if nested is not None:
-            if optional and raw.get(key) is None:
+            raw = self.obj(raw, via.key, path)
+            path = f"{path}.{via.key}"
+        at = f"{path}.{item.key}"
+        if item.kind is Kind.OBJECT:
+            if item.optional and raw.get(item.key) is None:
                 return default
-            return self.build(nested, self.obj(raw, key, path), at, default)
-        value = raw.get(key, _MISSING)
+            return self.build(item.type, self.obj(raw, item.key, path), at, default)
+        value = raw.get(item.key, _MISSING)
         if value is _MISSING or value is None:
-            if meta.required:
+            if item.meta.required:
                 self.fail(at, f"{at} is required")
             return default
-        if typing.get_origin(tp) is tuple:
-            return self.fractions(value, meta, at, default)
-        if tp is bool:
-            return self.boolean(value, at, default)
-        if tp is int:
-            return self.integer(value, meta, at, default)
-        if tp is float:
-            return self.number(value, meta, at, default)
-        if isinstance(tp, type) and issubclass(tp, enum.Enum):
-            return self.choice(tp, value, at, default)
-        return self.text(value, meta, at, default)
+        match item.kind:
+            case Kind.LIST:
+                return self.fractions(value, item.meta, at, default)
+            case Kind.BOOLEAN:
+                return self.boolean(value, at, default)
+            case Kind.INTEGER:
+                return self.integer(value, item.meta, at, default)
+            case Kind.NUMBER:
+                return self.number(value, item.meta, at, default)
+            case Kind.CHOICE:
+                return self.choice(item.type, value, at, default)
+            case Kind.TEXT:
+                return self.text(value, item.meta, at, default)
 
     # ----------------------------------------------------------------- one value
 

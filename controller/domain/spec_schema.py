@@ -160,6 +160,52 @@ def key_of(f: Field[Any]) -> str:
     return json_key(f)[-1] if f.metadata.get(JSON_KEY) else camel(f.name)
 
 
+class Kind(enum.Enum):
+    """How a field is read and written, from its type."""
+
+    OBJECT = "object"
+    LIST = "list"
+    BOOLEAN = "boolean"
+    INTEGER = "integer"
+    NUMBER = "number"
+    CHOICE = "choice"
+    TEXT = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """One field as the parser needs it, worked out once per class."""
+
+    name: str
+    key: str  # its own JSON key (under `meta.via` when that is set)
+    meta: Meta
+    kind: Kind
+    type: Any  # the nested dataclass or enum (None allowed or not: `optional`)
+    optional: bool
+    default: Any  # MISSING when the class has none
+
+
+def _kind(tp: Any) -> Kind:
+    if dataclass_type(tp) is not None:
+        return Kind.OBJECT
+    if typing.get_origin(tp) is tuple:
+        return Kind.LIST
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return Kind.CHOICE
+    kinds = {bool: Kind.BOOLEAN, int: Kind.INTEGER, float: Kind.NUMBER}
+    return kinds.get(tp, Kind.TEXT)
+
+
+@functools.cache
+def declared(cls: type) -> tuple[Declared, ...]:
+    """The fields of spec dataclass `cls` with their Meta, kind and JSON key."""
+    out = []
+    for f in fields(cls):
+        tp, optional = unwrap_optional(hints(cls)[f.name])
+        out.append(Declared(f.name, key_of(f), meta_of(f), _kind(tp), tp, optional, f.default))
+    return tuple(out)
+
+
 def defaults_of(cls: type, instance: Any | None) -> dict[str, Any]:
     """Each field's default: from `instance` (a parent's default value) if given,
     else the class's own defaults (fields without one are left out)."""
