@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from controller.domain.spec import SPEC_META, Spec  # noqa: E402
-from controller.domain.spec_schema import openapi_schema  # noqa: E402
+from controller.domain.spec_crd import openapi_schema  # noqa: E402
 
 FRAME = ROOT / "hack" / "crd" / "frame.yaml"
 CRD = ROOT / "crds" / "stemedbclusters.stemedb.io.yaml"

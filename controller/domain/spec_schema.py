@@ -3,7 +3,7 @@
 Each field of the spec dataclasses (controller/domain/spec.py) carries a `Meta`
 in its metadata: description, bounds, the text format of a string, CEL rules,
 how a list is keyed. Two things are derived from it, so they cannot disagree:
-the CRD's OpenAPI schema (`openapi_schema`, written to crds/ by
+the CRD's OpenAPI schema (controller/domain/spec_crd.py, written to crds/ by
 hack/gen-crd.py; a unit test fails when the file drifts) and the domain's
 parser (controller/domain/spec_reader.py), which repeats the same rules so a
 spec that slipped past an older CRD is reported, not used. Defaults are the
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from typing import Any
 
-from controller.domain.codec import JSON_KEY, camel, json_key, to_json
+from controller.domain.codec import JSON_KEY, camel, json_key
 from controller.domain.validation import (
     CONTACT_MAX,
     CONTACT_PATTERN,
@@ -123,12 +123,14 @@ class Meta:
 
 
 def spec_field(default: Any = MISSING, *, key: str | None = None, **meta: Any) -> Any:
-    """A dataclass field with its `Meta`; `key` renames it in JSON (under `via`)."""
+    """A dataclass field with its `Meta` (keyword arguments; a wrong name fails at
+    import); `key` is its JSON key when not its camelCase name (needed under `via`)."""
     info = Meta(**meta)
     metadata: dict[str, Any] = {META: info}
-    if info.via is not None or key is not None:
-        inner = key or ""
-        metadata[JSON_KEY] = ".".join(k for k in (info.via.key if info.via else "", inner) if k)
+    if key is not None:
+        metadata[JSON_KEY] = f"{info.via.key}.{key}" if info.via is not None else key
+    elif info.via is not None:
+        raise ValueError(f"a field under {info.via.key!r} must name its own key")
     return field(default=default, metadata=metadata)
 
 
@@ -214,141 +216,24 @@ def defaults_of(cls: type, instance: Any | None) -> dict[str, Any]:
     return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
 
-# --------------------------------------------------------------------------- the CRD schema
+def json_path(item: Declared, path: str) -> str:
+    """The field's path under `path` (through its `via` object when it has one)."""
+    via = item.meta.via
+    return f"{path}.{via.key}.{item.key}" if via is not None else f"{path}.{item.key}"
 
 
-def _bounds(meta: Meta) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if meta.minimum is not None:
-        if meta.exclusive_minimum:
-            out["exclusiveMinimum"] = True
-        out["minimum"] = meta.minimum
-    if meta.maximum is not None:
-        if meta.exclusive_maximum:
-            out["exclusiveMaximum"] = True
-        out["maximum"] = meta.maximum
-    return out
-
-
-def _text(text: Text | None) -> dict[str, Any]:
-    if text is None:
-        return {}
-    out: dict[str, Any] = {"minLength": 1, "maxLength": text.max_length, "pattern": text.pattern}
-    if text.rules:
-        out["x-kubernetes-validations"] = [r.to_schema() for r in text.rules]
-    return out
-
-
-def _description(meta: Meta) -> str:
-    note = meta.text.note if meta.text is not None else ""
-    return f"{meta.description} {note}" if note else meta.description
-
-
-def _list(meta: Meta, item: Any, default: Any) -> dict[str, Any]:
-    node: dict[str, Any] = {"type": "array", "description": _description(meta)}
-    item_class = dataclass_type(item)
-    if item_class is not None:
-        node["items"] = object_schema(item_class, Meta(description=meta.item_description or ""),
-                                      None)
-    else:
-        node["items"] = {"type": "number", **_bounds(meta.items or Meta())}
-    for key, value in (("minItems", meta.min_items), ("maxItems", meta.max_items),
-                       ("x-kubernetes-list-type", meta.list_type)):
-        if value is not None:
-            node[key] = value
-    if meta.map_keys:
-        node["x-kubernetes-list-map-keys"] = list(meta.map_keys)
-    if default is not None:
-        node["default"] = to_json(default)
-    return node
-
-
-def field_schema(tp: Any, meta: Meta, default: Any) -> dict[str, Any]:
-    """The OpenAPI node of one field of type `tp` whose default is `default`."""
-    tp, _ = unwrap_optional(tp)
-    nested = dataclass_type(tp)
-    if nested is not None:
-        node = object_schema(nested, meta, default)
-        if default is not None:
-            node["default"] = to_json(default)
-        return node
-    if typing.get_origin(tp) is tuple:
-        node = _list(meta, typing.get_args(tp)[0], default)
-    elif tp is bool:
-        node = {"type": "boolean", "description": meta.description}
-    elif isinstance(tp, type) and issubclass(tp, enum.Enum):
-        node = {"type": "string", "description": meta.description,
-                "enum": [member.value for member in tp]}
-    elif tp is int or tp is float:
-        node = {"type": "integer" if tp is int else "number", "description": meta.description,
-                **_bounds(meta)}
-    else:
-        node = {"type": "string", "description": _description(meta), **_text(meta.text)}
-    if default is not None and not isinstance(default, tuple):
-        node["default"] = to_json(default)
-    if meta.rules:
-        node.setdefault("x-kubernetes-validations", []).extend(r.to_schema() for r in meta.rules)
-    return node
-
-
-def object_schema(cls: type, meta: Meta, instance: Any | None) -> dict[str, Any]:
-    """The OpenAPI node of dataclass `cls`; leaf defaults come from `instance` (see
-    `defaults_of`), descriptions from each field's Meta unless `meta.describe` says."""
-    node: dict[str, Any] = {"type": "object", "description": meta.description}
-    properties: dict[str, Any] = {}
-    required: list[str] = []
-    defaults = defaults_of(cls, instance)
-    described = dict(meta.describe)
-    for f in fields(cls):
-        info = meta_of(f)
-        if f.name in described:
-            info = Meta(**{**_as_dict(info), "description": described[f.name]})
-        default = defaults.get(f.name)
-        sub = field_schema(hints(cls)[f.name], info, default)
-        key = key_of(f)
-        if info.via is None:
-            properties[key] = sub
-            if info.required:
-                required.append(key)
-            continue
-        holder = properties.setdefault(info.via.key, {
-            "type": "object", "description": info.via.description, "properties": {}})
-        holder["properties"][key] = sub
-        if info.required:
-            holder.setdefault("required", []).append(key)
-        if info.via.defaulted and default is not None:
-            holder["default"] = {key: to_json(default)}
-    node["properties"] = properties
-    if required:
-        node["required"] = required
-    if meta.rules:
-        node["x-kubernetes-validations"] = [r.to_schema() for r in meta.rules]
-    return node
-
-
-def _as_dict(meta: Meta) -> dict[str, Any]:
-    return {f.name: getattr(meta, f.name) for f in fields(meta)}
-
-
-def openapi_schema(cls: type, meta: Meta) -> dict[str, Any]:
-    """The CRD's `.spec` schema for the spec dataclass `cls` (no default of its own)."""
-    return object_schema(cls, meta, None)
-
-
-# --------------------------------------------------------------------------- walking
+def list_item(item: Declared) -> Any:
+    """The type of a list field's items."""
+    return typing.get_args(item.type)[0]
 
 
 def numeric_fields(cls: type, path: str) -> Iterator[tuple[str, Meta]]:
     """(field path with [i] dropped, Meta) of every number in `cls`, nested included."""
-    for f in fields(cls):
-        tp, _ = unwrap_optional(hints(cls)[f.name])
-        sub = f"{path}.{'.'.join(json_key(f))}"
-        nested = dataclass_type(tp)
-        if nested is not None:
-            yield from numeric_fields(nested, sub)
-        elif typing.get_origin(tp) is tuple:
-            item = dataclass_type(typing.get_args(tp)[0])
-            if item is not None:
-                yield from numeric_fields(item, sub)
-        elif tp is int or tp is float:
-            yield sub, meta_of(f)
+    for item in declared(cls):
+        at = json_path(item, path)
+        if item.kind is Kind.OBJECT:
+            yield from numeric_fields(item.type, at)
+        elif item.kind is Kind.LIST and dataclass_type(list_item(item)) is not None:
+            yield from numeric_fields(list_item(item), at)
+        elif item.kind in (Kind.INTEGER, Kind.NUMBER):
+            yield at, item.meta
