@@ -379,9 +379,9 @@ class Spec:
         "escalation path).")
 
     def replica(self, replica_id: str) -> ReplicaSpec | None:
-        for r in self.replicas:
-            if r.id == replica_id:
-                return r
+        for replica in self.replicas:
+            if replica.id == replica_id:
+                return replica
         return None
 
 

@@ -113,22 +113,22 @@ class SpecReader:
         if not _is_number(value):
             self.fail(at, f"{at} must be a number, not {value!r}")
             return default
-        v = float(value)
-        if not math.isfinite(v):
+        number = float(value)
+        if not math.isfinite(number):
             self.fail(at, f"{at} must be a finite number")
             return default
         low, high = meta.minimum, meta.maximum
-        if low is not None and meta.exclusive_minimum and v <= low:
-            self.fail(at, f"{at} ({shown_number(v)}) must be greater than {shown_number(low)}")
-        elif low is not None and v < low:
-            self.fail(at, f"{at} ({shown_number(v)}) must be at least {shown_number(low)}")
-        elif high is not None and meta.exclusive_maximum and v >= high:
-            self.fail(at, f"{at} ({shown_number(v)}) must be less than {shown_number(high)}")
+        if low is not None and meta.exclusive_minimum and number <= low:
+            self.fail(at, f"{at} ({shown_number(number)}) must be greater than {shown_number(low)}")
+        elif low is not None and number < low:
+            self.fail(at, f"{at} ({shown_number(number)}) must be at least {shown_number(low)}")
+        elif high is not None and meta.exclusive_maximum and number >= high:
+            self.fail(at, f"{at} ({shown_number(number)}) must be less than {shown_number(high)}")
             return default
-        elif high is not None and v > high:
-            self.fail(at, f"{at} ({shown_number(v)}) must be at most {shown_number(high)}")
+        elif high is not None and number > high:
+            self.fail(at, f"{at} ({shown_number(number)}) must be at most {shown_number(high)}")
             return default
-        return v
+        return number
 
     def integer(self, value: Any, meta: Meta, at: str, default: int) -> int:
         if (not _is_number(value) or (isinstance(value, float) and not math.isfinite(value))
@@ -139,11 +139,11 @@ class SpecReader:
         if high is not None and abs(value) > high:
             self.fail(at, f"{at} ({shown_number(value)}) must be at most {shown_number(high)}")
             return default
-        v = int(value)
+        number = int(value)
         low = int(meta.minimum or 0)
-        if v < low:
-            self.fail(at, f"{at} ({v}) must be at least {low}")
-        return v
+        if number < low:
+            self.fail(at, f"{at} ({number}) must be at least {low}")
+        return number
 
     def boolean(self, value: Any, at: str, default: bool) -> bool:
         if not isinstance(value, bool):
