@@ -249,3 +249,12 @@ def test_escalation_alerts_carry_a_level_and_a_contact(alert: str, level: str,
     [rule] = [a for a in _alerts() if a["alert"] == alert]
     assert rule["labels"]["level"] == level
     assert rule["labels"]["contact"].startswith(contact)
+
+
+def test_the_operators_own_page_links_the_rules_runbook() -> None:
+    """The Alertmanager alert the operator sends and the rule on the same condition
+    lead on-call to the same page."""
+    from controller.adapters.alertmanager import RUNBOOK_URL
+
+    [rule] = [a for a in _alerts() if a["alert"] == "StemeDBRemediationEscalated"]
+    assert RUNBOOK_URL == rule["annotations"]["runbook_url"]
