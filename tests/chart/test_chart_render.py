@@ -257,4 +257,4 @@ def test_the_operators_own_page_links_the_rules_runbook() -> None:
     from controller.adapters.alertmanager import RUNBOOK_URL
 
     [rule] = [a for a in _alerts() if a["alert"] == "StemeDBRemediationEscalated"]
-    assert RUNBOOK_URL == rule["annotations"]["runbook_url"]
+    assert rule["annotations"]["runbook_url"] == RUNBOOK_URL
