@@ -177,7 +177,7 @@ async def test_an_alert_fires_is_resent_routes_by_level_and_resolves(
                                "stemedbcluster": "orders", "level": "1",
                                "contact": "Cluster SRE", "severity": "warning"}
     assert fired["status"]["state"] == "active"
-    assert fired["annotations"]["runbook_url"].endswith("#stemedbremediationescalated")
+    assert fired["annotations"]["runbook_url"].endswith("/StemeDBRemediationEscalated.md")
     await until("level 1 routed to the cluster SRE",
                 lambda: _async(receiver.notifications("/cluster-sre", "firing", "1")))
 
