@@ -20,6 +20,7 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,9 +29,10 @@ import structlog
 from prometheus_client import start_http_server
 
 from controller.adapters import kube, kubeconfig
+from controller.adapters.alertmanager import Credentials
 from controller.adapters.destinations import Destinations
 from controller.adapters.kube import KubeClient, KubeEndpoint, KubeError
-from controller.adapters.notify import Notifier
+from controller.adapters.notify import Notifier, Pager
 from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.stemedb import ClientConfig, StemeDBClient
 from controller.adapters.stemedb_errors import StemeDBError
@@ -45,6 +47,7 @@ from controller.domain import (
 from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy
 from controller.domain.spec import DetectionSpec
+from controller.notifications import Timing
 from controller.reconcile import ClusterKey, Reconciler
 
 GROUP, VERSION, PLURAL = kube.GROUP, kube.VERSION, kube.PLURAL
@@ -71,6 +74,9 @@ class _Config:
     secret_label: tuple[str, str] | None = None
     kubeconfig_file: str | None = None  # --kubeconfig; None: $KUBECONFIG, ~/.kube/config
     context: str | None = None  # --context; None: the kubeconfig's current-context
+    alertmanager_urls: tuple[str, ...] = ()
+    alertmanager_credentials: str | None = None
+    timing = Timing()
 
 
 @kopf.on.login()
@@ -220,7 +226,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         metrics=memo.metrics,
         budget=ActionBudget(_Config.max_actions_per_hour),
         post_event=_post_event,
-        notifier=Notifier(destinations=_Config.destinations),
+        notifier=Pager(
+            _post_event, webhook=Notifier(destinations=_Config.destinations),
+            alertmanager_urls=_Config.alertmanager_urls,
+            credentials=Credentials(Path(_Config.alertmanager_credentials)
+                                    if _Config.alertmanager_credentials else None),
+            timing=_Config.timing, registry=memo.metrics.registry),
         destinations=_Config.destinations,
     )
 
@@ -349,8 +360,15 @@ def run(
     secret_label: tuple[str, str] | None = None,
     kubeconfig_file: str | None = None,
     context: str | None = None,
+    alertmanager_urls: tuple[str, ...] = (),
+    alertmanager_credentials: str | None = None,
+    resend_seconds: float | None = None,
 ) -> int:
     """Run the operator until SIGINT/SIGTERM."""
+    _Config.alertmanager_urls = alertmanager_urls
+    _Config.alertmanager_credentials = alertmanager_credentials
+    if resend_seconds is not None:
+        _Config.timing = Timing(resend_seconds)
     _Config.kubeconfig_file = kubeconfig_file
     _Config.context = context
     _Config.destinations = Destinations(destinations)
@@ -366,7 +384,8 @@ def run(
              metrics_port=metrics_port, health_port=health_port,
              deny_destinations=[str(n) for n in _Config.destinations.policy.deny],
              allow_destinations=[str(n) for n in _Config.destinations.policy.allow] or None,
-             secret_label="=".join(secret_label) if secret_label else None)
+             secret_label="=".join(secret_label) if secret_label else None,
+             alertmanagers=list(alertmanager_urls) or None)
 
     async def main() -> None:
         # Objects created at start-up live for the whole run; keep them out of

@@ -24,8 +24,8 @@ import structlog
 
 from controller.adapters.destinations import Destinations
 from controller.adapters.kube import KubeClient, KubeError
-from controller.adapters.notify import Escalated, NotificationError, Notifier
-from controller.adapters.operator_metrics import OperatorMetrics
+from controller.adapters.notify import Pager
+from controller.adapters.operator_metrics import ClusterReading, OperatorMetrics
 from controller.adapters.stemedb import (
     Credentials,
     PrimaryScrape,
@@ -68,6 +68,7 @@ from controller.domain import (
 from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy, literal_destination_problems
 from controller.domain.observation import SourceState
+from controller.notifications import ClusterRef, Page
 
 log = structlog.get_logger("stemedb.reconcile")
 
@@ -123,7 +124,7 @@ class Reconciler:
         budget: ActionBudget,
         post_event: EventPoster,
         clock: Callable[[], float] = time.time,
-        notifier: Notifier | None = None,
+        notifier: Pager | None = None,
         destinations: Destinations | None = None,
     ) -> None:
         self.stemedb = stemedb
@@ -157,6 +158,8 @@ class Reconciler:
         self._reported.pop(key, None)
         self._denied.pop(key, None)
         self.metrics.forget_cluster(key.namespace, key.name)
+        if self.notifier is not None:
+            self.notifier.gone(ClusterRef(key.namespace, key.name), {}, self.clock())
 
     def _status(self, key: ClusterKey, body: Mapping[str, Any]) -> Mapping[str, Any]:
         """What this process last wrote, else the body's status: the watch may lag a
@@ -170,7 +173,8 @@ class Reconciler:
         started = time.monotonic()
         async with self.lock(key):
             try:
-                delay = await self._poll(key, body)
+                with self.metrics.attribute_to(key.namespace, key.name):
+                    delay = await self._poll(key, body)
                 result = "ok"
             except Exception:
                 log.exception("poll failed", namespace=key.namespace, name=key.name)
@@ -224,9 +228,8 @@ class Reconciler:
             self.post_event(body, event.type.value, event.reason, event.message)
         for kind, gate in plan.suppressed:
             self.metrics.count_suppressed(kind.value if kind else "any", gate.value)
-        self.metrics.set_escalation(key.namespace, key.name, plan.escalation.level)
-        if plan.escalation.level > escalated_before and spec.escalation.webhook_url:
-            await self._notify(key, body, spec.escalation.webhook_url, plan.escalation)
+        self.metrics.set_cluster(key.namespace, key.name, ClusterReading.of(plan, spec))
+        self._notify(key, body, spec, escalated_before, plan.escalation, now)
         try:
             await self._write_status(key, body, spec, memory, plan.conditions,
                                      generation, now)
@@ -546,22 +549,20 @@ class Reconciler:
             except KubeError as err2:
                 log.warning("status not written", error=str(err2))
 
-    async def _notify(
-        self, key: ClusterKey, body: Mapping[str, Any], url: str, esc: Escalation
+    def _notify(
+        self, key: ClusterKey, body: Mapping[str, Any], spec: Spec, level_before: int,
+        esc: Escalation, now: float,
     ) -> None:
-        """Tell the escalation webhook once per rise in level; failure is an Event."""
+        """Page, re-send and resolve (`adapters/notify.py`): started here, delivered
+        in the background, outcomes as Events."""
         if self.notifier is None:
             return
-        event = Escalated(key.namespace, key.name, esc.level, esc.contact,
-                          esc.reason.value, esc.message)
-        try:
-            await self.notifier.escalated(url, event)
-        except NotificationError as err:
-            self.post_event(body, EventType.WARNING.value, EventReason.NOTIFICATION_FAILED,
-                            str(err))
-        else:
-            self.post_event(body, EventType.NORMAL.value, EventReason.NOTIFIED,
-                            f"escalation webhook told: level {esc.level}, call {esc.contact}")
+        self.notifier.update(
+            ClusterRef(key.namespace, key.name), body,
+            Page(esc.level, esc.contact, esc.reason.value, esc.message), now,
+            level_before=level_before, contact_before=spec.escalation.contact(level_before),
+            webhook_url=spec.escalation.webhook_url,
+        )
 
     # ------------------------------------------------------------ deletion
     async def restore_before_delete(self, body: Mapping[str, Any]) -> str | None:

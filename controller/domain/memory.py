@@ -13,6 +13,8 @@ import json
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
+from controller.domain.codec import camel, to_json
+
 MEMORY_VERSION = 1
 HISTORY_LIMIT = 20
 
@@ -141,7 +143,7 @@ class Memory:
         return replace(self, history=(self.history + tuple(entries))[-HISTORY_LIMIT:])
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = _to_json(self)
+        out: dict[str, Any] = to_json(self, _omittable)
         return out
 
     @classmethod
@@ -174,11 +176,6 @@ class MemoryFormatError(ValueError):
     """Stored memory has an unknown version or shape; the handler starts afresh."""
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(w.capitalize() for w in rest)
-
-
 def _optional(f: Any) -> bool:
     """The field's type admits None (annotations are strings here)."""
     return "None" in str(f.type)
@@ -187,7 +184,10 @@ def _optional(f: Any) -> bool:
 def _omittable(f: Any, value: Any) -> bool:
     """True when `_build` would read the field back as `value` from its absence:
     an optional field that is None, or any other field at its default. Leaving
-    those out halves `status.memory` (it is held in every copy of the object)."""
+    those out halves `status.memory` (it is held in every copy of the object).
+    The version is always written."""
+    if f.name == "version":
+        return False
     if _optional(f):
         return value is None
     if f.default is not MISSING:
@@ -195,22 +195,6 @@ def _omittable(f: Any, value: Any) -> bool:
     if f.default_factory is not MISSING:
         return bool(value == f.default_factory())
     return False
-
-
-def _to_json(obj: Any) -> Any:
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if hasattr(obj, "__dataclass_fields__"):
-        out = {}
-        for f in fields(obj):
-            value = getattr(obj, f.name)
-            if f.name != "version" and _omittable(f, value):
-                continue
-            out[_camel(f.name)] = _to_json(value)
-        return out
-    if isinstance(obj, tuple | list):
-        return [_to_json(x) for x in obj]
-    return obj
 
 
 def _num(value: Any) -> float | None:
@@ -228,7 +212,7 @@ def _build(cls: type[Any], data: Any, converters: dict[str, Any]) -> Any:
         raise MemoryFormatError(f"{cls.__name__} must be an object")
     kwargs: dict[str, Any] = {}
     for f in fields(cls):
-        key = _camel(f.name)
+        key = camel(f.name)
         if key not in data:
             # Status is written as a JSON merge patch, where null deletes the key:
             # an absent optional field was None when it was written.

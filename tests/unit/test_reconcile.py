@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.adapters.destinations import Destinations
 from controller.adapters.kube import KubeError, SecretNotFound
+from controller.adapters.notify import Pager
 from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.stemedb import (
     NO_CREDENTIALS,
@@ -1058,6 +1059,8 @@ async def test_a_status_changed_by_someone_else_is_compared_again() -> None:
 
 
 class FakeNotifier:
+    """The tenant webhook's client (the adapter seam under `Pager`)."""
+
     def __init__(self, fail: bool = False) -> None:
         self.sent: list[tuple[str, Any]] = []
         self.fail = fail
@@ -1070,17 +1073,24 @@ class FakeNotifier:
             raise NotificationError("escalation webhook answered HTTP 500")
 
 
+def with_webhook(w: World, notifier: FakeNotifier) -> Pager:
+    pager = Pager(w.post_event, webhook=notifier)  # type: ignore[arg-type]
+    w.reconciler.notifier = pager
+    return pager
+
+
 @pytest.mark.parametrize("fail", [False, True], ids=["delivered", "webhook down"])
 async def test_the_escalation_webhook_is_told_once_per_rise_in_level(fail: bool) -> None:
     spec = raw_spec()
     spec["escalation"]["webhookUrl"] = "https://hooks.example/stemedb"
     w = World(spec)
     notifier = FakeNotifier(fail)
-    w.reconciler.notifier = notifier  # type: ignore[assignment]
+    pager = with_webhook(w, notifier)
     await w.poll()
     w.stemedb.scrape = primary({"node2": 90.0, "node3": 0.5})
     for _ in range(5):
         await w.poll()
+    await pager.drain()
 
     levels = [e.level for _, e in notifier.sent]
     assert levels and levels == sorted(set(levels)), levels
@@ -1093,10 +1103,11 @@ async def test_the_escalation_webhook_is_told_once_per_rise_in_level(fail: bool)
 async def test_no_webhook_no_notification() -> None:
     w = World()
     notifier = FakeNotifier()
-    w.reconciler.notifier = notifier  # type: ignore[assignment]
+    pager = with_webhook(w, notifier)
     w.stemedb.scrape = primary({"node2": 90.0, "node3": 0.5})
     for _ in range(4):
         await w.poll()
+    await pager.drain()
     assert notifier.sent == []
 
 
