@@ -149,7 +149,8 @@ class EventReason(_Meaning):
     WOULD_ACT = "WouldAct", "DryRun: the operator would have taken this action."
     ESCALATED = "Escalated", "Escalated to a human; the message names who and why."
     ESCALATION_CLEARED = "EscalationCleared", "The escalation is over."
-    STORM = "ReplicaStorm", "Several replicas lag at once; per-replica steps are suspended."
+    STORM = ("ReplicaStorm", "Several replicas lag at once; syncs and rebuilds are suspended "
+             "(tripped breakers are still reset).")
     CORRUPTION = "MerkleCorruption", "Merkle sync reported corruption; actions on it are held."
     RECOVERED = "Recovered", "The replica stayed below the recovery threshold for its window."
     RATE_RESTORE_STEP = "RateRestoreStep", "Raised the rate limit one step of the restore ramp."

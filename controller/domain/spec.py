@@ -212,7 +212,8 @@ class DetectionSpec:
         30.0, "An observation older than this is stale; no action is taken on it.")
     storm_replicas: int = _count(
         2, "This many replicas critical at once is a storm: throttle and escalate, no "
-        "per-replica steps.", minimum=2, maximum=MAX_REPLICAS)
+        "forced syncs or rebuilds (a tripped breaker is still reset).",
+        minimum=2, maximum=MAX_REPLICAS)
     crash_loop_restarts: int = _count(
         3, "Restarts during a forced sync that count as a crash loop (escalates).",
         minimum=1, maximum=1000)

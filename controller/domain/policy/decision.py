@@ -56,6 +56,8 @@ def decide(
     if work.acting or work.dry_run:
         if work.memory.storm or storm_now(work):
             storm_throttle(work, lags)
+            for replica in spec.replicas:  # only the steps a storm does not hold
+                run_ladder(work, replica, observation.replica(replica.id), lags, storm=True)
         else:
             for replica in spec.replicas:
                 run_ladder(work, replica, observation.replica(replica.id), lags)

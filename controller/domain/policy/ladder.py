@@ -52,14 +52,20 @@ def step_after(step: Step) -> Step:
 
 
 def run_ladder(
-    work: Work, replica: ReplicaSpec, seen: ReplicaObservation | None, lags: dict[str, float]
+    work: Work, replica: ReplicaSpec, seen: ReplicaObservation | None, lags: dict[str, float],
+    *, storm: bool = False,
 ) -> None:
     """Walk a critical replica's ladder: each step acts or waits (the walk stops), or
-    hands over to the next step, which runs in the same poll."""
+    hands over to the next step, which runs in the same poll. In a storm the walk
+    stops at the first step that may not run in one (`LadderStep.runs_in_storm`)."""
     remembered = work.replicas[replica.id]
     lag = lags[replica.id]
     if remembered.severity is not Severity.CRITICAL:
         return
+    if storm:
+        first = LADDER[0] if remembered.step is Step.NONE else ladder_step(remembered.step)
+        if first is None or not first.runs_in_storm:
+            return
     if remembered.corrupted_at is not None:
         work.notice(replica.id, "corruption", EventReason.ACTION_SKIPPED,
                     f"{replica.id}: automated steps held because Merkle sync reported "
@@ -78,6 +84,8 @@ def run_ladder(
         enter(work, replica.id, LADDER[0].step, lag)
     ctx = StepContext(work, replica, seen, lag, lags)
     while (step := ladder_step(work.replicas[replica.id].step)) is not None:
+        if storm and not step.runs_in_storm:
+            return
         if run_step(step, ctx) is Progress.WAIT:
             return
 

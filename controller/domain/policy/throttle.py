@@ -117,13 +117,13 @@ def reissue_rate(work: Work) -> None:
 
 
 def storm_throttle(work: Work, lags: dict[str, float]) -> None:
-    """In a storm: no per-replica steps; lower the limit while the worst lag does not drain."""
+    """In a storm: lower the limit while the worst lag does not drain."""
     reissue_rate(work)
     critical = {rid: lags[rid] for rid in work.critical_ids()}
     for rid in critical:
         work.notice(rid, "storm", EventReason.STORM,
-                    f"{rid}: per-replica steps suspended while {len(critical)} replicas lag "
-                    "at once")
+                    f"{rid}: forced syncs and rebuilds suspended while {len(critical)} "
+                    "replicas lag at once (a tripped breaker is still reset)")
     if not critical or not work.spec.remediation.throttle.enabled:
         return
     worst = max(critical.values())

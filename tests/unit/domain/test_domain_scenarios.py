@@ -171,7 +171,6 @@ def test_corruption_escalates_at_once_to_the_principal_engineer_and_holds_action
 def test_several_replicas_lagging_throttle_and_escalate_without_syncs() -> None:
     h = _h(3)
     h.cluster.rate_limit = 1000
-    h.cluster.tripped = {"agent-node2"}
     for rid in ("node2", "node3"):
         h.cluster.lags[rid] = 20.0
     h.run(200)
@@ -182,6 +181,25 @@ def test_several_replicas_lagging_throttle_and_escalate_without_syncs() -> None:
     assert kinds == ["SetRateLimit:750", "SetRateLimit:500", "SetRateLimit:250"]
     assert not any(k.startswith(("ForceSync", "ResetBreaker")) for k in kinds)
     assert h.plans[-1].escalation.level == 1
+
+
+def test_a_storm_still_resets_a_breaker_seen_tripped_but_holds_syncs() -> None:
+    """Issue 14, #3: one replica's breaker tripped while another lags from its disk,
+    both critical in the same poll. The storm must not hold the cheap, targeted reset."""
+    h = _h(3)
+    h.cluster.rate_limit = 1000
+    h.cluster.tripped = {"agent-node2"}
+    for rid in ("node2", "node3"):
+        h.cluster.lags[rid] = 20.0
+    h.run(200)
+    kinds = h.kinds()
+    assert kinds[:2] == ["SetRateLimit:750", "ResetBreaker:node2"] or kinds[:2] == [
+        "ResetBreaker:node2", "SetRateLimit:750"], kinds
+    assert h.cond("Escalated") == (True, "ReplicaStorm")
+    h.run(600)
+    kinds = h.kinds()
+    assert kinds.count("ResetBreaker:node2") <= 2, "within breakerReset.maxAttempts"
+    assert not any(k.startswith(("ForceSync", "MarkRebuild")) for k in kinds), kinds
 
 
 def test_lag_over_the_escalation_threshold_escalates_immediately() -> None:

@@ -61,6 +61,11 @@ class LadderStep(abc.ABC):
     working_title: ClassVar[str]  # "<working title> is working ... giving it more time"
     reason: ClassVar[Reason]  # the Remediating condition's reason while on this step
     notice_key: ClassVar[str]  # prefix of the once-only notices it reports
+    # Whether the step still runs while a storm holds the ladder. Only a step that is
+    # cheap, targeted at one replica and safe on evidence (a breaker seen tripped) may:
+    # a storm points at the primary or the network, so syncs and rebuilds would only
+    # add load, but a tripped breaker stays tripped whatever else lags (issue 14, #3).
+    runs_in_storm: ClassVar[bool] = False
 
     @abc.abstractmethod
     def enabled(self, spec: Spec) -> bool:

@@ -21,6 +21,7 @@ class BreakerReset(LadderStep):
     working_title = "the breaker reset"
     reason = Reason.RESETTING_BREAKER
     notice_key = "breaker"
+    runs_in_storm = True  # only ever resets a breaker the primary reports tripped
 
     def enabled(self, spec: Spec) -> bool:
         return spec.remediation.breaker_reset.enabled
