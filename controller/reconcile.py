@@ -107,6 +107,9 @@ class ClusterKey:
     namespace: str
     name: str
 
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> ClusterKey:
         meta = body.get("metadata", {})
@@ -214,7 +217,7 @@ class Reconciler:
         escalated_before = memory.escalation_level
         plan = decide(
             observation, spec, memory, now,
-            operator_budget_remaining=self.budget.remaining(now),
+            operator_budget_remaining=self.budget.remaining(now, owner=str(key)),
         )
         if plan.memory != memory:  # else keep the instance that caches its text
             memory = plan.memory
@@ -254,8 +257,12 @@ class Reconciler:
             return None
         for action in actions:
             outcome = await self._act(key, spec, creds, action)
-            self.budget.spend(now)
-            memory = record_outcome(memory, action.idempotency_key, outcome, self.clock())
+            if outcome.ok or outcome.may_have_applied:
+                # A refused attempt costs no operator-wide budget (a broken cluster must
+                # not use up what healthy ones need); its backoff bounds it instead.
+                self.budget.spend(now, owner=str(key))
+            memory = record_outcome(memory, action.idempotency_key, outcome, self.clock(),
+                                    cluster=str(key))
             if not outcome.ok:
                 self.post_event(body, EventType.WARNING.value, EventReason.ACTION_FAILED,
                                 f"{action.kind.value}"
@@ -433,10 +440,12 @@ class Reconciler:
                 detail = await self._perform(key, spec, fresh, base, action)
         except StemeDBError as err:
             self.metrics.count_action(action.kind.value, "failed")
-            return ActionOutcome(False, f"{ADMIN_URL}: {err}")
+            return ActionOutcome(False, f"{ADMIN_URL}: {err}",
+                                 may_have_applied=bool(getattr(err, "may_have_applied", False)))
         except KubeError as err:
             self.metrics.count_action(action.kind.value, "failed")
-            return ActionOutcome(False, f"{_pod_field(spec, action.replica_id)}: {err}")
+            return ActionOutcome(False, f"{_pod_field(spec, action.replica_id)}: {err}",
+                                 may_have_applied=False)
         self.metrics.count_action(action.kind.value, "success")
         return ActionOutcome(True, detail)
 

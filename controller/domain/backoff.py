@@ -19,8 +19,11 @@ CAP_SECONDS = 300.0
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Consecutive failed attempts of one action kind, and when the next may go."""
+    """Consecutive failed attempts of one action kind (its ActionKind value, i.e. one
+    admin endpoint), and when the next may go. Kept in status.memory, so a restarted
+    operator keeps backing off."""
 
+    kind: str = ""
     failures: int = 0
     retry_at: float | None = None
     since: float | None = None  # when the first of these failures happened
@@ -44,9 +47,19 @@ def delay_after(failures: int, salt: str) -> float:
 
 def after_failure(previous: Backoff, now: float, salt: str) -> Backoff:
     failures = previous.failures + 1
-    return Backoff(failures=failures, retry_at=now + delay_after(failures, salt),
+    return Backoff(kind=previous.kind, failures=failures,
+                   retry_at=now + delay_after(failures, f"{salt}:{previous.kind}"),
                    since=previous.since if previous.since is not None else now)
 
 
-def after_success() -> Backoff:
-    return Backoff()
+def after_success(previous: Backoff) -> Backoff:
+    return Backoff(kind=previous.kind)
+
+
+def updated(backoffs: tuple[Backoff, ...], kind: str, ok: bool, now: float,
+            salt: str) -> tuple[Backoff, ...]:
+    """The backoffs after an attempt of `kind` succeeded or failed: a success drops the
+    kind's entry, a failure adds one more (the others are kept as they are)."""
+    previous = next((b for b in backoffs if b.kind == kind), Backoff(kind=kind))
+    others = tuple(b for b in backoffs if b.kind != kind)
+    return others if ok else (*others, after_failure(previous, now, salt))

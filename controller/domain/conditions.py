@@ -80,6 +80,11 @@ class Reason(_Meaning):
         "OperatorBudgetExhausted",
         "The operator-wide action budget (--max-actions-per-hour) is used up.",
     )
+    ADMIN_API_BACKING_OFF = (
+        "AdminApiBackingOff",
+        "The admin API failed the last attempts of an action; the next one waits "
+        "(exponential backoff with jitter, capped at 5 minutes).",
+    )
     SPEC_CONTRADICTS_CLUSTER = (
         "SpecContradictsCluster",
         "StemeDB's metrics contradict a spec field (the message names it); nothing is acted on.",
@@ -98,6 +103,10 @@ class Reason(_Meaning):
         "CrashLoopDuringSync", "A replica restarted repeatedly while a Merkle sync ran."
     )
     MERKLE_CORRUPTION = "MerkleCorruption", "Merkle sync reported corruption (data integrity)."
+    ADMIN_API_FAILING = (
+        "AdminApiFailing",
+        "A critical replica's step is held because the admin API keeps failing it.",
+    )
     REPLICA_STORM = (
         "ReplicaStorm", "Several replicas lag at once: primary overload or network, not a replica."
     )

@@ -13,6 +13,7 @@ import json
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
+from controller.domain.backoff import Backoff
 from controller.domain.codec import camel, to_json
 
 MEMORY_VERSION = 1
@@ -124,6 +125,7 @@ class Memory:
     escalated_since: float | None = None
     # Since when the primary's metrics have been missing, stale or denied (None: seen).
     blind_since: float | None = None
+    backoffs: tuple[Backoff, ...] = ()  # admin calls failing in a row, per action kind
     storm: bool = False
     last_notice: str | None = None
     last_recovery_replica: str | None = None
@@ -234,6 +236,7 @@ _FLOAT_FIELDS = {
     "sync_progress_at", "sync_restarts_base", "sync_errors_base", "corruption_seen",
     "corrupted_at", "cooldown_until", "shown_lag", "step_at", "baseline_lag",
     "issued_at", "deadline", "at", "escalated_since", "last_recovery_seconds",
+    "retry_at", "since",
 }
 
 
@@ -280,6 +283,9 @@ def memory_from_json(data: Any) -> Memory:
     def throttle(item: Any) -> Any:
         return _build(ThrottleMemory, item, _conv_for(ThrottleMemory, {}))
 
+    def backoff(item: Any) -> Any:
+        return _build(Backoff, item, _conv_for(Backoff, {}))
+
     memory: Memory = _build(
         Memory,
         data,
@@ -291,6 +297,7 @@ def memory_from_json(data: Any) -> Memory:
                 "pending": many(intent),
                 "action_times": many(_num),
                 "history": many(history_entry),
+                "backoffs": many(backoff),
             },
         ),
     )

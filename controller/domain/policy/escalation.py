@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from controller.domain.conditions import EventReason, EventType, Reason
 from controller.domain.memory import Severity, Step
 from controller.domain.policy.plan import Escalation
-from controller.domain.policy.text import number_text
+from controller.domain.policy.text import clock_text, number_text
 from controller.domain.policy.work import HOUR, Work
 from controller.domain.spec import Spec
 
@@ -41,6 +41,10 @@ def blind_limit(spec: Spec) -> float:
     a critical replica would otherwise have been acted on (issue 14, item 7)."""
     windows = spec.detection
     return max(windows.critical.for_seconds, 3 * windows.poll_interval_seconds)
+
+
+# Failed attempts in a row (with the backoff, at least ~17 s) before a human is called.
+FAILURES_TO_ESCALATE = 3
 
 
 def budget_frees_in(work: Work) -> float | None:
@@ -81,6 +85,13 @@ def _cluster_findings(work: Work, findings: _Findings,
         findings.add(1, Reason.BLIND_TOO_LONG,
                      f"lag unreadable for {number_text(blind[0])} s ({blind[1].value}); a "
                      "critical replica would go unnoticed")
+    if work.backoff_block is not None and critical \
+            and work.backoff_block[1].failures >= FAILURES_TO_ESCALATE:
+        kind, backoff = work.backoff_block
+        findings.add(1, Reason.ADMIN_API_FAILING,
+                     f"the admin API failed {kind} {backoff.failures} times in a row over "
+                     f"{number_text(backoff.failing_for(work.now))} s while "
+                     f"{', '.join(critical)} {'is' if len(critical) == 1 else 'are'} critical")
     if work.budget_block is not None and critical:
         frees = budget_frees_in(work)
         findings.add(1, Reason.HELD_BY_BUDGET,
@@ -88,7 +99,8 @@ def _cluster_findings(work: Work, findings: _Findings,
                      + ("cluster's maxActionsPerHour"
                         if work.budget_block is Reason.CLUSTER_BUDGET_EXHAUSTED
                         else "operator-wide action budget")
-                     + (f" (frees in {number_text(frees)} s)" if frees is not None else ""))
+                     + (f" (frees at {clock_text(work.now + frees)})" if frees is not None
+                        else ""))
 
 
 def escalate(work: Work, blind: tuple[float, Reason] | None = None) -> Escalation:

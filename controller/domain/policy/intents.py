@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from controller.domain.backoff import updated as backoffs_after
 from controller.domain.conditions import EventReason, EventType
 from controller.domain.memory import HistoryEntry, Intent, Memory
 from controller.domain.policy.actions import rules_for
@@ -45,14 +46,18 @@ def resolve_intents(work: Work) -> None:
 
 
 def record_outcome(
-    memory: Memory, idempotency_key: str, outcome: ActionOutcome, now: float
+    memory: Memory, idempotency_key: str, outcome: ActionOutcome, now: float,
+    *, cluster: str = "",
 ) -> Memory:
-    """Confirm or fail a pending intent; the outcome is appended to the bounded history."""
+    """Confirm or fail a pending intent; the outcome is appended to the bounded history.
+    A failure backs its action kind off (`cluster` spreads the retries of clusters
+    failing together); a success ends the kind's backoff."""
     intent = next((i for i in memory.pending if i.key == idempotency_key), None)
     if intent is None:
         return memory
     pending = tuple(i for i in memory.pending if i.key != idempotency_key)
-    updated = replace(memory, pending=pending)
+    updated = replace(memory, pending=pending, backoffs=backoffs_after(
+        memory.backoffs, intent.kind.value, outcome.ok, now, cluster))
     if not outcome.ok:
         remembered = updated.replica(intent.replica_id) if intent.replica_id else None
         throttle, remembered = rules_for(intent.kind).on_failed(updated.throttle, remembered,

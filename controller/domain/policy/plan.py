@@ -60,6 +60,9 @@ class ActionOutcome:
 
     ok: bool
     detail: str = ""
+    # False when the call cannot have changed anything (refused before it was sent,
+    # or answered with an error): such an attempt costs no operator-wide budget.
+    may_have_applied: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from controller.domain.memory import Memory, Severity, Step
 from controller.domain.policy.escalation import blind_limit, escalate, standing_escalation
 from controller.domain.policy.ladder import STEP_RANK, ladder_step
 from controller.domain.policy.plan import Escalation, Plan
-from controller.domain.policy.text import number_text, rate_text
+from controller.domain.policy.text import clock_text, number_text, rate_text
 from controller.domain.policy.work import MIN_REQUEUE, Work
 from controller.domain.spec import Mode
 
@@ -92,6 +92,13 @@ def _remediation_allowed(work: Work, metrics_ok: bool) -> Condition:
         return Condition(allowed, False, Reason.CLUSTER_BUDGET_EXHAUSTED,
                          f"{len(work.action_times)} actions in the last hour "
                          f"(maxActionsPerHour {settings.max_actions_per_hour})")
+    if work.backoff_block is not None:
+        kind, backoff = work.backoff_block
+        assert backoff.retry_at is not None
+        return Condition(allowed, False, Reason.ADMIN_API_BACKING_OFF,
+                         f"{kind} failed {backoff.failures} time"
+                         f"{'s' if backoff.failures != 1 else ''} in a row; next attempt at "
+                         f"{clock_text(backoff.retry_at)}")
     if work.budget_block is Reason.OPERATOR_BUDGET_EXHAUSTED:
         return Condition(allowed, False, Reason.OPERATOR_BUDGET_EXHAUSTED,
                          "The operator-wide action budget is used up")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from controller.domain.backoff import Backoff
 from controller.domain.conditions import EventReason, EventType, Reason
 from controller.domain.memory import (
     ActionKind,
@@ -21,6 +22,7 @@ from controller.domain.memory import (
 from controller.domain.observation import Observation
 from controller.domain.policy.actions import rules_for
 from controller.domain.policy.plan import Action, EventRecord, Outcome
+from controller.domain.policy.text import clock_text
 from controller.domain.spec import Mode, ReplicaSpec, Spec
 
 HOUR = 3600.0
@@ -55,6 +57,7 @@ class Work:
         self.acting = mode is Mode.AUTO and not self.paused
         self.dry_run = mode is Mode.DRY_RUN and not self.paused
         self.budget_block: Reason | None = None
+        self.backoff_block: tuple[str, Backoff] | None = None  # (kind, its backoff)
         self.cluster_notice = memory.last_notice
         self.suppressed: list[tuple[ActionKind | None, Reason]] = []
 
@@ -134,7 +137,7 @@ class Work:
             self.suppressed.append(
                 (kind, Reason.PAUSED if self.paused else Reason.OBSERVE_MODE))
             return False
-        if self._held_by_budget(kind, replica_id):
+        if self._held_by_backoff(kind, replica_id) or self._held_by_budget(kind, replica_id):
             return False
         rules = rules_for(kind)
         self.seq += 1
@@ -152,6 +155,27 @@ class Work:
         )
         if replica_id is not None:
             self.update_replica(replica_id, last_action=kind.value, last_notice=None)
+        return True
+
+    def _held_by_backoff(self, kind: ActionKind, replica_id: str | None) -> bool:
+        """The admin API failed this kind's last attempts: wait for its backoff
+        (reported once per kind and replica)."""
+        backoff = next((b for b in self.memory.backoffs if b.kind == kind.value), None)
+        if backoff is None or backoff.allows(self.now):
+            return False
+        self.backoff_block = (kind.value, backoff)
+        self.suppressed.append((kind, Reason.ADMIN_API_BACKING_OFF))
+        assert backoff.retry_at is not None
+        text = (f"Holding {kind.value}{' on ' + replica_id if replica_id else ''}: it failed "
+                f"{backoff.failures} time{'s' if backoff.failures != 1 else ''} in a row; "
+                f"next attempt at {clock_text(backoff.retry_at)}")
+        if replica_id is not None:
+            self.notice(replica_id, f"backoff:{kind.value}:{backoff.failures}",
+                        EventReason.ACTION_SKIPPED, text, EventType.WARNING)
+        elif self.cluster_notice != f"backoff:{kind.value}:{backoff.failures}":
+            self.cluster_notice = f"backoff:{kind.value}:{backoff.failures}"
+            self.note(EventType.WARNING, EventReason.ACTION_SKIPPED, text, None,
+                      Outcome.SKIPPED)
         return True
 
     def _held_by_budget(self, kind: ActionKind, replica_id: str | None) -> bool:

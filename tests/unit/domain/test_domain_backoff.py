@@ -12,6 +12,7 @@ from controller.domain.backoff import (
     after_failure,
     after_success,
     delay_after,
+    updated,
 )
 
 
@@ -40,10 +41,20 @@ def test_the_same_incident_makes_the_same_choice() -> None:
 
 
 def test_failures_accumulate_and_a_success_clears_them() -> None:
-    b = Backoff()
+    b = Backoff(kind="SetRateLimit")
     assert b.allows(0.0)
     b = after_failure(b, 100.0, "k")
     assert not b.allows(100.0) and b.allows(100.0 + BASE_SECONDS)
     b = after_failure(b, 110.0, "k")
     assert b.failures == 2 and b.since == 100.0 and b.failing_for(130.0) == 30.0
-    assert after_success() == Backoff() and Backoff().failing_for(5.0) == 0.0
+    assert after_success(b) == Backoff(kind="SetRateLimit")
+    assert Backoff().failing_for(5.0) == 0.0
+
+
+def test_each_kind_backs_off_on_its_own() -> None:
+    backoffs = updated((), "SetRateLimit", False, 0.0, "ns/db")
+    backoffs = updated(backoffs, "ResetBreaker", False, 1.0, "ns/db")
+    backoffs = updated(backoffs, "SetRateLimit", False, 10.0, "ns/db")
+    assert {b.kind: b.failures for b in backoffs} == {"SetRateLimit": 2, "ResetBreaker": 1}
+    backoffs = updated(backoffs, "ResetBreaker", True, 20.0, "ns/db")
+    assert [(b.kind, b.failures) for b in backoffs] == [("SetRateLimit", 2)]
