@@ -73,8 +73,8 @@ async def test_three_broken_clusters_leave_budget_for_a_healthy_ones_breaker_res
     assert world.budget.remaining(world.now) == 8, "refused attempts cost no budget"
 
     await world.reconciler.poll(healthy)
-    resets = [c for c in world.calls
-              if c.method == "reset_breaker" and c.args[0] == healthy["spec"]["primary"]["adminUrl"]]
+    url = healthy["spec"]["primary"]["adminUrl"]
+    resets = [c for c in world.calls if c.method == "reset_breaker" and c.args[0] == url]
     assert [c.args[1] for c in resets] == ["agent-node2"]
     assert world.budget.remaining(world.now) == 7
 
