@@ -186,13 +186,13 @@ class EventReason(_Meaning):
 @dataclass(frozen=True, slots=True)
 class Condition:
     type: ConditionType
-    status: bool
+    status: bool | None  # None: Unknown (the operator cannot tell)
     reason: Reason
     message: str
 
     @property
     def status_str(self) -> str:
-        return "True" if self.status else "False"
+        return "Unknown" if self.status is None else "True" if self.status else "False"
 
 
 def _rfc3339(ts: float) -> str:

@@ -41,12 +41,14 @@ def build_status(
     quantized one, so an unchanged situation yields an identical dict."""
     replicas = []
     rid_by = {rm.replica_id: rm for rm in memory.replicas}
+    # While the lag cannot be read, the last known lag is not shown as current.
+    blind = memory.blind_since is not None
     for r in spec.replicas:
         rm = rid_by.get(r.id) or ReplicaMemory(r.id)
         replicas.append({
             "id": r.id,
-            "state": replica_state(rm),
-            "lagSeconds": _lag(rm.shown_lag),
+            "state": "Unknown" if blind else replica_state(rm),
+            "lagSeconds": None if blind else _lag(rm.shown_lag),
             "step": rm.step.value,
             "attempts": rm.sync_attempts if rm.step is Step.FORCE_SYNC else rm.step_attempts,
             "syncAttempts": rm.sync_attempts,
@@ -110,11 +112,14 @@ def build_status(
             "replica": memory.last_recovery_replica,
             "timeToRecoverSeconds": round(memory.last_recovery_seconds),
         }
+    max_lag = max(shown) if shown else None
     return {
         "observedGeneration": generation,
         "summary": "; ".join(parts) if parts else "No data yet",
-        "maxLagSeconds": max(shown) if shown else None,
-        "laggingReplicas": len(lagging),
+        "maxLagSeconds": max_lag,
+        "maxLag": "Unknown" if blind else None if max_lag is None else f"{max_lag:g}s",
+        "lagUnknownSince": _ts(memory.blind_since),
+        "laggingReplicas": None if blind else len(lagging),
         "currentStep": cur,
         "escalated": level > 0,
         "escalation": esc,

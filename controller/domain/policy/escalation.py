@@ -69,9 +69,13 @@ def _replica_findings(work: Work, findings: _Findings) -> None:
         if remembered.crash_loop and lagging:
             findings.add(1, Reason.CRASH_LOOP_DURING_SYNC, f"{rid} crash loop during sync")
         if remembered.lag_escalated and lagging:
+            limit = work.spec.detection.escalation_lag_seconds
+            shown = remembered.shown_lag
             findings.add(1, Reason.LAG_ABOVE_ESCALATION_THRESHOLD,
-                         f"{rid} lag {number_text(remembered.shown_lag)} s over "
-                         f"{number_text(work.spec.detection.escalation_lag_seconds)} s")
+                         f"{rid} lag {number_text(shown)} s over {number_text(limit)} s"
+                         if shown is not None and shown > limit else
+                         f"{rid} lag went over {number_text(limit)} s (now "
+                         f"{number_text(shown)} s)")
 
 
 def _cluster_findings(work: Work, findings: _Findings,

@@ -27,8 +27,17 @@ def current_step(memory: Memory) -> tuple[str, Step]:
     return best
 
 
-def _remediating(work: Work) -> tuple[Reason, str]:
-    """The Remediating condition: the furthest step, else the throttle, else idle."""
+_GATES = {
+    Reason.CLUSTER_BUDGET_EXHAUSTED: "the cluster's maxActionsPerHour",
+    Reason.OPERATOR_BUDGET_EXHAUSTED: "the operator-wide action budget",
+    Reason.ADMIN_API_BACKING_OFF: "the backoff from a failing admin API",
+}
+
+
+def _remediating(work: Work, metrics_ok: bool = True) -> tuple[Reason, str]:
+    """The Remediating condition: the furthest step, else the throttle, else idle. A
+    step that cannot act now says what holds it (corruption, unknown lag, a budget or
+    a backoff), never "attempt 1/2" as if it were running."""
     replica_id, step = current_step(Memory(replicas=tuple(work.replicas.values())))
     if step is not Step.NONE:
         if work.replicas[replica_id].rebuild_marked:
@@ -36,7 +45,16 @@ def _remediating(work: Work) -> tuple[Reason, str]:
         declared = ladder_step(step)
         if declared is None:  # past the last step
             return Reason.LADDER_EXHAUSTED, f"{replica_id}: {step.value}, no automated step left"
-        return declared.remediating(work, replica_id)
+        reason, message = declared.remediating(work, replica_id)
+        if work.replicas[replica_id].corrupted_at is not None:
+            return Reason.HOLDING, f"{message}; held: Merkle sync reported corruption"
+        if not metrics_ok:
+            return Reason.HOLDING, f"{message}; held while the lag cannot be read"
+        gate = next((g for kind, g in work.suppressed
+                     if kind is declared.action and g in _GATES), None)
+        if gate is not None:
+            return Reason.HOLDING, f"{message}; next attempt held by {_GATES[gate]}"
+        return reason, message
     throttle = work.throttle
     if throttle.active:
         if not work.lagging_ids():
@@ -48,7 +66,13 @@ def _remediating(work: Work) -> tuple[Reason, str]:
     return Reason.IDLE, "No runbook step is running"
 
 
-def _degraded(work: Work) -> Condition:
+def _degraded(work: Work, metrics: tuple[Reason, str] | None) -> Condition:
+    """Which replicas are past a threshold; Unknown (since when) while the lag cannot
+    be read: last known values are not shown as current."""
+    if metrics is not None:
+        since = work.memory.blind_since if work.memory.blind_since is not None else work.now
+        return Condition(ConditionType.DEGRADED, None, Reason.METRICS_UNAVAILABLE,
+                         f"Lag unknown since {clock_text(since)} ({metrics[0].value})")
     spec, replicas = work.spec, work.replicas
     count = len(spec.replicas)
     lagging = work.lagging_ids()
@@ -132,13 +156,13 @@ def _conditions(
                               f"Lag read for {count} of {count} replicas")
     else:
         available = Condition(ConditionType.METRICS_AVAILABLE, False, metrics[0], metrics[1])
-    reason, message = _remediating(work)
+    reason, message = _remediating(work, metrics is None)
     remediating = Condition(ConditionType.REMEDIATING, reason is not Reason.IDLE, reason,
                             message)
     escalated = Condition(ConditionType.ESCALATED, escalation.level > 0, escalation.reason,
                           escalation.message)
     metrics_ok = metrics is None
-    return (_ready(work, metrics_ok, escalation), available, _degraded(work), remediating,
+    return (_ready(work, metrics_ok, escalation), available, _degraded(work, metrics), remediating,
             _remediation_allowed(work, metrics_ok), escalated)
 
 

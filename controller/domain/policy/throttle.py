@@ -143,8 +143,9 @@ def storm_throttle(work: Work, lags: dict[str, float]) -> None:
     if result is Lowered.AT_FLOOR and work.cluster_notice != "storm-floor":
         work.cluster_notice = "storm-floor"
         work.note(EventType.WARNING, EventReason.THROTTLE_AT_FLOOR,
-                  f"Storm: ingestion limit at the floor "
-                  f"{work.spec.remediation.throttle.floor_assertions_per_sec}/s; worst lag "
+                  f"Storm: ingestion limit {rate_text(work.throttle.current_rate)} is the "
+                  f"lowest step (floor "
+                  f"{work.spec.remediation.throttle.floor_assertions_per_sec}/s); worst lag "
                   f"{number_text(worst)} s", None, Outcome.SKIPPED)
 
 
