@@ -17,7 +17,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, assert_never
 
 import structlog
@@ -67,6 +67,7 @@ from controller.domain import (
 )
 from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy, literal_destination_problems
+from controller.domain.memory import history_from_json
 from controller.domain.observation import SourceState
 from controller.notifications import ClusterRef, Page
 
@@ -145,7 +146,7 @@ class Reconciler:
         # the parsed spec by generation and raw spec, the parsed memory by its text,
         # and the inputs of the last status already written or found current.
         self._specs: dict[ClusterKey, tuple[Any, Mapping[str, Any], Spec]] = {}
-        self._memories: dict[ClusterKey, tuple[Any, Memory]] = {}
+        self._memories: dict[ClusterKey, tuple[Any, Memory, Any]] = {}
         self._reported: dict[ClusterKey, tuple[Spec, Memory, tuple[Condition, ...], int,
                                                Mapping[str, Any]]] = {}
 
@@ -487,12 +488,14 @@ class Reconciler:
         raw = status.get("memory")
         if raw is None:
             return Memory.empty()
+        history = status.get("history")
         cached = self._memories.get(key)
-        if cached is not None and cached[0] == raw:
+        if cached is not None and cached[0] == raw and cached[2] == history:
             return cached[1]
         try:
-            memory = Memory.from_text(raw)
-            self._memories[key] = (raw, memory)
+            # The memory does not repeat the history: status.history holds it.
+            memory = replace(Memory.from_text(raw), history=history_from_json(history))
+            self._memories[key] = (raw, memory, history)
             return memory
         except MemoryFormatError as err:
             self.post_event(body, EventType.WARNING.value, EventReason.MEMORY_RESET,

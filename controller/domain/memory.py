@@ -8,6 +8,7 @@ memory and the handler writes nothing.
 
 from __future__ import annotations
 
+import datetime as _dt
 import enum
 import json
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -142,10 +143,31 @@ class Memory:
         return None
 
     def with_history(self, *entries: HistoryEntry) -> Memory:
-        return replace(self, history=(self.history + tuple(entries))[-HISTORY_LIMIT:])
+        """The history with `entries` added: an entry carrying the key of one already
+        there (an action's outcome) replaces it, so each action is one entry with its
+        outcome. Bounded to HISTORY_LIMIT, keeping the opening of the current incident
+        (the first entry after the last recovery) so a long incident still shows how
+        it began."""
+        history = list(self.history)
+        for entry in entries:
+            at = next((i for i, h in enumerate(history)
+                       if entry.key is not None and h.key == entry.key), None)
+            if at is None:
+                history.append(entry)
+            else:
+                history[at] = entry
+        if len(history) > HISTORY_LIMIT:
+            opening = _incident_opening(history)
+            if opening < len(history) - (HISTORY_LIMIT - 1):  # it would fall out
+                history = [history[opening], *history[-(HISTORY_LIMIT - 1):]]
+            else:
+                history = history[-HISTORY_LIMIT:]
+        return replace(self, history=tuple(history))
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = to_json(self, _omittable)
+        """Everything but the history, which status.history already shows (written
+        once, read back from there after a restart: see `with_history_from`)."""
+        out: dict[str, Any] = to_json(replace(self, history=()), _omittable)
         return out
 
     @classmethod
@@ -172,6 +194,18 @@ class Memory:
             except ValueError as exc:
                 raise MemoryFormatError(f"memory is not JSON: {exc}") from exc
         return memory_from_json(text)
+
+
+# Reasons that end an incident: the entry after the last of them opens the current one.
+_INCIDENT_ENDS = frozenset({"Recovered", "EscalationCleared"})
+
+
+def _incident_opening(history: list[HistoryEntry]) -> int:
+    """Index of the first entry of the current incident (0 if none ended)."""
+    for i in range(len(history) - 1, -1, -1):
+        if history[i].reason in _INCIDENT_ENDS:
+            return min(i + 1, len(history) - 1)
+    return 0
 
 
 class MemoryFormatError(ValueError):
@@ -302,3 +336,46 @@ def memory_from_json(data: Any) -> Memory:
         ),
     )
     return memory
+
+
+def history_to_json(history: tuple[HistoryEntry, ...]) -> list[dict[str, Any]]:
+    """status.history: one object per entry, times in RFC 3339 (whole seconds)."""
+    return [
+        {
+            "time": _dt.datetime.fromtimestamp(int(h.at), tz=_dt.UTC)
+            .strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "kind": h.kind,
+            "replica": h.replica_id,
+            "reason": h.reason,
+            "message": h.message,
+            "outcome": h.outcome,
+            **({"key": h.key} if h.key else {}),
+        }
+        for h in history
+    ]
+
+
+def history_from_json(items: Any) -> tuple[HistoryEntry, ...]:
+    """status.history read back after a restart (the memory does not repeat it). An
+    entry that is not what the operator writes is left out, never a reason to fail:
+    the history only informs humans, no decision reads it."""
+    if not isinstance(items, list):
+        return ()
+    out: list[HistoryEntry] = []
+    for item in items[-HISTORY_LIMIT:]:
+        if not isinstance(item, dict):
+            continue
+        try:
+            at = _dt.datetime.strptime(str(item["time"]), "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=_dt.UTC).timestamp()
+            texts = [item.get(k) for k in ("kind", "reason", "message", "outcome")]
+            replica, key = item.get("replica"), item.get("key")
+        except (KeyError, ValueError):
+            continue
+        if not all(isinstance(t, str) for t in texts) or not all(
+                v is None or isinstance(v, str) for v in (replica, key)):
+            continue
+        kind, reason, message, outcome = (str(t) for t in texts)
+        out.append(HistoryEntry(at, kind, replica, reason, message, outcome, key))
+    return tuple(out)
+

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.domain.conditions import Condition, ConditionType, _rfc3339
-from controller.domain.memory import Memory, ReplicaMemory, Severity, Step
+from controller.domain.memory import Memory, ReplicaMemory, Severity, Step, history_to_json
 from controller.domain.policy import current_step
 from controller.domain.spec import Spec
 
@@ -94,18 +94,7 @@ def build_status(
         parts.append(f"ingestion limited to {t.current_rate}/s ({phase.lower()})")
     if level:
         parts.append(f"escalated to level {level}: call {contact}")
-    history = [
-        {
-            "time": _rfc3339(h.at),
-            "kind": h.kind,
-            "replica": h.replica_id,
-            "reason": h.reason,
-            "message": h.message,
-            "outcome": h.outcome,
-            **({"key": h.key} if h.key else {}),
-        }
-        for h in memory.history
-    ]
+    history = history_to_json(memory.history)
     last_episode = None
     if memory.last_recovery_seconds is not None:
         last_episode = {

@@ -19,6 +19,18 @@ def _on(intent: Intent) -> str:
     return f"{intent.kind.value}{' on ' + intent.replica_id if intent.replica_id else ''}"
 
 
+def settled(history: tuple[HistoryEntry, ...], intent: Intent, now: float,
+            reason: EventReason, text: str, outcome: Outcome) -> HistoryEntry:
+    """The history entry of a settled action: it takes the place of the action's
+    pending entry (same key, same time), its message followed by how it ended, so
+    status.history shows each action once with its outcome."""
+    pending = next((h for h in history if h.key == intent.key), None)
+    return HistoryEntry(
+        now if pending is None else pending.at, intent.kind.value, intent.replica_id,
+        reason.value, text if pending is None else f"{pending.message}: {text}",
+        outcome.value, intent.key)
+
+
 def resolve_intents(work: Work) -> None:
     """Drop the pending intents this poll's metrics confirm or whose deadline passed."""
     keep: list[Intent] = []
@@ -28,10 +40,10 @@ def resolve_intents(work: Work) -> None:
         if rules.confirmed(intent, work.observation):
             if remembered is not None and intent.replica_id is not None:
                 work.replicas[intent.replica_id] = rules.on_confirmed(remembered)
-            work.history.append(HistoryEntry(work.now, intent.kind.value, intent.replica_id,
-                                             EventReason.ACTION_CONFIRMED.value,
-                                             f"{intent.kind.value} confirmed from metrics",
-                                             Outcome.OK.value, intent.key))
+            work.history.append(settled(
+                work.memory.history + tuple(work.history), intent, work.now,
+                EventReason.ACTION_CONFIRMED, f"{intent.kind.value} confirmed from metrics",
+                Outcome.OK))
             continue
         if work.now >= intent.deadline:
             work.note(EventType.WARNING, EventReason.ACTION_TIMED_OUT,
@@ -68,7 +80,7 @@ def record_outcome(
     detail = outcome.detail[:200]
     text = (f"{_on(intent)} " + ("succeeded" if outcome.ok else "failed")
             + (f": {detail}" if detail else ""))
-    return updated.with_history(HistoryEntry(
-        now, intent.kind.value, intent.replica_id,
-        (EventReason.ACTION_CONFIRMED if outcome.ok else EventReason.ACTION_FAILED).value,
-        text, (Outcome.OK if outcome.ok else Outcome.FAILED).value, intent.key))
+    return updated.with_history(settled(
+        memory.history, intent, now,
+        EventReason.ACTION_CONFIRMED if outcome.ok else EventReason.ACTION_FAILED,
+        text, Outcome.OK if outcome.ok else Outcome.FAILED))
