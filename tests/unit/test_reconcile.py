@@ -50,9 +50,8 @@ from controller.adapters.stemedb_errors import (
 )
 from controller.domain import ActionKind, EventReason, Memory, parse_spec
 from controller.domain.budget import ActionBudget
-from controller.domain.memory import history_from_json
 from controller.domain.destinations import DestinationPolicy, parse_networks
-from controller.domain.memory import ThrottleMemory
+from controller.domain.memory import ThrottleMemory, history_from_json
 from controller.domain.spec import spec_to_raw
 from controller.reconcile import (
     INVALID_SPEC_RETRY_SECONDS,
