@@ -520,7 +520,8 @@ class Reconciler:
         if (last is not None and last[0] is spec and last[1] is memory
                 and last[2] == conditions and last[3] == generation and last[4] is current):
             return
-        new = build_status(spec, memory, conditions, generation)
+        new = build_status(spec, memory, conditions, generation, name=key.name,
+                           namespace=key.namespace)
         new["conditions"] = merge_conditions(current.get("conditions"), conditions, now,
                                              generation=generation)
         await self._patch_if_changed(key, current, new)

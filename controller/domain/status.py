@@ -9,6 +9,7 @@ from typing import Any
 from controller.domain.conditions import Condition, ConditionType, _rfc3339
 from controller.domain.memory import Memory, ReplicaMemory, Severity, Step, history_to_json
 from controller.domain.policy import current_step
+from controller.domain.policy.guidance import ManualAction, NextStep, manual_action, next_step
 from controller.domain.spec import Spec
 
 
@@ -27,6 +28,18 @@ def _ts(t: float | None) -> str | None:
     return None if t is None else _rfc3339(t)
 
 
+def _next_step_json(step: NextStep | None) -> dict[str, Any] | None:
+    if step is None:
+        return None
+    return {"what": step.what, "at": _ts(step.at), "why": step.why}
+
+
+def _manual_json(action: ManualAction | None) -> dict[str, Any] | None:
+    if action is None:
+        return None
+    return {"what": action.what, "command": action.command, "request": action.request}
+
+
 def _lag(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
 
@@ -36,6 +49,9 @@ def build_status(
     memory: Memory,
     conditions: tuple[Condition, ...] | list[Condition],
     generation: int,
+    *,
+    name: str = "CLUSTER",
+    namespace: str = "NAMESPACE",
 ) -> dict[str, Any]:
     """Built from the spec, memory and conditions only: the shown lag is memory's
     quantized one, so an unchanged situation yields an identical dict."""
@@ -116,5 +132,7 @@ def build_status(
         "throttle": throttle,
         "lastEpisode": last_episode,
         "history": history,
+        "nextStep": _next_step_json(next_step(spec, memory)),
+        "manualAction": _manual_json(manual_action(spec, memory, name, namespace)),
         "memory": memory.to_text(),
     }

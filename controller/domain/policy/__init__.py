@@ -12,6 +12,7 @@ from controller.domain.policy.decision import decide
 from controller.domain.policy.detection import is_in_sync, quantize_lag
 from controller.domain.policy.evidence import evidence_needed
 from controller.domain.policy.intents import record_outcome
+from controller.domain.policy.ladder import current_step
 from controller.domain.policy.plan import (
     Action,
     ActionOutcome,
@@ -20,7 +21,6 @@ from controller.domain.policy.plan import (
     Outcome,
     Plan,
 )
-from controller.domain.policy.reporting import current_step
 from controller.domain.policy.work import HOUR, MIN_REQUEUE
 
 __all__ = [

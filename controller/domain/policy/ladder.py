@@ -9,7 +9,7 @@ To add a step, see docs/adding-a-step.md.
 from __future__ import annotations
 
 from controller.domain.conditions import EventReason, EventType
-from controller.domain.memory import Severity, Step
+from controller.domain.memory import Memory, Severity, Step
 from controller.domain.observation import ReplicaObservation
 from controller.domain.policy.plan import Outcome
 from controller.domain.policy.steps.base import (
@@ -39,6 +39,18 @@ _BY_STEP = {s.step: s for s in LADDER}
 def ladder_step(step: Step) -> LadderStep | None:
     """The declared step for a memory value; None for NONE and EXHAUSTED."""
     return _BY_STEP.get(step)
+
+
+def current_step(memory: Memory) -> tuple[str, Step]:
+    """(replica id, step) of the replica furthest up the ladder; ('', NONE) if none."""
+    best: tuple[str, Step] = ("", Step.NONE)
+    for remembered in memory.replicas:
+        step = remembered.step
+        if step is Step.NONE:
+            continue
+        if best[1] is Step.NONE or STEP_RANK.index(step) > STEP_RANK.index(best[1]):
+            best = (remembered.replica_id, step)
+    return best
 
 
 def not_past(step: Step, target: Step) -> bool:

@@ -8,24 +8,12 @@ from dataclasses import replace
 from controller.domain.conditions import Condition, ConditionType, Reason
 from controller.domain.memory import Memory, Severity, Step
 from controller.domain.policy.escalation import blind_limit, escalate, standing_escalation
-from controller.domain.policy.ladder import STEP_RANK, ladder_step
+from controller.domain.policy.guidance import NextStep, next_step
+from controller.domain.policy.ladder import current_step, ladder_step
 from controller.domain.policy.plan import Escalation, Plan
 from controller.domain.policy.text import clock_text, number_text, rate_text
 from controller.domain.policy.work import MIN_REQUEUE, Work
 from controller.domain.spec import Mode
-
-
-def current_step(memory: Memory) -> tuple[str, Step]:
-    """(replica id, step) of the replica furthest up the ladder; ('', NONE) if none."""
-    best: tuple[str, Step] = ("", Step.NONE)
-    for remembered in memory.replicas:
-        step = remembered.step
-        if step is Step.NONE:
-            continue
-        if best[1] is Step.NONE or STEP_RANK.index(step) > STEP_RANK.index(best[1]):
-            best = (remembered.replica_id, step)
-    return best
-
 
 _GATES = {
     Reason.CLUSTER_BUDGET_EXHAUSTED: "the cluster's maxActionsPerHour",
@@ -166,6 +154,18 @@ def _conditions(
             _remediation_allowed(work, metrics_ok), escalated)
 
 
+def _with_next_step(conditions: tuple[Condition, ...],
+                    upcoming: NextStep | None) -> tuple[Condition, ...]:
+    """The Remediating and Escalated messages end with what happens next and when."""
+    if upcoming is None or upcoming.at is None:
+        return conditions
+    text = f"; next: {upcoming.what} at {clock_text(upcoming.at)}"
+    return tuple(
+        replace(c, message=c.message + text)
+        if c.status and c.type in (ConditionType.REMEDIATING, ConditionType.ESCALATED) else c
+        for c in conditions)
+
+
 def finish(work: Work, *, metrics: tuple[Reason, str] | None,
            blind_for: float | None = None) -> Plan:
     """The Plan: escalation, conditions and the memory to write before acting."""
@@ -175,7 +175,6 @@ def finish(work: Work, *, metrics: tuple[Reason, str] | None,
         escalation = escalate(work, blind=(blind_for, metrics[0]))
     else:
         escalation = standing_escalation(work)
-    conditions = _conditions(work, metrics, escalation)
     memory = replace(
         work.memory,
         replicas=tuple(work.replicas[r.id] for r in work.spec.replicas),
@@ -185,6 +184,8 @@ def finish(work: Work, *, metrics: tuple[Reason, str] | None,
         seq=work.seq,
         last_notice=work.cluster_notice,
     ).with_history(*work.history)
+    conditions = _with_next_step(_conditions(work, metrics, escalation),
+                                 next_step(work.spec, memory))
     return Plan(
         actions=tuple(work.actions),
         memory=memory,

@@ -92,6 +92,11 @@ class LadderStep(abc.ABC):
     def act(self, ctx: StepContext) -> Progress:
         """Propose the step's action, or hand over to the next step."""
 
+    def judged_after(self, spec: Spec) -> float | None:
+        """Seconds after an attempt at which it is judged (for status.nextStep); None
+        when the step waits on something else (an approval, a limit)."""
+        return None
+
     @abc.abstractmethod
     def detail(self, work: Work, remembered: ReplicaMemory) -> str:
         """How far the step has come, for the Remediating condition."""

@@ -69,6 +69,9 @@ class BreakerReset(LadderStep):
                                     last_failed_kind=None)
         return Progress.WAIT
 
+    def judged_after(self, spec: Spec) -> float | None:
+        return spec.remediation.breaker_reset.timeout_seconds
+
     def detail(self, work: Work, remembered: ReplicaMemory) -> str:
         return (f"attempt {remembered.step_attempts}/"
                 f"{work.spec.remediation.breaker_reset.max_attempts}")

@@ -123,6 +123,9 @@ class ForcedSync(LadderStep):
                 sync_errors_base=seen.sync_errors_total if seen else None)
         return Progress.WAIT
 
+    def judged_after(self, spec: Spec) -> float | None:
+        return spec.remediation.merkle_sync.timeout_seconds
+
     def detail(self, work: Work, remembered: ReplicaMemory) -> str:
         return (f"attempt {remembered.sync_attempts}/"
                 f"{work.spec.remediation.merkle_sync.max_attempts}")

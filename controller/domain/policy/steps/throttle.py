@@ -60,5 +60,8 @@ class Throttle(LadderStep):
                          f"is {number_text(ctx.lag)} s; next step", Outcome.SKIPPED)
                 return Progress.NEXT
 
+    def judged_after(self, spec: Spec) -> float | None:
+        return spec.remediation.throttle.step_interval_seconds
+
     def detail(self, work: Work, remembered: ReplicaMemory) -> str:
         return f"limit {rate_text(work.throttle.current_rate)}"
