@@ -230,6 +230,10 @@ class Reconciler:
             memory = acted
         for event in plan.events:
             self.post_event(body, event.type.value, event.reason, event.message)
+            # Every decision (escalation, held or skipped action with its gate,
+            # recovery) is also one log line: the post-mortem trail once Events expire.
+            log.info("decision", namespace=key.namespace, name=key.name,
+                     reason=event.reason.value, type=event.type.value, message=event.message)
         for kind, gate in plan.suppressed:
             self.metrics.count_suppressed(kind.value if kind else "any", gate.value)
         self.metrics.set_cluster(key.namespace, key.name, ClusterReading.of(plan, spec))
