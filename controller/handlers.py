@@ -321,7 +321,9 @@ def _rate_to_restore(body: Mapping[str, Any]) -> str:
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def restore_rate(body: kopf.Body, memo: kopf.Memo, runtime: Any, **_: Any) -> None:
+async def restore_rate(
+    body: kopf.Body, memo: kopf.Memo, runtime: Any, retry: int, **_: Any
+) -> None:
     """Deleting a resource while ingestion is throttled lifts the throttle first."""
     reconciler: Reconciler = memo.reconciler
     key = ClusterKey.of(body)
@@ -336,6 +338,13 @@ async def restore_rate(body: kopf.Body, memo: kopf.Memo, runtime: Any, **_: Any)
         done = None
     except (StemeDBError, KubeError) as err:
         if runtime.total_seconds() < DELETE_GIVE_UP_SECONDS:
+            if retry == 0:
+                # Tell the human who ran `kubectl delete` why the object stays.
+                _post_event(body, EventType.WARNING.value, EventReason.DELETION_HELD,
+                            f"deletion held: the ingestion limit this operator set must be "
+                            f"restored to {_rate_to_restore(body)} first, and that failed "
+                            f"({err}); retrying every {DELETE_RETRY_SECONDS:.0f}s, giving "
+                            f"up after {DELETE_GIVE_UP_SECONDS:.0f}s")
             raise kopf.TemporaryError(
                 f"cannot restore the ingestion rate yet: {err}", delay=DELETE_RETRY_SECONDS
             ) from None

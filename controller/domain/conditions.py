@@ -181,6 +181,11 @@ class EventReason(_Meaning):
         "RestoreAbandoned",
         "On deletion the throttle could not be lifted; the rate must be set by hand.",
     )
+    DELETION_HELD = (
+        "DeletionHeld",
+        "The object stays until the throttle this operator set is lifted; the message says "
+        "why it cannot be yet and when the operator gives up.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

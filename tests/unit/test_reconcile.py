@@ -845,10 +845,44 @@ async def test_deletion_events_carry_event_reasons(
     monkeypatch.setattr(handlers.kopf, "event", event)
     await handlers.restore_rate(
         body=world.body, memo=types.SimpleNamespace(reconciler=world.reconciler),
-        runtime=datetime.timedelta(seconds=handlers.DELETE_GIVE_UP_SECONDS + 1))
+        runtime=datetime.timedelta(seconds=handlers.DELETE_GIVE_UP_SECONDS + 1), retry=120)
 
     assert [r for _, r in posted] == [reason]
     assert all(r in {m.value for m in EventReason} for _, r in posted)
+
+
+@pytest.mark.parametrize(("retry", "posted_reasons"), [
+    (0, ["DeletionHeld"]), (1, []), (7, []),
+], ids=["the first failed attempt tells the human", "a retry says nothing more",
+        "nor does a later one"])
+async def test_a_held_deletion_says_why_at_once(
+    monkeypatch: pytest.MonkeyPatch, retry: int, posted_reasons: list[str],
+) -> None:
+    """Issue 15: a deletion held by the finalizer said nothing until the 10-minute
+    give-up Event; the human who ran `kubectl delete` is now told at once."""
+    import datetime
+    import types
+
+    from controller import handlers
+
+    world = await _throttled_world(None)
+    world.stemedb.errors["set_rate_limit"] = StemeDBUnreachable(
+        "POST /v1/admin/rate-limit: connection refused")
+    posted: list[tuple[str, str, str]] = []
+
+    def event(body: Any, *, type: str, reason: str, message: str) -> None:
+        posted.append((type, reason, message))
+
+    monkeypatch.setattr(handlers.kopf, "event", event)
+    with pytest.raises(handlers.kopf.TemporaryError):
+        await handlers.restore_rate(
+            body=world.body, memo=types.SimpleNamespace(reconciler=world.reconciler),
+            runtime=datetime.timedelta(seconds=retry * handlers.DELETE_RETRY_SECONDS),
+            retry=retry)
+    assert [r for _, r, _ in posted] == posted_reasons
+    for _, _, message in posted:
+        assert "connection refused" in message and "giving up after 600s" in message
+        assert TOKEN not in message
 
 
 # --------------------------------------------------------------------------- (8) memory reset
