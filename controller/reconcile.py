@@ -69,6 +69,7 @@ from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy, literal_destination_problems
 from controller.domain.memory import history_from_json
 from controller.domain.observation import SourceState
+from controller.domain.spec import SecretKeyRef
 from controller.notifications import ClusterRef, Page
 
 log = structlog.get_logger("stemedb.reconcile")
@@ -81,6 +82,8 @@ INVALID_SPEC_RETRY_SECONDS = 30.0
 ADMIN_URL = "spec.primary.adminUrl"
 # A bearer token: printable ASCII without spaces (RFC 6750's b64token, loosened).
 _TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")
+# An Authorization header value: visible ASCII words separated by single spaces.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 _SUMMARY_PREFIX = {Reason.INVALID_SPEC: "Invalid spec",
                    Reason.SPEC_CONTRADICTS_CLUSTER: "Spec contradicts the cluster",
                    Reason.DESTINATION_DENIED: "Destination denied"}
@@ -147,6 +150,7 @@ class Reconciler:
         # and the inputs of the last status already written or found current.
         self._specs: dict[ClusterKey, tuple[Any, Mapping[str, Any], Spec]] = {}
         self._memories: dict[ClusterKey, tuple[Any, Memory, Any]] = {}
+        self._webhook_problems: dict[ClusterKey, str] = {}
         self._reported: dict[ClusterKey, tuple[Spec, Memory, tuple[Condition, ...], int,
                                                Mapping[str, Any]]] = {}
 
@@ -161,6 +165,7 @@ class Reconciler:
         self._memories.pop(key, None)
         self._reported.pop(key, None)
         self._denied.pop(key, None)
+        self._webhook_problems.pop(key, None)
         self.metrics.forget_cluster(key.namespace, key.name)
         if self.notifier is not None:
             self.notifier.gone(ClusterRef(key.namespace, key.name), {}, self.clock())
@@ -237,7 +242,7 @@ class Reconciler:
         for kind, gate in plan.suppressed:
             self.metrics.count_suppressed(kind.value if kind else "any", gate.value)
         self.metrics.set_cluster(key.namespace, key.name, ClusterReading.of(plan, spec))
-        self._notify(key, body, spec, escalated_before, plan.escalation, now)
+        await self._notify(key, body, spec, escalated_before, plan.escalation, now)
         try:
             await self._write_status(key, body, spec, memory, plan.conditions,
                                      generation, now)
@@ -566,7 +571,7 @@ class Reconciler:
             except KubeError as err2:
                 log.warning("status not written", error=str(err2))
 
-    def _notify(
+    async def _notify(
         self, key: ClusterKey, body: Mapping[str, Any], spec: Spec, level_before: int,
         esc: Escalation, now: float,
     ) -> None:
@@ -574,12 +579,40 @@ class Reconciler:
         in the background, outcomes as Events."""
         if self.notifier is None:
             return
+        authorization: str | None = None
+        ref = spec.escalation.webhook_auth_secret_ref
+        if ref is not None and spec.escalation.webhook_url and (esc.level or level_before):
+            authorization = await self._webhook_authorization(key, body, ref)
+            if authorization is None:
+                return  # reported; an unauthenticated page would only be refused
         self.notifier.update(
             ClusterRef(key.namespace, key.name), body,
             Page(esc.level, esc.contact, esc.reason.value, esc.message), now,
             level_before=level_before, contact_before=spec.escalation.contact(level_before),
-            webhook_url=spec.escalation.webhook_url,
+            webhook_url=spec.escalation.webhook_url, webhook_authorization=authorization,
         )
+
+    async def _webhook_authorization(
+        self, key: ClusterKey, body: Mapping[str, Any], ref: SecretKeyRef
+    ) -> str | None:
+        """The webhook's Authorization header from its Secret (cached like the token),
+        or None after an Event naming the field (never the value)."""
+        field = "spec.escalation.webhookAuthSecretRef"
+        try:
+            value = (await self.kube.read_secret_key(key.namespace, ref.name, ref.key)).decode(
+                "utf-8", "replace").strip()
+        except KubeError as err:
+            problem = f"{field}: {err}"
+        else:
+            if _HEADER_VALUE.fullmatch(value):
+                return value
+            problem = (f"{field}: the value in Secret {ref.name} key {ref.key} is empty or "
+                       "has control or non-ASCII characters; not sent")
+        if self._webhook_problems.get(key) != problem:
+            self._webhook_problems[key] = problem
+            self.post_event(body, EventType.WARNING.value, EventReason.NOTIFICATION_FAILED,
+                            problem)
+        return None
 
     # ------------------------------------------------------------ deletion
     async def restore_before_delete(self, body: Mapping[str, Any]) -> str | None:

@@ -78,11 +78,13 @@ class Notifier:
         )
         self._attempts = attempts
 
-    async def escalated(self, url: str, event: Escalated) -> None:
+    async def escalated(self, url: str, event: Escalated,
+                        authorization: str | None = None) -> None:
         if self._destinations is not None:
-            # Checked on the resolved addresses before each notification; the
-            # webhook carries no credential, so a name re-resolving between this
-            # check and the connection risks a page sent astray, not a secret.
+            # Checked on the resolved addresses before each notification. A name
+            # re-resolving between this check and the connection risks a page sent
+            # astray; the only credential it can carry is the tenant's own (a Secret
+            # in its namespace that it labelled for the operator), for its own URL.
             target = httpx.URL(url)
             try:
                 await check_url_host(self._destinations, target.host,
@@ -101,7 +103,9 @@ class Notifier:
                 reraise=True,
             ):
                 with attempt:
-                    resp = await self._client.post(url, json=event.payload())
+                    resp = await self._client.post(
+                        url, json=event.payload(),
+                        headers={"Authorization": authorization} if authorization else None)
         except httpx.HTTPError as err:
             raise NotificationError(
                 f"escalation webhook unreachable ({type(err).__name__})") from None
@@ -156,7 +160,7 @@ class Pager:
         self._failing: set[tuple[ClusterRef, str]] = set()
         self._webhooks: dict[ClusterRef, asyncio.Task[None]] = {}
         # Clusters escalated with a webhook: what to resolve if they are deleted.
-        self._escalated: dict[ClusterRef, tuple[str, Escalated]] = {}
+        self._escalated: dict[ClusterRef, tuple[str, Escalated, str | None]] = {}
 
     def _count(self, target: str, outcome: str) -> None:
         self._outcomes.labels(target, outcome).inc()
@@ -171,6 +175,7 @@ class Pager:
         level_before: int,
         contact_before: str,
         webhook_url: str | None,
+        webhook_authorization: str | None = None,
     ) -> None:
         """After a poll: start what its escalation calls for (nothing to await)."""
         if page.level <= 0 and level_before <= 0 and not self.paging.is_firing(cluster):
@@ -189,7 +194,7 @@ class Pager:
         if page.level > 0:
             self._escalated[cluster] = (webhook_url, Escalated(
                 cluster.namespace, cluster.name, page.level, page.contact, page.reason,
-                page.message))
+                page.message), webhook_authorization)
         else:
             self._escalated.pop(cluster, None)
         if status is not None:
@@ -197,7 +202,7 @@ class Pager:
                               else (level_before, contact_before))
             event = Escalated(cluster.namespace, cluster.name, level, contact, page.reason,
                               page.message, status)
-            self._tell_webhook(cluster, body, webhook_url, event)
+            self._tell_webhook(cluster, body, webhook_url, event, webhook_authorization)
 
     def gone(self, cluster: ClusterRef, body: Mapping[str, Any], now: float) -> None:
         """The cluster was deleted: resolve its alert, and tell its webhook the
@@ -208,15 +213,16 @@ class Pager:
                 queue.put([Queued(s, body) for s in sends])
         escalated = self._escalated.pop(cluster, None)
         if escalated is not None:
-            url, event = escalated
+            url, event, authorization = escalated
             self._tell_webhook(cluster, body, url, replace(
                 event, status=Status.RESOLVED, reason="Deleted",
-                message="the StemeDBCluster was deleted"))
+                message="the StemeDBCluster was deleted"), authorization)
 
     def _tell_webhook(self, cluster: ClusterRef, body: Mapping[str, Any], url: str,
-                      event: Escalated) -> None:
+                      event: Escalated, authorization: str | None = None) -> None:
         previous = self._webhooks.get(cluster)
-        task = asyncio.create_task(self._webhook_after(previous, body, url, event))
+        task = asyncio.create_task(
+            self._webhook_after(previous, body, url, event, authorization))
         self._webhooks[cluster] = task
 
         def done(t: asyncio.Task[None]) -> None:
@@ -226,13 +232,14 @@ class Pager:
         task.add_done_callback(done)
 
     async def _webhook_after(self, previous: asyncio.Task[None] | None,
-                             body: Mapping[str, Any], url: str, event: Escalated) -> None:
+                             body: Mapping[str, Any], url: str, event: Escalated,
+                             authorization: str | None = None) -> None:
         """Tell the webhook after the cluster's previous message (in order)."""
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
         assert self.webhook is not None
         try:
-            await self.webhook.escalated(url, event)
+            await self.webhook.escalated(url, event, authorization)
         except NotificationError as err:
             self._count(WEBHOOK, "failed")
             if body:  # none for a deleted cluster

@@ -351,6 +351,11 @@ class EscalationSpec:
         'rises: {"kind": "StemeDBClusterEscalated", "cluster": {namespace, name}, "level", '
         '"contact", "reason", "message"}. Delivery shows as a Notified or NotificationFailed '
         "Event.", text=URL_TEXT)
+    webhook_auth_secret_ref: SecretKeyRef | None = spec_field(
+        None, description="Optional Secret key holding the Authorization header value sent "
+        "with each webhook POST (for example 'Bearer <token>'). The Secret needs the "
+        "operator's credentials label, as the StemeDB token does; the value is never "
+        "logged, shown or sent anywhere else.")
 
     def contact(self, level: int) -> str:
         return {1: self.cluster_sre, 2: self.distributed_systems_engineer}.get(

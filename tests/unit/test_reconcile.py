@@ -1100,12 +1100,14 @@ class FakeNotifier:
 
     def __init__(self, fail: bool = False) -> None:
         self.sent: list[tuple[str, Any]] = []
+        self.authorizations: list[str | None] = []
         self.fail = fail
 
-    async def escalated(self, url: str, event: Any) -> None:
+    async def escalated(self, url: str, event: Any, authorization: str | None = None) -> None:
         from controller.adapters.notify import NotificationError
 
         self.sent.append((url, event))
+        self.authorizations.append(authorization)
         if self.fail:
             raise NotificationError("escalation webhook answered HTTP 500")
 
@@ -1135,6 +1137,41 @@ async def test_the_escalation_webhook_is_told_once_per_rise_in_level(fail: bool)
     assert notifier.sent[0][1].contact
     expected = "NotificationFailed" if fail else "Notified"
     assert w.reasons().count(expected) == len(levels)
+
+
+@pytest.mark.parametrize(("secret", "sent", "problem"), [
+    (b"Bearer hook-s3cret\n", True, None),
+    (b"Bearer two  spaces", False, "has control or non-ASCII characters"),
+    (b"Bearer evil\r\nX-Injected: 1", False, "has control or non-ASCII characters"),
+    (None, False, "not found"),
+], ids=["sent as the Authorization header", "a malformed value is not sent",
+        "a header injection is not sent", "a missing Secret is reported"])
+async def test_the_webhook_carries_its_authorization_from_a_secret(
+    secret: bytes | None, sent: bool, problem: str | None,
+) -> None:
+    spec = raw_spec()
+    spec["escalation"]["webhookUrl"] = "https://hooks.example/stemedb"
+    spec["escalation"]["webhookAuthSecretRef"] = {"name": "hook", "key": "authorization"}
+    w = World(spec)
+    if secret is not None:
+        w.kube.secrets[(NS, "hook")] = {"authorization": secret}
+    notifier = FakeNotifier()
+    pager = with_webhook(w, notifier)
+    w.stemedb.scrape = primary({"node2": 90.0, "node3": 0.5})
+    for _ in range(3):
+        await w.poll()
+    await pager.drain()
+
+    if sent:
+        assert notifier.authorizations and set(notifier.authorizations) == {
+            "Bearer hook-s3cret"}
+    else:
+        assert notifier.sent == []
+        [failed] = [e for e in w.events if e.reason == "NotificationFailed"]
+        assert failed.message.startswith("spec.escalation.webhookAuthSecretRef: ")
+        assert problem is not None and problem in failed.message
+    written = json.dumps([w.patches(), [e.message for e in w.events]])
+    assert "hook-s3cret" not in written and "evil" not in written
 
 
 async def test_no_webhook_no_notification() -> None:

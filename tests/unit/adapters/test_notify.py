@@ -45,6 +45,12 @@ async def test_the_payload_says_which_cluster_who_to_call_why_and_if_it_is_over(
     assert "authorization" not in seen[0].headers
 
 
+async def test_an_authorization_from_a_secret_is_sent_as_the_header() -> None:
+    seen, notifier = recording([204])
+    await notifier.escalated("https://hooks.example/stemedb", EVENT, "Bearer abc")
+    assert seen[0].headers["authorization"] == "Bearer abc"
+
+
 @pytest.mark.parametrize("answers, requests, fails", [
     ([httpx.ConnectError, 200], 2, False),
     ([httpx.ConnectError] * 5, 3, True),
