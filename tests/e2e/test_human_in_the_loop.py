@@ -145,3 +145,30 @@ def test_a_rotated_token_costs_at_most_one_rejected_request_per_node(
         assert metrics is not None and metrics["status"] == "True", metrics
         assert "second-token" not in json.dumps(obj) and "first-token" not in json.dumps(obj)
         assert "second-token" not in env.operator_logs()
+
+
+def test_while_blind_kubectl_shows_unknown_and_since_when_not_the_last_lag(env: Env) -> None:
+    """Issue 14, #8: with the primary's metrics unreadable, `kubectl get` showed the last
+    known MAX LAG and LAGGING 0 with Degraded=False NoLag, as if current."""
+    env.apply(fast_spec(env.sim, env.cluster))
+    env.start_operator()
+    env.wait_status("a healthy first look", ready)
+
+    outage = env.fault("http_error", node="node1", endpoint="metrics", status=500)
+    blind = env.wait_status("the lag reported unknown",
+                            lambda o: o["status"].get("maxLag") == "Unknown")
+    degraded = condition(blind, "Degraded")
+    assert degraded is not None and degraded["status"] == "Unknown", degraded
+    assert degraded["message"].startswith("Lag unknown since ")
+    assert blind["status"]["lagUnknownSince"]
+    assert blind["status"].get("maxLagSeconds") is None
+    assert blind["status"].get("laggingReplicas") is None
+    row = env.cp.kubectl("-n", env.namespace, "get", "stemedbcluster", "db",
+                         "--no-headers").stdout.split()
+    assert "Unknown" in row, row  # the Max Lag column
+
+    env.clear_fault(outage)
+    seen = env.wait_status("numbers again", lambda o: o["status"].get("maxLag") not in (
+        None, "Unknown"))
+    assert seen["status"].get("lagUnknownSince") is None
+    assert (condition(seen, "Degraded") or {}).get("status") in ("True", "False")
