@@ -23,18 +23,9 @@ log() { echo "[alertmanager] $*" >&2; }
 . "$(dirname "${BASH_SOURCE[0]}")/lib/go-tool.sh"
 BIN="$CACHE_ROOT/bin/alertmanager-v$ALERTMANAGER_VERSION"
 
-check() {
-  local got
-  got=$("$1" --version 2>&1 | head -1)
-  case "$got" in
-    "alertmanager, version ${2:-}"*) log "$got: $1" ;;
-    *) log "$1 --version says '$got'${2:+, want $2}"; exit 1 ;;
-  esac
-}
-
 if [ -n "${ALERTMANAGER:-}" ]; then
-  [ -x "$ALERTMANAGER" ] || { log "ALERTMANAGER=$ALERTMANAGER is not an executable file"; exit 1; }
-  check "$ALERTMANAGER"
+  use_given ALERTMANAGER "$ALERTMANAGER"
+  check_version alertmanager "$ALERTMANAGER"
   echo "$ALERTMANAGER"
   exit 0
 fi
@@ -42,18 +33,11 @@ fi
 if [ ! -x "$BIN/alertmanager" ]; then
   module=github.com/prometheus/alertmanager
   log "building alertmanager $ALERTMANAGER_VERSION ($module@v$ALERTMANAGER_VERSION)"
-  command -v go >/dev/null 2>&1 || { log "go not found: install Go >= 1.26"; exit 1; }
+  need_go
   mkdir -p "$BIN"
   src=$(mktemp -d "$BIN/.src.XXXXXX")
   trap 'chmod -R u+w "$src" 2>/dev/null; rm -rf "$src"' EXIT
-  # The same toolchain and caches as go_install_into (lib/go-tool.sh), which sets
-  # them only in its own subshell (hence SC2031's false alarm).
-  # shellcheck disable=SC2031
-  go_env=(GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=
-          "GOPATH=${GOPATH:-$CACHE_ROOT/gopath}"
-          "GOMODCACHE=${GOMODCACHE:-$CACHE_ROOT/gomodcache}"
-          "GOCACHE=${GOCACHE:-$CACHE_ROOT/gobuildcache}")
-  dir=$(cd "$src" && env "${go_env[@]}" go mod download -json "$module@v$ALERTMANAGER_VERSION" |
+  dir=$(cd "$src" && env "${GO_ENV[@]}" go mod download -json "$module@v$ALERTMANAGER_VERSION" |
         sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
   [ -n "$dir" ] || { log "go mod download gave no directory"; exit 1; }
   cp -R "$dir/." "$src/am"
@@ -64,10 +48,10 @@ if [ ! -x "$BIN/alertmanager" ]; then
       > "$src/am/ui/app/dist/$ui/README.txt"
   done
   v=github.com/prometheus/common/version
-  (cd "$src/am" && env "${go_env[@]}" go build -trimpath -o "$src/alertmanager" -ldflags="-s -w \
+  (cd "$src/am" && env "${GO_ENV[@]}" go build -trimpath -o "$src/alertmanager" -ldflags="-s -w \
     -X $v.Version=$ALERTMANAGER_VERSION -X $v.Revision=v$ALERTMANAGER_VERSION \
     -X $v.Branch=module-proxy" ./cmd/alertmanager)
   mv "$src/alertmanager" "$BIN/alertmanager"
 fi
-check "$BIN/alertmanager" "$ALERTMANAGER_VERSION"
+check_version alertmanager "$BIN/alertmanager" "$ALERTMANAGER_VERSION"
 echo "$BIN/alertmanager"
