@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from controller import logs
 from controller.adapters import kubeconfig
+from controller.adapters.alertmanager import check_url
 from controller.domain.destinations import (
     DEFAULT_DENY,
     LOOPBACK,
@@ -19,6 +20,7 @@ from controller.domain.destinations import (
     parse_networks,
 )
 from controller.domain.validation import object_name_problem
+from controller.notifications import RESEND_SECONDS
 
 SECRET_LABEL = "stemedb.io/credentials=true"
 LEASE_NAME = "stemedb-operator-leader"
@@ -139,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Lease's name: replicas with the same one elect one leader "
              "(default: %(default)s)",
     )
+    run.add_argument(
+        "--alertmanager-url", action="append", default=[], metavar="URL",
+        help="send escalation alerts to this Alertmanager's v2 API (repeatable: every "
+             "instance gets every alert; docs/notifications.md)",
+    )
+    run.add_argument(
+        "--alertmanager-credentials", metavar="DIR",
+        help="a mounted Secret for the Alertmanagers: a `token` file (bearer) or "
+             "`username` and `password` files (basic auth), read before each request",
+    )
+    run.add_argument(
+        "--notification-resend-seconds", type=float, default=RESEND_SECONDS, metavar="S",
+        help="re-send a firing alert this often; its endsAt is 4 times this ahead "
+             "(default: %(default)s)",
+    )
     run.add_argument("--standalone", action="store_true", default=True,
                      help=argparse.SUPPRESS)
     return parser
@@ -212,6 +229,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if bad is not None:
                 print(f"stemedb-operator run: {flag}: {bad}", file=sys.stderr)
                 return 2
+        try:
+            alertmanagers = tuple(check_url(u) for u in args.alertmanager_url)
+        except ValueError as err:
+            print(f"stemedb-operator run: --alertmanager-url: {err}", file=sys.stderr)
+            return 2
+        if not 1 <= args.notification_resend_seconds <= 3600:
+            print("stemedb-operator run: --notification-resend-seconds must be 1-3600",
+                  file=sys.stderr)
+            return 2
         kubeconfig_file = (os.path.abspath(os.path.expanduser(args.kubeconfig))
                            if args.kubeconfig else None)
         problem = check_login(kubeconfig_file, args.context)
@@ -238,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             kubeconfig_file=kubeconfig_file,
             context=args.context,
             leader_election=election,
+            alertmanager_urls=alertmanagers,
+            alertmanager_credentials=args.alertmanager_credentials,
+            resend_seconds=args.notification_resend_seconds,
         )
     return 2
 

@@ -22,6 +22,7 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -30,10 +31,11 @@ import structlog
 from prometheus_client import Gauge, start_http_server
 
 from controller.adapters import kube, kubeconfig
+from controller.adapters.alertmanager import Credentials
 from controller.adapters.destinations import Destinations
 from controller.adapters.kube import KubeClient, KubeEndpoint, KubeError
 from controller.adapters.leadership import LeaderElector, LeaseName
-from controller.adapters.notify import Notifier
+from controller.adapters.notify import Notifier, Pager
 from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.stemedb import ClientConfig, StemeDBClient
 from controller.adapters.stemedb_errors import StemeDBError
@@ -49,6 +51,7 @@ from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy
 from controller.domain.leadership import LeaseTimings
 from controller.domain.spec import DetectionSpec
+from controller.notifications import Timing
 from controller.reconcile import ClusterKey, Reconciler
 
 GROUP, VERSION, PLURAL = kube.GROUP, kube.VERSION, kube.PLURAL
@@ -78,6 +81,9 @@ class _Config:
     secret_label: tuple[str, str] | None = None
     kubeconfig_file: str | None = None  # --kubeconfig; None: $KUBECONFIG, ~/.kube/config
     context: str | None = None  # --context; None: the kubeconfig's current-context
+    alertmanager_urls: tuple[str, ...] = ()
+    alertmanager_credentials: str | None = None
+    timing = Timing()
     leader_election: LeaderElection | None = None  # None: act alone (--no-leader-election)
 
 
@@ -251,7 +257,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         metrics=memo.metrics,
         budget=ActionBudget(_Config.max_actions_per_hour),
         post_event=_post_event,
-        notifier=Notifier(destinations=_Config.destinations),
+        notifier=Pager(
+            _post_event, webhook=Notifier(destinations=_Config.destinations),
+            alertmanager_urls=_Config.alertmanager_urls,
+            credentials=Credentials(Path(_Config.alertmanager_credentials)
+                                    if _Config.alertmanager_credentials else None),
+            timing=_Config.timing, registry=memo.metrics.registry),
         destinations=_Config.destinations,
     )
 
@@ -405,7 +416,9 @@ def _rate_to_restore(body: Mapping[str, Any]) -> str:
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def restore_rate(body: kopf.Body, memo: kopf.Memo, runtime: Any, **_: Any) -> None:
+async def restore_rate(
+    body: kopf.Body, memo: kopf.Memo, runtime: Any, retry: int, **_: Any
+) -> None:
     """Deleting a resource while ingestion is throttled lifts the throttle first."""
     reconciler: Reconciler = memo.reconciler
     leader: LeaderElector | None = getattr(memo, "leader", None)
@@ -432,6 +445,13 @@ async def restore_rate(body: kopf.Body, memo: kopf.Memo, runtime: Any, **_: Any)
         done = None
     except (StemeDBError, KubeError) as err:
         if runtime.total_seconds() < DELETE_GIVE_UP_SECONDS:
+            if retry == 0:
+                # Tell the human who ran `kubectl delete` why the object stays.
+                _post_event(body, EventType.WARNING.value, EventReason.DELETION_HELD,
+                            f"deletion held: the ingestion limit this operator set must be "
+                            f"restored to {_rate_to_restore(body)} first, and that failed "
+                            f"({err}); retrying every {DELETE_RETRY_SECONDS:.0f}s, giving "
+                            f"up after {DELETE_GIVE_UP_SECONDS:.0f}s")
             raise kopf.TemporaryError(
                 f"cannot restore the ingestion rate yet: {err}", delay=DELETE_RETRY_SECONDS
             ) from None
@@ -456,9 +476,16 @@ def run(
     secret_label: tuple[str, str] | None = None,
     kubeconfig_file: str | None = None,
     context: str | None = None,
+    alertmanager_urls: tuple[str, ...] = (),
+    alertmanager_credentials: str | None = None,
+    resend_seconds: float | None = None,
     leader_election: LeaderElection | None = None,
 ) -> int:
     """Run the operator until SIGINT/SIGTERM."""
+    _Config.alertmanager_urls = alertmanager_urls
+    _Config.alertmanager_credentials = alertmanager_credentials
+    if resend_seconds is not None:
+        _Config.timing = Timing(resend_seconds)
     _Config.kubeconfig_file = kubeconfig_file
     _Config.context = context
     _Config.leader_election = leader_election
@@ -475,7 +502,8 @@ def run(
              metrics_port=metrics_port, health_port=health_port,
              deny_destinations=[str(n) for n in _Config.destinations.policy.deny],
              allow_destinations=[str(n) for n in _Config.destinations.policy.allow] or None,
-             secret_label="=".join(secret_label) if secret_label else None)
+             secret_label="=".join(secret_label) if secret_label else None,
+             alertmanagers=list(alertmanager_urls) or None)
 
     async def main() -> None:
         # Objects created at start-up live for the whole run; keep them out of

@@ -306,6 +306,34 @@ class KubeClient:
         )
         _check_identity(what, pod, namespace, name)
 
+    # For `kubectl stemedb` (controller/kubectl_plugin): the operator does not call these.
+
+    async def get_cluster(self, namespace: str, name: str) -> dict[str, Any]:
+        """One StemeDBCluster (KubeError with status 404 when there is none)."""
+        what = f"reading StemeDBCluster {namespace}/{name}"
+        obj = await self._call(what, "GET", _path(
+            "apis", GROUP, VERSION, "namespaces", ("namespace", namespace), PLURAL,
+            ("StemeDBCluster", name)))
+        _check_identity(what, obj, namespace, name)
+        return dict(obj)
+
+    async def list_clusters(self, namespace: str | None) -> list[dict[str, Any]]:
+        """The StemeDBClusters of a namespace, or of all of them (None)."""
+        path = (_path("apis", GROUP, VERSION, PLURAL) if namespace is None else _path(
+            "apis", GROUP, VERSION, "namespaces", ("namespace", namespace), PLURAL))
+        found = await self._call(f"listing StemeDBClusters in {namespace or 'all namespaces'}",
+                                 "GET", path)
+        return [i for i in (found or {}).get("items") or [] if isinstance(i, dict)]
+
+    async def patch_cluster(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """Merge-patch the object (metadata or spec; a resourceVersion in the patch
+        makes a concurrent change answer 409)."""
+        what = f"patching StemeDBCluster {namespace}/{name}"
+        obj = await self._call(what, "PATCH", _path(
+            "apis", GROUP, VERSION, "namespaces", ("namespace", namespace), PLURAL,
+            ("StemeDBCluster", name)), patch, MERGE_PATCH)
+        _check_identity(what, obj, namespace, name)
+
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A coordination.k8s.io/v1 Lease, or None if there is none (leader election)."""
         what = f"reading Lease {namespace}/{name}"
