@@ -151,6 +151,7 @@ class Reconciler:
         self._specs: dict[ClusterKey, tuple[Any, Mapping[str, Any], Spec]] = {}
         self._memories: dict[ClusterKey, tuple[Any, Memory, Any]] = {}
         self._webhook_problems: dict[ClusterKey, str] = {}
+        self._looked: set[ClusterKey] = set()  # clusters this process has observed
         self._reported: dict[ClusterKey, tuple[Spec, Memory, tuple[Condition, ...], int,
                                                Mapping[str, Any]]] = {}
 
@@ -166,6 +167,7 @@ class Reconciler:
         self._reported.pop(key, None)
         self._denied.pop(key, None)
         self._webhook_problems.pop(key, None)
+        self._looked.discard(key)
         self.metrics.forget_cluster(key.namespace, key.name)
         if self.notifier is not None:
             self.notifier.gone(ClusterRef(key.namespace, key.name), {}, self.clock())
@@ -212,6 +214,9 @@ class Reconciler:
         creds, creds_error = await self._credentials(key, spec)
         observation, creds = await self._observe(key, spec, memory, creds, creds_error, body,
                                                  now)
+        if key not in self._looked:
+            self._looked.add(key)
+            observation = replace(observation, first_look=True)
         refusal = _refusal(spec, observation)
         if refusal is not None:
             problems, reason = refusal

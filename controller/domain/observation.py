@@ -90,6 +90,10 @@ class Observation:
     # Who the scraped node says it is (stemedb_node_info), if it says.
     primary_node: str | None = None
     primary_role: str | None = None
+    # This process's first look at the cluster (after a start, a restart or taking
+    # over as leader): the time since the memory was written went unobserved, so
+    # rules that need continuous observation (a sync's stall) start their clock anew.
+    first_look: bool = False
 
     def replica(self, replica_id: str) -> ReplicaObservation | None:
         for r in self.replicas:

@@ -61,6 +61,7 @@ class FakeCluster:
     breakers_readable: bool = True
     approved: frozenset[str] = frozenset()
     rate_readable: bool = True
+    first_look: bool = False  # the next observation is a new process's first
 
     def observe(self, at: float) -> Observation:
         reps = tuple(
@@ -82,6 +83,7 @@ class FakeCluster:
             tripped_agents=frozenset(self.tripped) if self.breakers_readable else None,
             rate_limit=self.rate_limit if self.rate_readable else UNKNOWN,
             approved_rebuilds=self.approved,
+            first_look=self.first_look,
         )
 
     def apply(self, action: Action) -> None:

@@ -417,3 +417,27 @@ def test_the_backoff_survives_a_restart() -> None:
     h.memory = Memory.from_json(json.loads(json.dumps(h.memory.to_json())))  # a restart
     h.poll()
     assert len(h.log) == before, "a restarted operator keeps waiting"
+
+
+@pytest.mark.parametrize(("first_look", "stalled_at_once"), [
+    (True, False), (False, True),
+], ids=["a new leader or a restart: the unobserved gap is no stall",
+        "the same process after a slow poll: it is"])
+def test_an_unobserved_gap_is_not_a_sync_stall(first_look: bool, stalled_at_once: bool) -> None:
+    """Issue 16's failover test found a forced sync retried by the new leader: the
+    ~16 s nobody polled counted as a stall of the sync the old leader started."""
+    h = _h(remediation__breakerReset__enabled=False, remediation__throttle__enabled=False)
+    h.cluster.lags["node2"] = 25.0
+    while "ForceSync:node2" not in h.kinds():
+        h.poll()
+    h.cluster.sync_progress.pop("node2", None)  # the sync has reported no progress yet
+    stall = h.spec.remediation.merkle_sync.stall_timeout_seconds
+    h.now += stall + 5  # nobody polls; the sync reports no progress yet
+    h.cluster.first_look = first_look
+    h.poll()
+    h.cluster.first_look = False
+    stalled = [e for p in h.plans[-1:] for e in p.events if e.reason.value == "SyncStalled"]
+    assert bool(stalled) is stalled_at_once
+    if not stalled_at_once:  # still no progress after a stall window that was watched
+        h.run(stall + 10)
+        assert any(e.reason.value == "SyncStalled" for p in h.plans for e in p.events)

@@ -84,6 +84,10 @@ class ForcedSync(LadderStep):
             remembered = work.update_replica(ctx.replica.id, sync_seen_running=True)
         completed = (progress is not None and progress >= 1.0) or (
             remembered.sync_seen_running and running is False)
+        if work.observation.first_look and not completed:
+            # Nobody watched the sync since the memory was written (a restart, a new
+            # leader): that gap is not a stall, so the stall clock starts now.
+            remembered = work.update_replica(ctx.replica.id, sync_progress_at=work.now)
         if remembered.last_failed_kind == ActionKind.FORCE_SYNC.value:
             return "the sync call failed or was not confirmed in time"
         if (errors is not None and remembered.sync_errors_base is not None
