@@ -1,0 +1,114 @@
+"""Run incidents (in worker processes) and sort their violations into known defects,
+each with the issue-14 item it belongs to, and new ones."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import structlog
+
+from tests.campaign.incidents import Incident, generate
+from tests.campaign.invariants import Violation, check
+from tests.campaign.outcomes import Outcome, outcome
+from tests.campaign.world import run
+
+
+@dataclass(frozen=True)
+class Known:
+    """A violation the current code is known to commit (fixed separately): matched by
+    invariant and a pattern on the detail, with a regression seed."""
+
+    name: str
+    invariant: str
+    pattern: str
+    issue: str
+    seed: int
+    diagnosis: str
+
+    def matches(self, v: Violation) -> bool:
+        return v.invariant == self.invariant and re.search(self.pattern, v.detail) is not None
+
+
+# Known defects of the current controller code (issue 14), each with a regression case
+# in test_campaign.py (xfail, strict: fixing one makes its case pass and the suite fail
+# until its entry is removed here).
+KNOWN: tuple[Known, ...] = (
+    Known("lag_message_against_escalation", "messages_match_numbers",
+          r"said to be over(?! escalation)", "item 8", 3,
+          "the escalation message prints each replica's shown (quantized, or last-episode) "
+          "lag against escalation.lagSeconds, also when the reason is a storm, a budget "
+          "or a promotion and the lag is below it"),
+    Known("lag_list_against_threshold", "messages_match_numbers", r"said to be past", "item 8",
+          2, "Degraded's 'N of M replicas past critical X s: nodeK Y s' lists memory's shown "
+             "lag, below X for a replica kept critical (hysteresis) or recovering"),
+    Known("floor_message_wrong_rate", "messages_match_numbers", r"at the floor", "item 8", 17,
+          "'Storm: ingestion limit at the floor 100/s' while the limit in force is higher (a "
+          "ladder step from a read-back rate stops above the floor)"),
+    Known("attempt_zero", "messages_match_numbers", r"attempt 0/", "item 8", 208,
+          "Remediating says 'attempt 0/N' for a step whose first action is held (budget)"),
+    Known("last_known_values_while_blind", "unknown_while_blind", r"", "item 8", 3,
+          "while the primary's /metrics is unreadable, status keeps the last maxLagSeconds "
+          "and Degraded=False/NoLag instead of Unknown"),
+    Known("failing_admin_api_hammered", "admin_requests_per_minute", r"", "items 4 and 6", 15,
+          "each poll reads the tripped-breakers list (up to 4 attempts when it fails) "
+          "during a whole storm or while the admin API fails, and re-sends a failed "
+          "action every poll: > 30 admin requests a minute at a 5 s poll"),
+    Known("failed_attempts_beyond_max_actions", "admin_writes_per_hour", r"", "item 4", 53,
+          "failed admin writes are retried (4 attempts per call, each poll) and not counted "
+          "against maxActionsPerHour: more write attempts per hour than the spec allows"),
+    Known("sync_requested_while_running", "one_sync_per_replica", r"", "item 1", 209,
+          "a sync the operator counted as failed (stalled: progress frozen, still running) "
+          "is followed by another sync request for the same replica, answered 409 with the "
+          "same sync; shrunk: disk_saturation + sync_stall on one replica"),
+    Known("acts_on_truncated_metrics", "no_action_on_bad_data", r"", "item 9 (class)", 60,
+          "a /metrics body cut at a line boundary parses: the series after the cut (sync "
+          "progress, errors, breaker) are missing and the policy acts on the rest"),
+    Known("failed_restore_forgotten", "rate_restored", r"^(?!.*held by)", "item 4 (class)", 870,
+          "a restore-ramp SetRateLimit that fails (500/502, timeout) is treated as done: the "
+          "ramp moves on, status says RateRestored/Idle while the old limit stays; the next "
+          "episode then reads that leftover limit back as the rate to restore"),
+    Known("restore_held_by_budget", "rate_restored", r"held by ClusterBudgetExhausted",
+          "item 7 (class)", 9,
+          "after recovery the restore ramp is held by maxActionsPerHour (the incident used "
+          "it up): ingestion stays throttled for up to an hour after the lag is gone"),
+)
+
+
+def known(v: Violation) -> Known | None:
+    return next((k for k in KNOWN if k.matches(v)), None)
+
+
+def quiet() -> None:
+    """The operator's logs cost more than the incident; the campaign reads the trace."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
+                        cache_logger_on_first_use=True)
+
+
+def evaluate(incident: Incident) -> Outcome:
+    quiet()
+    trace = run(incident)
+    nothing = run(incident, operator=False)
+    return outcome(trace, nothing, check(trace))
+
+
+def violations(incident: Incident) -> list[Violation]:
+    quiet()
+    return check(run(incident))
+
+
+def _evaluate_seed(seed: int) -> Outcome:
+    return evaluate(generate(seed))
+
+
+def run_seeds(seeds: Iterable[int], workers: int | None = None) -> list[Outcome]:
+    seeds = list(seeds)
+    workers = workers or min(4, os.cpu_count() or 1)
+    if workers <= 1:
+        return [_evaluate_seed(s) for s in seeds]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(_evaluate_seed, seeds, chunksize=25))
