@@ -58,14 +58,14 @@ KNOWN: tuple[Known, ...] = (
           "each poll reads the tripped-breakers list (up to 4 attempts when it fails) "
           "during a whole storm or while the admin API fails, and re-sends a failed "
           "action every poll: > 30 admin requests a minute at a 5 s poll"),
-    Known("failed_attempts_beyond_max_actions", "admin_writes_per_hour", r"", "item 4", 53,
+    Known("failed_attempts_beyond_max_actions", "admin_writes_per_hour", r"", "item 4", 76,
           "failed admin writes are retried (4 attempts per call, each poll) and not counted "
           "against maxActionsPerHour: more write attempts per hour than the spec allows"),
     Known("sync_requested_while_running", "one_sync_per_replica", r"", "item 1", 209,
           "a sync the operator counted as failed (stalled: progress frozen, still running) "
           "is followed by another sync request for the same replica, answered 409 with the "
           "same sync; shrunk: disk_saturation + sync_stall on one replica"),
-    Known("acts_on_truncated_metrics", "no_action_on_bad_data", r"", "item 9 (class)", 60,
+    Known("acts_on_truncated_metrics", "no_action_on_bad_data", r"", "item 9 (class)", 2467,
           "a /metrics body cut at a line boundary parses: the series after the cut (sync "
           "progress, errors, breaker) are missing and the policy acts on the rest"),
     Known("failed_restore_forgotten", "rate_restored", r"^(?!.*held by)", "item 4 (class)", 870,
@@ -73,7 +73,7 @@ KNOWN: tuple[Known, ...] = (
           "ramp moves on, status says RateRestored/Idle while the old limit stays; the next "
           "episode then reads that leftover limit back as the rate to restore"),
     Known("restore_held_by_budget", "rate_restored", r"held by ClusterBudgetExhausted",
-          "item 7 (class)", 9,
+          "item 7 (class)", 98,
           "after recovery the restore ramp is held by maxActionsPerHour (the incident used "
           "it up): ingestion stays throttled for up to an hour after the lag is gone"),
 )
