@@ -28,7 +28,7 @@ TAIL = 500.0
 @dataclass(frozen=True)
 class Event:
     """One thing that happens at `at` sim-seconds: `what` is a fault label (the
-    simulator's fault body in `args`), "restart", or a human action in HUMAN."""
+    simulator's fault body in `args`), "restart" or "crash", or a human action in HUMAN."""
 
     at: float
     what: str
@@ -181,7 +181,10 @@ def generate(seed: int) -> Incident:
         last = max(last, t + fault.args.get("duration_seconds", 30.0))
         t += rng.choice([0.0, 10.0, 60.0, 200.0])
     for _ in range(rng.choice([0, 0, 1, 2])):
-        events.append(Event(round(rng.uniform(30.0, last + 200.0), 1), "restart"))
+        # "crash": the process dies right after its next admin write was applied,
+        # before the outcome is recorded (the intent is in status); "restart": between polls.
+        events.append(Event(round(rng.uniform(30.0, last + 200.0), 1),
+                            rng.choice(["restart", "crash"])))
     for _ in range(rng.choice([0, 1, 2, 3])):
         what = rng.choice(HUMAN)
         at = round(rng.uniform(30.0, last + 300.0), 1)

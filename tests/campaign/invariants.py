@@ -12,7 +12,7 @@ from datetime import datetime
 
 from controller.domain import Mode, RebuildPolicy, Spec, parse_spec
 from tests.campaign.incidents import raw_spec
-from tests.campaign.world import Poll, Request, Trace
+from tests.campaign.world import EPOCH, Poll, Request, Trace
 
 # Admin requests one cluster may receive in any minute, failures and retries
 # included (issue 14 saw ~150 while the admin API answered 500).
@@ -96,7 +96,6 @@ def _since(status: dict, rid: str) -> float | None:
 
 
 def rebuild_marks(trace: Trace, spec: Spec) -> list[Violation]:
-    from tests.campaign.world import EPOCH
     out = []
     rem = spec.remediation
     warning = spec.detection.warning.lag_seconds

@@ -97,7 +97,11 @@ class Trace:
     final_rate: float | None = None
     rate_limited_total: float = 0.0
     paused_until: float = 0.0
-    unhandled: list[str] = field(default_factory=list)
+
+
+class OperatorCrash(BaseException):
+    """The operator process dies here (BaseException: no `except Exception` in the
+    operator catches it, as none survives a SIGKILL)."""
 
 
 class RecordingMetrics(OperatorMetrics):
@@ -126,6 +130,10 @@ class SimTransport(httpx.AsyncBaseTransport):
         answer = w.nodes.serve(request.method, path, request.headers.get("authorization"), raw,
                                OPERATOR_UA)
         w.note(request.method, path, raw, answer)
+        if (w.crash_armed and request.method == "POST" and answer.outcome is Outcome.ANSWER
+                and answer.status < 500):
+            w.crash_armed = False
+            raise OperatorCrash
         if answer.outcome is Outcome.RESET:
             raise httpx.RemoteProtocolError("Server disconnected", request=request)
         if answer.outcome is Outcome.HANG:
@@ -163,6 +171,9 @@ class SimKube:
 
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         self.world.current.annotations.append((name, dict(annotations)))
+        if self.world.crash_armed:
+            self.world.crash_armed = False
+            raise OperatorCrash
 
 
 class World:
@@ -198,6 +209,7 @@ class World:
         self.reconciler = self._reconciler()
         self.after_restart = False
         self.human_watching = False
+        self.crash_armed = False
 
     def token(self) -> str:
         return f"token-{self.incident.seed}-{self.token_n}"
@@ -241,12 +253,9 @@ class World:
         m = self.model
         what, args = event.what, event.args
         if what == "restart":
-            self.trace.restarts.append(self.sim.now())
-            if self.operator:
-                self.reconciler = self._reconciler()  # memory comes back from status only
-                self.budget = ActionBudget(100)
-                self.reconciler.budget = self.budget
-                self.after_restart = True
+            self._restart()
+        elif what == "crash":
+            self.crash_armed = True
         elif what == "approve":
             self.human_watching = True  # approves each request the operator shows from now
         elif what == "approve_bare":
@@ -273,6 +282,16 @@ class World:
             self.kube.secret = {"token": self.token().encode()}
         else:
             m.add_fault(dict(args))
+
+    def _restart(self) -> None:
+        """A new operator process: memory comes back from the stored status only."""
+        self.trace.restarts.append(self.sim.now())
+        if self.operator:
+            self.budget = ActionBudget(100)
+            self.reconciler = self._reconciler()
+            if self.kube.stored:
+                self.body["status"] = self.kube.stored
+            self.after_restart = True
 
     def _annotate(self, value: str) -> None:
         self.body["metadata"]["annotations"]["stemedb.io/approve-rebuild"] = value
@@ -316,7 +335,11 @@ class World:
                 "stemedb.io/approve-rebuild")
             self.after_restart = False
             self.metrics.held = []
-            delay = await self.reconciler.poll(self.body)
+            try:
+                delay = await self.reconciler.poll(self.body)
+            except OperatorCrash:
+                self._restart()  # the new process polls after at most an interval
+                delay = poll_interval
             self.current.suppressed = self.metrics.held
             self.current.status = self.kube.stored  # replaced (not mutated) by each patch
             self.current.lags = {r: s.lag for r, s in self.model.replicas.items()}
@@ -331,7 +354,7 @@ class World:
                         "stemedb.io/approve-rebuild"):
                     self._annotate(shown)
             index += 1
-            t += max(delay, 0.5) if delay < poll_interval * 3 else poll_interval
+            t += max(delay, 0.5)
         self.trace.final_rate = self.model.rate_limit
         self.trace.rate_limited_total = self.model.rate_limited_total
         await self.stemedb.aclose()
