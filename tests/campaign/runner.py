@@ -55,9 +55,10 @@ KNOWN: tuple[Known, ...] = (
           "while the primary's /metrics is unreadable, status keeps the last maxLagSeconds "
           "and Degraded=False/NoLag instead of Unknown"),
     Known("failing_admin_api_hammered", "admin_requests_per_minute", r"", "items 4 and 6", 15,
-          "each poll reads the tripped-breakers list (up to 4 attempts when it fails) "
-          "during a whole storm or while the admin API fails, and re-sends a failed "
-          "action every poll: > 30 admin requests a minute at a 5 s poll"),
+          "the tripped-breakers list is read every poll while a reset awaits confirmation "
+          "(shrunk: one breaker trip at a 2 s poll, 30 reads a minute; the primary's "
+          "metrics carry the breaker gauge) and for a whole storm, with up to 4 attempts "
+          "each when the admin API fails, and a failed action is re-sent every poll"),
     Known("failed_attempts_beyond_max_actions", "admin_writes_per_hour", r"", "item 4", 76,
           "failed admin writes are retried (4 attempts per call, each poll) and not counted "
           "against maxActionsPerHour: more write attempts per hour than the spec allows"),
