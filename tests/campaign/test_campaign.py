@@ -23,6 +23,7 @@ from tests.campaign.runner import KNOWN, known, run_seeds, violations
 from tests.campaign.world import run
 
 INCIDENTS = int(os.environ.get("CAMPAIGN_INCIDENTS", "1000"))
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
