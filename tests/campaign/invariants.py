@@ -112,8 +112,11 @@ def rebuild_marks(trace: Trace, spec: Spec) -> list[Violation]:
             if rid == spec.primary.id:
                 out.append(Violation("rebuild_limits", p.t, "the primary marked for rebuild"))
             running, progress = p.sync.get(rid, (False, 0.0))
+            # Progressing: its progress rose within the spec's own stall window (a sync
+            # frozen that long is stalled, and a rebuild may follow it).
+            window = spec.remediation.merkle_sync.stall_timeout_seconds
             earlier = [q.sync[rid][1] for q in trace.polls[:i]
-                       if p.t - 60.0 <= q.t and q.sync.get(rid, (False, 0.0))[0]]
+                       if p.t - window <= q.t and q.sync.get(rid, (False, 0.0))[0]]
             if running and earlier and progress > min(earlier):
                 out.append(Violation("no_rebuild_while_sync_progresses", p.t,
                                      f"{rid} marked while its sync progressed "

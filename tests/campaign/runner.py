@@ -66,6 +66,11 @@ KNOWN: tuple[Known, ...] = (
           "a sync the operator counted as failed (stalled: progress frozen, still running) "
           "is followed by another sync request for the same replica, answered 409 with the "
           "same sync; shrunk: disk_saturation + sync_stall on one replica"),
+    Known("stalled_sync_requested_after_restart", "no_duplicate_action_across_restart", r"",
+          "item 1", 6351,
+          "sync_requested_while_running with a restart in between: the operator's own "
+          "stalled sync is counted failed and requested again (409 naming it); the restart "
+          "is incidental"),
     Known("acts_on_truncated_metrics", "no_action_on_bad_data", r"", "item 9 (class)", 2467,
           "a /metrics body cut at a line boundary parses: the series after the cut (sync "
           "progress, errors, breaker) are missing and the policy acts on the rest"),
