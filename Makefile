@@ -5,13 +5,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test check lint typecheck layers shellcheck unit e2e controlplane tools demo bench clean \
+.PHONY: test check lint typecheck layers shellcheck crd crd-drift unit e2e controlplane tools demo bench clean \
 	image image-e2e release
 
 test: check controlplane tools
 	$(PY) -m pytest --cov --cov-branch --cov-report=term:skip-covered -q
 
-check: lint typecheck layers shellcheck
+check: lint typecheck layers shellcheck crd-drift
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ layers: $(STAMP)
 shellcheck: $(STAMP)
 	$(VENV)/bin/shellcheck -x hack/*.sh hack/lib/*.sh .ci/run
 
+# The CRD's .spec schema is generated from the spec dataclasses (controller/domain/spec.py);
+# `make crd` rewrites crds/ and the chart's copy, `crd-drift` fails when either is stale.
+crd: $(STAMP)
+	$(PY) hack/gen-crd.py
+	bash hack/sync-crd.sh
+
+crd-drift: $(STAMP)
+	$(PY) hack/gen-crd.py --check
+	bash hack/check-crd-drift.sh
+
 unit: $(STAMP) tools
 	$(PY) -m pytest -q -m "not e2e"
 
@@ -41,10 +51,12 @@ e2e: $(STAMP) controlplane tools
 controlplane: $(STAMP)
 	PYTHON=$(PY) bash hack/build-control-plane.sh >/dev/null
 
-# promtool, built into the same cache as the control plane (no root); the tests
-# run the path it prints.
+# promtool, alertmanager and the PromQL parser of the dashboard test, built into
+# the same cache as the control plane (no root); the tests run the paths they print.
 tools:
 	bash hack/install-promtool.sh >/dev/null
+	bash hack/install-alertmanager.sh >/dev/null
+	bash hack/install-promql-names.sh >/dev/null
 
 demo: $(STAMP) controlplane
 	$(PY) -m demo

@@ -44,7 +44,7 @@ DURATION = "stemedb_operator_poll_duration_seconds"
 
 
 def run(clusters: int, seconds: float, poll: float, warmup: float, profile: float,
-        name: str) -> dict[str, Any]:
+        name: str, operator_args: tuple[str, ...] = ()) -> dict[str, Any]:
     width = max(4, len(str(clusters)))
     names = [f"c{i:0{width}d}" for i in range(1, clusters + 1)]
     with stack() as st:
@@ -54,7 +54,7 @@ def run(clusters: int, seconds: float, poll: float, warmup: float, profile: floa
         print(f"[scale] {clusters} resources created in {created:.1f}s", file=sys.stderr)
         api0 = st.apiserver_requests()
         t_spawn = time.monotonic()
-        op = st.start_operator()
+        op = st.start_operator(*operator_args)
         st.wait_operator_metrics()
         t_first = t_all = None
         deadline = t_spawn + poll * 3 + 120
@@ -221,10 +221,16 @@ def main() -> int:
     ap.add_argument("--profile", type=float, default=0.0,
                     help="py-spy the operator for this many seconds inside the window")
     ap.add_argument("--name", default=None, help="result file name (default scale-N)")
+    ap.add_argument("--leader-election", action="store_true",
+                    help="run the operator with --leader-election (a Lease in the bench "
+                         "namespace), as the chart does")
     args = ap.parse_args()
     install_sigterm()
     name = args.name or f"scale-{args.clusters}"
-    result = run(args.clusters, args.seconds, args.poll, args.warmup, args.profile, name)
+    extra = (("--leader-election", "--leader-election-namespace", "bench")
+             if args.leader_election else ())
+    result = run(args.clusters, args.seconds, args.poll, args.warmup, args.profile, name,
+                 extra)
     print(table(summary_rows(result), f"bench/scale.py --clusters {args.clusters} "
                                       f"--seconds {args.seconds:g}"))
     if result["profile"].get("top_self_percent"):

@@ -5,19 +5,25 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
+import socket
 import sys
+import uuid
 from collections.abc import Sequence
 
 from controller import logs
 from controller.adapters import kubeconfig
+from controller.adapters.alertmanager import check_url
 from controller.domain.destinations import (
     DEFAULT_DENY,
     LOOPBACK,
     DestinationPolicy,
     parse_networks,
 )
+from controller.domain.validation import object_name_problem
+from controller.notifications import RESEND_SECONDS
 
 SECRET_LABEL = "stemedb.io/credentials=true"
+LEASE_NAME = "stemedb-operator-leader"
 LOGIN_HELP = """\
 login:
   In a Pod, the ServiceAccount (unless --kubeconfig or --context is given).
@@ -119,9 +125,55 @@ def build_parser() -> argparse.ArgumentParser:
         help="use a Secret named in spec.auth only if it carries this label (default: "
              "%(default)s; empty: any Secret the operator may read)",
     )
+    election = run.add_argument_group("leader election (several replicas, one acting)")
+    election.add_argument(
+        "--leader-election", action=argparse.BooleanOptionalAction, default=False,
+        help="act only while holding a coordination.k8s.io Lease; the other replicas "
+             "watch and wait, and one takes over within about 15 s if the leader dies, "
+             "within about 1 s if it stops (default: off; the chart turns it on)",
+    )
+    election.add_argument(
+        "--leader-election-namespace", metavar="NS",
+        help="the Lease's namespace (default: $POD_NAMESPACE, else the single --namespace)",
+    )
+    election.add_argument(
+        "--leader-election-id", default=LEASE_NAME, metavar="NAME",
+        help="the Lease's name: replicas with the same one elect one leader "
+             "(default: %(default)s)",
+    )
+    run.add_argument(
+        "--alertmanager-url", action="append", default=[], metavar="URL",
+        help="send escalation alerts to this Alertmanager's v2 API (repeatable: every "
+             "instance gets every alert; docs/notifications.md)",
+    )
+    run.add_argument(
+        "--alertmanager-credentials", metavar="DIR",
+        help="a mounted Secret for the Alertmanagers: a `token` file (bearer) or "
+             "`username` and `password` files (basic auth), read before each request",
+    )
+    run.add_argument(
+        "--notification-resend-seconds", type=float, default=RESEND_SECONDS, metavar="S",
+        help="re-send a firing alert this often; its endsAt is 4 times this ahead "
+             "(default: %(default)s)",
+    )
     run.add_argument("--standalone", action="store_true", default=True,
                      help=argparse.SUPPRESS)
     return parser
+
+
+def identity() -> str:
+    """This replica's name in the Lease: the Pod's name (downward API, $POD_NAME), else
+    host_uuid, so two processes on one machine never share it (as controller-runtime)."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}_{uuid.uuid4()}"
+
+
+def lease_namespace(args: argparse.Namespace) -> str | None:
+    """Where the Lease lives: the flag, the Pod's namespace, else the one watched."""
+    if args.leader_election_namespace:
+        return str(args.leader_election_namespace)
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    return str(args.namespace[0]) if len(args.namespace) == 1 else None
 
 
 def version() -> str:
@@ -166,6 +218,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as err:
             print(f"stemedb-operator run: --secret-label: {err}", file=sys.stderr)
             return 2
+        election_ns = lease_namespace(args) if args.leader_election else None
+        if args.leader_election and election_ns is None:
+            print("stemedb-operator run: --leader-election: give --leader-election-namespace "
+                  "(or set $POD_NAMESPACE)", file=sys.stderr)
+            return 2
+        for flag, name in (("--leader-election-id", args.leader_election_id),
+                           ("--leader-election-namespace", election_ns)):
+            bad = object_name_problem(name) if args.leader_election and name else None
+            if bad is not None:
+                print(f"stemedb-operator run: {flag}: {bad}", file=sys.stderr)
+                return 2
+        try:
+            alertmanagers = tuple(check_url(u) for u in args.alertmanager_url)
+        except ValueError as err:
+            print(f"stemedb-operator run: --alertmanager-url: {err}", file=sys.stderr)
+            return 2
+        if not 1 <= args.notification_resend_seconds <= 3600:
+            print("stemedb-operator run: --notification-resend-seconds must be 1-3600",
+                  file=sys.stderr)
+            return 2
         kubeconfig_file = (os.path.abspath(os.path.expanduser(args.kubeconfig))
                            if args.kubeconfig else None)
         problem = check_login(kubeconfig_file, args.context)
@@ -174,6 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         logs.configure(args.log_format, args.log_level)
         import controller.handlers as handlers  # late: it loads Kopf and the clients
+
+        election = None
+        if election_ns is not None:
+            election = handlers.LeaderElection(namespace=election_ns,
+                                               lease=args.leader_election_id,
+                                               identity=identity())
 
         return handlers.run(
             namespaces=tuple(args.namespace),
@@ -185,6 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             secret_label=label,
             kubeconfig_file=kubeconfig_file,
             context=args.context,
+            leader_election=election,
+            alertmanager_urls=alertmanagers,
+            alertmanager_credentials=args.alertmanager_credentials,
+            resend_seconds=args.notification_resend_seconds,
         )
     return 2
 

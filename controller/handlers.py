@@ -10,27 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import gc
 import logging
 import os
 import random
+import signal
 import socket
 import sys
 import time
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import kopf
 import structlog
-from prometheus_client import start_http_server
+from prometheus_client import Gauge, start_http_server
 
 from controller.adapters import kube, kubeconfig
+from controller.adapters.alertmanager import Credentials
 from controller.adapters.destinations import Destinations
 from controller.adapters.kube import KubeClient, KubeEndpoint, KubeError
-from controller.adapters.notify import Notifier
+from controller.adapters.leadership import LeaderElector, LeaseName
+from controller.adapters.notify import Notifier, Pager
 from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.stemedb import ClientConfig, StemeDBClient
 from controller.adapters.stemedb_errors import StemeDBError
@@ -44,7 +49,9 @@ from controller.domain import (
 )
 from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy
+from controller.domain.leadership import LeaseTimings
 from controller.domain.spec import DetectionSpec
+from controller.notifications import Timing
 from controller.reconcile import ClusterKey, Reconciler
 
 GROUP, VERSION, PLURAL = kube.GROUP, kube.VERSION, kube.PLURAL
@@ -58,6 +65,9 @@ DELETE_GIVE_UP_SECONDS = 600.0
 # 32 cost ~9 MiB more than 8 at 1,000 clusters and started no faster (13 s to
 # the first status writes either way): a PATCH takes a few ms on one connection.
 KUBE_API_CONNECTIONS = 8
+# After taking over, the clusters whose poll fell due while this replica stood by
+# poll within this many seconds (spread, not all in one burst).
+TAKEOVER_SPREAD_SECONDS = 1.0
 
 log = structlog.get_logger("stemedb.handlers")
 
@@ -71,6 +81,20 @@ class _Config:
     secret_label: tuple[str, str] | None = None
     kubeconfig_file: str | None = None  # --kubeconfig; None: $KUBECONFIG, ~/.kube/config
     context: str | None = None  # --context; None: the kubeconfig's current-context
+    alertmanager_urls: tuple[str, ...] = ()
+    alertmanager_credentials: str | None = None
+    timing = Timing()
+    leader_election: LeaderElection | None = None  # None: act alone (--no-leader-election)
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaderElection:
+    """Which Lease the replicas compete for, and who this one is."""
+
+    namespace: str
+    lease: str
+    identity: str
+    timings: LeaseTimings = dataclasses.field(default_factory=LeaseTimings)
 
 
 @kopf.on.login()
@@ -88,7 +112,9 @@ async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
         # (a fresh session each time compared unequal, and a 401 became a loop of
         # hundreds of logins a second).
         return last[1]
-    _kube(memo).use(_endpoint(info))
+    endpoint = _endpoint(info)  # one SSL context for both clients
+    _kube(memo).use(endpoint)
+    _lease_kube(memo).use(endpoint)
     await _Config.destinations.deny_api_server(info.server)
     session = _bounded_session(info, KUBE_API_CONNECTIONS + len(_Config.namespaces))
     memo["login"] = (info, session)
@@ -148,6 +174,16 @@ def _kube(memo: kopf.Memo) -> KubeClient:
     client: KubeClient | None = memo.get("kube")
     if client is None:
         client = memo["kube"] = KubeClient(secret_label=_Config.secret_label)
+    return client
+
+
+def _lease_kube(memo: kopf.Memo) -> KubeClient:
+    """The leader election's own client: a renewal never waits behind status writes
+    in the shared pool (at 1,000 clusters a start-up burst could outlast the renew
+    deadline), and its timeout is the elector's, not 30 s."""
+    client: KubeClient | None = memo.get("lease_kube")
+    if client is None:
+        client = memo["lease_kube"] = KubeClient(max_connections=2)
     return client
 
 
@@ -213,6 +249,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.background.cancellation_polling = 5
+    memo.leader = _start_election(memo)
     memo.reconciler = Reconciler(
         stemedb=StemeDBClient(ClientConfig(), metrics=memo.metrics,
                               destinations=_Config.destinations),
@@ -220,13 +257,68 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         metrics=memo.metrics,
         budget=ActionBudget(_Config.max_actions_per_hour),
         post_event=_post_event,
-        notifier=Notifier(destinations=_Config.destinations),
+        notifier=Pager(
+            _post_event, webhook=Notifier(destinations=_Config.destinations),
+            alertmanager_urls=_Config.alertmanager_urls,
+            credentials=Credentials(Path(_Config.alertmanager_credentials)
+                                    if _Config.alertmanager_credentials else None),
+            timing=_Config.timing, registry=memo.metrics.registry),
         destinations=_Config.destinations,
     )
 
 
+def _start_election(memo: kopf.Memo) -> LeaderElector | None:
+    """Start competing for the Lease (None: leader election is off), and take over
+    SIGTERM/SIGINT from Kopf: stop acting and release the Lease first, then let Kopf
+    stop. Kopf's own order (watchers, then daemons, then cleanup handlers) would
+    hold the Lease for seconds after the last action, and a standby waits for it."""
+    config = _Config.leader_election
+    if config is None:
+        return None
+    gauge = Gauge("stemedb_operator_leader",
+                  "1 while this replica holds the leader Lease and acts, else 0",
+                  registry=memo.metrics.registry)
+    elector = LeaderElector(_lease_kube(memo), LeaseName(config.namespace, config.lease),
+                            config.identity, config.timings,
+                            on_change=lambda acting: gauge.set(1 if acting else 0))
+
+    async def shut_down(sig: signal.Signals) -> None:
+        log.info("signal received: releasing the Lease, then stopping", signal=sig.name)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await elector.release()
+        memo.stop_flag.set()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if memo.get("shutting_down") is None:
+            elector.stop_acting()  # at once, not when the task below gets its turn
+            memo["shutting_down"] = asyncio.create_task(shut_down(sig))
+
+    def take_over_signals() -> None:
+        # Kopf installs its SIGINT/SIGTERM handlers one loop tick after its tasks
+        # start, which may be after this startup handler; the elector's first
+        # request is real I/O, so by then Kopf's are in place and these replace them.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+
+    running = asyncio.create_task(elector.run(after_first_attempt=take_over_signals),
+                                  name="leader election")
+    memo.election_task = running
+    return elector
+
+
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("election_task")
+    leader: LeaderElector | None = getattr(memo, "leader", None)
+    if task is not None and leader is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await leader.release()
+        await _lease_kube(memo).aclose()
     reconciler: Reconciler | None = getattr(memo, "reconciler", None)
     if reconciler is not None:
         await reconciler.stemedb.aclose()
@@ -283,6 +375,7 @@ async def poll(
     per poll (at 1,000 clusters ~1,600 of each waiting for the collector).
     """
     reconciler: Reconciler = memo.reconciler
+    leader: LeaderElector | None = getattr(memo, "leader", None)
     key = ClusterKey.of(body)
     _FirstPolls.started(key)
     try:
@@ -291,8 +384,21 @@ async def poll(
         due = time.monotonic() + delay
         await asyncio.sleep(delay)
         while not stopped:
+            if leader is not None and not leader.acting:
+                # A warm standby: the watch and this daemon stay, nothing is polled.
+                await leader.wait_acting()
+                delay = random.uniform(0, min(TAKEOVER_SPREAD_SECONDS, _interval(spec)))
+                due = time.monotonic() + delay
+                await asyncio.sleep(delay)
+                continue
             reconciler.metrics.observe_slip(time.monotonic() - due)
-            delay = await reconciler.poll(body)
+            if leader is None:
+                delay = await reconciler.poll(body)
+            else:
+                acted = await leader.guarded(reconciler.poll(body))
+                if acted is None:
+                    continue  # leadership lost mid-poll: the poll was cancelled
+                delay = acted
             _FirstPolls.done(key)
             due = time.monotonic() + delay
             await asyncio.sleep(delay)
@@ -310,12 +416,26 @@ def _rate_to_restore(body: Mapping[str, Any]) -> str:
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def restore_rate(body: kopf.Body, memo: kopf.Memo, runtime: Any, **_: Any) -> None:
+async def restore_rate(
+    body: kopf.Body, memo: kopf.Memo, runtime: Any, retry: int, **_: Any
+) -> None:
     """Deleting a resource while ingestion is throttled lifts the throttle first."""
     reconciler: Reconciler = memo.reconciler
+    leader: LeaderElector | None = getattr(memo, "leader", None)
     key = ClusterKey.of(body)
+    if leader is not None and not leader.acting:
+        # The leader restores the rate and removes the finalizer; a standby must not
+        # call StemeDB, and must not let Kopf drop the finalizer either.
+        raise kopf.TemporaryError("not the leader: the leader restores the rate",
+                                  delay=leader.timings.retry_period)
     try:
-        done = await reconciler.restore_before_delete(body)
+        if leader is None:
+            done = await reconciler.restore_before_delete(body)
+        else:
+            done = await leader.guarded(reconciler.restore_before_delete(body))
+            if done is None and not leader.acting:
+                raise kopf.TemporaryError("leadership lost while restoring the rate",
+                                          delay=leader.timings.retry_period)
     except SpecError as err:
         # Where to send the restore is part of the spec: an invalid one is never used.
         _post_event(body, EventType.WARNING.value, EventReason.RESTORE_ABANDONED,
@@ -325,6 +445,13 @@ async def restore_rate(body: kopf.Body, memo: kopf.Memo, runtime: Any, **_: Any)
         done = None
     except (StemeDBError, KubeError) as err:
         if runtime.total_seconds() < DELETE_GIVE_UP_SECONDS:
+            if retry == 0:
+                # Tell the human who ran `kubectl delete` why the object stays.
+                _post_event(body, EventType.WARNING.value, EventReason.DELETION_HELD,
+                            f"deletion held: the ingestion limit this operator set must be "
+                            f"restored to {_rate_to_restore(body)} first, and that failed "
+                            f"({err}); retrying every {DELETE_RETRY_SECONDS:.0f}s, giving "
+                            f"up after {DELETE_GIVE_UP_SECONDS:.0f}s")
             raise kopf.TemporaryError(
                 f"cannot restore the ingestion rate yet: {err}", delay=DELETE_RETRY_SECONDS
             ) from None
@@ -349,10 +476,19 @@ def run(
     secret_label: tuple[str, str] | None = None,
     kubeconfig_file: str | None = None,
     context: str | None = None,
+    alertmanager_urls: tuple[str, ...] = (),
+    alertmanager_credentials: str | None = None,
+    resend_seconds: float | None = None,
+    leader_election: LeaderElection | None = None,
 ) -> int:
     """Run the operator until SIGINT/SIGTERM."""
+    _Config.alertmanager_urls = alertmanager_urls
+    _Config.alertmanager_credentials = alertmanager_credentials
+    if resend_seconds is not None:
+        _Config.timing = Timing(resend_seconds)
     _Config.kubeconfig_file = kubeconfig_file
     _Config.context = context
+    _Config.leader_election = leader_election
     _Config.destinations = Destinations(destinations)
     _Config.secret_label = secret_label
     metrics = OperatorMetrics()
@@ -360,25 +496,29 @@ def run(
         start_http_server(metrics_port, registry=metrics.registry)
     _Config.max_actions_per_hour = max_actions_per_hour
     _Config.namespaces = namespaces
-    memo = kopf.Memo(metrics=metrics)
+    memo = kopf.Memo(metrics=metrics, stop_flag=None)
     liveness = f"http://0.0.0.0:{health_port}/healthz" if health_port else None
     log.info("starting", namespaces=list(namespaces) or None, all_namespaces=all_namespaces,
              metrics_port=metrics_port, health_port=health_port,
              deny_destinations=[str(n) for n in _Config.destinations.policy.deny],
              allow_destinations=[str(n) for n in _Config.destinations.policy.allow] or None,
-             secret_label="=".join(secret_label) if secret_label else None)
+             secret_label="=".join(secret_label) if secret_label else None,
+             alertmanagers=list(alertmanager_urls) or None)
 
     async def main() -> None:
         # Objects created at start-up live for the whole run; keep them out of
         # the cyclic GC's generations so its pauses stay short.
         gc.collect()
         gc.freeze()
+        # Set by the leader election's signal handler once the Lease is released.
+        memo.stop_flag = asyncio.Event()
         await kopf.operator(
             clusterwide=all_namespaces,
             namespaces=namespaces,
-            standalone=True,
+            standalone=True,  # Kopf's peering stays off: the Lease elects (design-decisions.md)
             liveness_endpoint=liveness,
             memo=memo,
+            stop_flag=memo.stop_flag,
         )
 
     try:

@@ -38,6 +38,29 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+_KOPF_CANCELLED = " is cancelled. Will escalate."
+
+
+class KopfWording(logging.Filter):
+    """Say in our words what Kopf's "Daemon 'poll' is cancelled. Will escalate." means.
+
+    Kopf logs it as a warning whenever a daemon is stopped: on every normal delete,
+    on shutdown and on a handover. In a product whose domain word is "escalate"
+    (the runbook's levels) it reads like an incident. It is a routine stop, so it
+    becomes an INFO line that says so; Kopf's original text stays in `kopf_message`.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("kopf") and isinstance(record.msg, str) \
+                and record.msg.endswith(_KOPF_CANCELLED) and not record.args:
+            what = record.msg[: -len(_KOPF_CANCELLED)]
+            record.kopf_message = record.msg
+            record.msg = (f"{what} stopped: its cluster is being deleted, or the operator "
+                          "is shutting down or handing over")
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def configure(fmt: str = "json", level: str = "info") -> None:
     """Route structlog and stdlib logging to stderr in one format."""
     shared: list[Any] = [
@@ -69,6 +92,7 @@ def configure(fmt: str = "json", level: str = "info") -> None:
             ],
         )
     )
+    handler.addFilter(KopfWording())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

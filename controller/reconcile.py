@@ -17,15 +17,15 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, assert_never
 
 import structlog
 
 from controller.adapters.destinations import Destinations
 from controller.adapters.kube import KubeClient, KubeError
-from controller.adapters.notify import Escalated, NotificationError, Notifier
-from controller.adapters.operator_metrics import OperatorMetrics
+from controller.adapters.notify import Pager
+from controller.adapters.operator_metrics import ClusterReading, OperatorMetrics
 from controller.adapters.stemedb import (
     Credentials,
     PrimaryScrape,
@@ -67,7 +67,10 @@ from controller.domain import (
 )
 from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy, literal_destination_problems
+from controller.domain.memory import history_from_json
 from controller.domain.observation import SourceState
+from controller.domain.spec import SecretKeyRef
+from controller.notifications import ClusterRef, Page
 
 log = structlog.get_logger("stemedb.reconcile")
 
@@ -79,6 +82,8 @@ INVALID_SPEC_RETRY_SECONDS = 30.0
 ADMIN_URL = "spec.primary.adminUrl"
 # A bearer token: printable ASCII without spaces (RFC 6750's b64token, loosened).
 _TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")
+# An Authorization header value: visible ASCII words separated by single spaces.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 _SUMMARY_PREFIX = {Reason.INVALID_SPEC: "Invalid spec",
                    Reason.SPEC_CONTRADICTS_CLUSTER: "Spec contradicts the cluster",
                    Reason.DESTINATION_DENIED: "Destination denied"}
@@ -106,6 +111,9 @@ class ClusterKey:
     namespace: str
     name: str
 
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> ClusterKey:
         meta = body.get("metadata", {})
@@ -123,7 +131,7 @@ class Reconciler:
         budget: ActionBudget,
         post_event: EventPoster,
         clock: Callable[[], float] = time.time,
-        notifier: Notifier | None = None,
+        notifier: Pager | None = None,
         destinations: Destinations | None = None,
     ) -> None:
         self.stemedb = stemedb
@@ -141,7 +149,8 @@ class Reconciler:
         # the parsed spec by generation and raw spec, the parsed memory by its text,
         # and the inputs of the last status already written or found current.
         self._specs: dict[ClusterKey, tuple[Any, Mapping[str, Any], Spec]] = {}
-        self._memories: dict[ClusterKey, tuple[Any, Memory]] = {}
+        self._memories: dict[ClusterKey, tuple[Any, Memory, Any]] = {}
+        self._webhook_problems: dict[ClusterKey, str] = {}
         self._reported: dict[ClusterKey, tuple[Spec, Memory, tuple[Condition, ...], int,
                                                Mapping[str, Any]]] = {}
 
@@ -156,7 +165,10 @@ class Reconciler:
         self._memories.pop(key, None)
         self._reported.pop(key, None)
         self._denied.pop(key, None)
+        self._webhook_problems.pop(key, None)
         self.metrics.forget_cluster(key.namespace, key.name)
+        if self.notifier is not None:
+            self.notifier.gone(ClusterRef(key.namespace, key.name), {}, self.clock())
 
     def _status(self, key: ClusterKey, body: Mapping[str, Any]) -> Mapping[str, Any]:
         """What this process last wrote, else the body's status: the watch may lag a
@@ -170,7 +182,8 @@ class Reconciler:
         started = time.monotonic()
         async with self.lock(key):
             try:
-                delay = await self._poll(key, body)
+                with self.metrics.attribute_to(key.namespace, key.name):
+                    delay = await self._poll(key, body)
                 result = "ok"
             except Exception:
                 log.exception("poll failed", namespace=key.namespace, name=key.name)
@@ -199,20 +212,10 @@ class Reconciler:
         creds, creds_error = await self._credentials(key, spec)
         observation, creds = await self._observe(key, spec, memory, creds, creds_error, body,
                                                  now)
-        refused = [SpecProblem(*r.source.detail.split(": ", 1))
-                   for r in observation.replicas
-                   if r.source is not None and r.source.state is SourceState.DENIED
-                   and ": " in r.source.detail]
-        if refused:
-            # A replica's metricsUrl resolved to a denied address: the spec points
-            # somewhere the operator may not go; act on nothing until it is fixed.
-            await self._report_invalid(key, body, refused, Reason.DESTINATION_DENIED, now,
-                                       generation)
-            return spec.detection.poll_interval_seconds
-        contradictions = spec_contradictions(spec, observation)
-        if contradictions:
-            await self._report_invalid(key, body, contradictions,
-                                       Reason.SPEC_CONTRADICTS_CLUSTER, now, generation)
+        refusal = _refusal(spec, observation)
+        if refusal is not None:
+            problems, reason = refusal
+            await self._report_invalid(key, body, problems, reason, now, generation)
             return spec.detection.poll_interval_seconds
         self.metrics.set_lag(
             key.namespace, key.name, {r.replica_id: r.lag_seconds for r in observation.replicas}
@@ -220,35 +223,26 @@ class Reconciler:
         escalated_before = memory.escalation_level
         plan = decide(
             observation, spec, memory, now,
-            operator_budget_remaining=self.budget.remaining(now),
+            operator_budget_remaining=self.budget.remaining(now, owner=str(key)),
         )
         if plan.memory != memory:  # else keep the instance that caches its text
             memory = plan.memory
         if plan.actions:
-            # Intent first: a restarted operator must find what was about to happen.
-            try:
-                await self._write_status(key, body, spec, memory, plan.conditions,
-                                         generation, now)
-            except KubeError as err:
-                log.warning("intent not recorded; no action this poll",
-                            namespace=key.namespace, name=key.name, error=str(err))
+            acted = await self._carry_out(key, body, spec, creds, plan.actions, memory,
+                                          plan.conditions, generation, now)
+            if acted is None:
                 return spec.detection.poll_interval_seconds
-            for action in plan.actions:
-                outcome = await self._act(key, spec, creds, action)
-                self.budget.spend(now)
-                memory = record_outcome(memory, action.idempotency_key, outcome, self.clock())
-                if not outcome.ok:
-                    self.post_event(body, EventType.WARNING.value, EventReason.ACTION_FAILED,
-                                    f"{action.kind.value}"
-                                    f"{' on ' + action.replica_id if action.replica_id else ''}"
-                                    f" failed: {outcome.detail}")
+            memory = acted
         for event in plan.events:
             self.post_event(body, event.type.value, event.reason, event.message)
+            # Every decision (escalation, held or skipped action with its gate,
+            # recovery) is also one log line: the post-mortem trail once Events expire.
+            log.info("decision", namespace=key.namespace, name=key.name,
+                     reason=event.reason.value, type=event.type.value, message=event.message)
         for kind, gate in plan.suppressed:
             self.metrics.count_suppressed(kind.value if kind else "any", gate.value)
-        self.metrics.set_escalation(key.namespace, key.name, plan.escalation.level)
-        if plan.escalation.level > escalated_before and spec.escalation.webhook_url:
-            await self._notify(key, body, spec.escalation.webhook_url, plan.escalation)
+        self.metrics.set_cluster(key.namespace, key.name, ClusterReading.of(plan, spec))
+        await self._notify(key, body, spec, escalated_before, plan.escalation, now)
         try:
             await self._write_status(key, body, spec, memory, plan.conditions,
                                      generation, now)
@@ -256,6 +250,35 @@ class Reconciler:
             log.warning("status not written", namespace=key.namespace, name=key.name,
                         error=str(err))
         return max(0.5, plan.requeue_after)
+
+    async def _carry_out(
+        self, key: ClusterKey, body: Mapping[str, Any], spec: Spec, creds: Credentials,
+        actions: Sequence[Action], memory: Memory, conditions: tuple[Condition, ...],
+        generation: int, now: float,
+    ) -> Memory | None:
+        """Intent first (a restarted operator must find what was about to happen), then
+        each action with its outcome recorded; None when the intent could not be written
+        (then nothing is called this poll)."""
+        try:
+            await self._write_status(key, body, spec, memory, conditions, generation, now)
+        except KubeError as err:
+            log.warning("intent not recorded; no action this poll",
+                        namespace=key.namespace, name=key.name, error=str(err))
+            return None
+        for action in actions:
+            outcome = await self._act(key, spec, creds, action)
+            if outcome.ok or outcome.may_have_applied:
+                # A refused attempt costs no operator-wide budget (a broken cluster must
+                # not use up what healthy ones need); its backoff bounds it instead.
+                self.budget.spend(now, owner=str(key))
+            memory = record_outcome(memory, action.idempotency_key, outcome, self.clock(),
+                                    cluster=str(key))
+            if not outcome.ok:
+                self.post_event(body, EventType.WARNING.value, EventReason.ACTION_FAILED,
+                                f"{action.kind.value}"
+                                f"{' on ' + action.replica_id if action.replica_id else ''}"
+                                f" failed: {outcome.detail}")
+        return memory
 
     def _denied_urls(self, key: ClusterKey, spec: Spec) -> tuple[SpecProblem, ...]:
         """The spec's URLs written as addresses the destination policy denies
@@ -427,35 +450,45 @@ class Reconciler:
                 detail = await self._perform(key, spec, fresh, base, action)
         except StemeDBError as err:
             self.metrics.count_action(action.kind.value, "failed")
-            return ActionOutcome(False, f"{ADMIN_URL}: {err}")
+            return ActionOutcome(False, f"{ADMIN_URL}: {err}",
+                                 may_have_applied=bool(getattr(err, "may_have_applied", False)))
         except KubeError as err:
             self.metrics.count_action(action.kind.value, "failed")
-            return ActionOutcome(False, f"{_pod_field(spec, action.replica_id)}: {err}")
+            return ActionOutcome(False, f"{_pod_field(spec, action.replica_id)}: {err}",
+                                 may_have_applied=False)
         self.metrics.count_action(action.kind.value, "success")
         return ActionOutcome(True, detail)
 
     async def _perform(
         self, key: ClusterKey, spec: Spec, creds: Credentials, base: str, action: Action
     ) -> str:
-        if action.kind is ActionKind.RESET_BREAKER:
-            reset = await self.stemedb.reset_breaker(base, str(action.agent_id), creds)
-            return "" if reset.was_tripped else "breaker was no longer tripped"
-        if action.kind is ActionKind.SET_RATE_LIMIT:
-            await self.stemedb.set_rate_limit(base, action.rate, creds)
-            return ""
-        if action.kind is ActionKind.FORCE_SYNC:
-            started = await self.stemedb.force_sync(base, str(action.replica_id), creds)
-            return f"sync {started.sync_id}" if started.sync_id else ""
-        if action.kind is ActionKind.MARK_REBUILD:
-            replica = next((r for r in spec.replicas if r.id == action.replica_id), None)
-            if replica is not None and replica.pod_name:
-                await self.kube.annotate_pod(key.namespace, replica.pod_name, {
-                    REBUILD_ANNOTATION: "true",
-                    REBUILD_REASON_ANNOTATION: action.message[:250],
-                })
-                return f"Pod {replica.pod_name} annotated"
-            return "no podRef; marked in status only"
-        raise AssertionError(f"unknown action kind {action.kind}")
+        """Make the admin (or Kubernetes) call for one action; returns a detail for
+        history. The policy's side of each kind is in controller/domain/policy/actions.py."""
+        match action.kind:
+            case ActionKind.RESET_BREAKER:
+                reset = await self.stemedb.reset_breaker(base, str(action.agent_id), creds)
+                return "" if reset.was_tripped else "breaker was no longer tripped"
+            case ActionKind.SET_RATE_LIMIT:
+                await self.stemedb.set_rate_limit(base, action.rate, creds)
+                return ""
+            case ActionKind.FORCE_SYNC:
+                started = await self.stemedb.force_sync(base, str(action.replica_id), creds)
+                return f"sync {started.sync_id}" if started.sync_id else ""
+            case ActionKind.MARK_REBUILD:
+                return await self._mark_rebuild(key, spec, action)
+            case _:  # pragma: no cover - mypy proves this unreachable
+                assert_never(action.kind)
+
+    async def _mark_rebuild(self, key: ClusterKey, spec: Spec, action: Action) -> str:
+        """Annotate the replica's Pod for the rebuild tooling, when it has a podRef."""
+        replica = next((r for r in spec.replicas if r.id == action.replica_id), None)
+        if replica is not None and replica.pod_name:
+            await self.kube.annotate_pod(key.namespace, replica.pod_name, {
+                REBUILD_ANNOTATION: "true",
+                REBUILD_REASON_ANNOTATION: action.message[:250],
+            })
+            return f"Pod {replica.pod_name} annotated"
+        return "no podRef; marked in status only"
 
     # -------------------------------------------------------------- report
     def _load_memory(
@@ -464,12 +497,14 @@ class Reconciler:
         raw = status.get("memory")
         if raw is None:
             return Memory.empty()
+        history = status.get("history")
         cached = self._memories.get(key)
-        if cached is not None and cached[0] == raw:
+        if cached is not None and cached[0] == raw and cached[2] == history:
             return cached[1]
         try:
-            memory = Memory.from_text(raw)
-            self._memories[key] = (raw, memory)
+            # The memory does not repeat the history: status.history holds it.
+            memory = replace(Memory.from_text(raw), history=history_from_json(history))
+            self._memories[key] = (raw, memory, history)
             return memory
         except MemoryFormatError as err:
             self.post_event(body, EventType.WARNING.value, EventReason.MEMORY_RESET,
@@ -494,7 +529,8 @@ class Reconciler:
         if (last is not None and last[0] is spec and last[1] is memory
                 and last[2] == conditions and last[3] == generation and last[4] is current):
             return
-        new = build_status(spec, memory, conditions, generation)
+        new = build_status(spec, memory, conditions, generation, name=key.name,
+                           namespace=key.namespace)
         new["conditions"] = merge_conditions(current.get("conditions"), conditions, now,
                                              generation=generation)
         await self._patch_if_changed(key, current, new)
@@ -536,21 +572,47 @@ class Reconciler:
                 log.warning("status not written", error=str(err2))
 
     async def _notify(
-        self, key: ClusterKey, body: Mapping[str, Any], url: str, esc: Escalation
+        self, key: ClusterKey, body: Mapping[str, Any], spec: Spec, level_before: int,
+        esc: Escalation, now: float,
     ) -> None:
-        """Tell the escalation webhook once per rise in level; failure is an Event."""
+        """Page, re-send and resolve (`adapters/notify.py`): started here, delivered
+        in the background, outcomes as Events."""
         if self.notifier is None:
             return
-        event = Escalated(key.namespace, key.name, esc.level, esc.contact,
-                          esc.reason.value, esc.message)
+        authorization: str | None = None
+        ref = spec.escalation.webhook_auth_secret_ref
+        if ref is not None and spec.escalation.webhook_url and (esc.level or level_before):
+            authorization = await self._webhook_authorization(key, body, ref)
+            if authorization is None:
+                return  # reported; an unauthenticated page would only be refused
+        self.notifier.update(
+            ClusterRef(key.namespace, key.name), body,
+            Page(esc.level, esc.contact, esc.reason.value, esc.message), now,
+            level_before=level_before, contact_before=spec.escalation.contact(level_before),
+            webhook_url=spec.escalation.webhook_url, webhook_authorization=authorization,
+        )
+
+    async def _webhook_authorization(
+        self, key: ClusterKey, body: Mapping[str, Any], ref: SecretKeyRef
+    ) -> str | None:
+        """The webhook's Authorization header from its Secret (cached like the token),
+        or None after an Event naming the field (never the value)."""
+        field = "spec.escalation.webhookAuthSecretRef"
         try:
-            await self.notifier.escalated(url, event)
-        except NotificationError as err:
-            self.post_event(body, EventType.WARNING.value, EventReason.NOTIFICATION_FAILED,
-                            str(err))
+            value = (await self.kube.read_secret_key(key.namespace, ref.name, ref.key)).decode(
+                "utf-8", "replace").strip()
+        except KubeError as err:
+            problem = f"{field}: {err}"
         else:
-            self.post_event(body, EventType.NORMAL.value, EventReason.NOTIFIED,
-                            f"escalation webhook told: level {esc.level}, call {esc.contact}")
+            if _HEADER_VALUE.fullmatch(value):
+                return value
+            problem = (f"{field}: the value in Secret {ref.name} key {ref.key} is empty or "
+                       "has control or non-ASCII characters; not sent")
+        if self._webhook_problems.get(key) != problem:
+            self._webhook_problems[key] = problem
+            self.post_event(body, EventType.WARNING.value, EventReason.NOTIFICATION_FAILED,
+                            problem)
+        return None
 
     # ------------------------------------------------------------ deletion
     async def restore_before_delete(self, body: Mapping[str, Any]) -> str | None:
@@ -573,6 +635,23 @@ class Reconciler:
             self.metrics.count_action(ActionKind.SET_RATE_LIMIT.value, "success")
             return (f"restored the ingestion rate limit to "
                     f"{'unlimited' if rate is None else f'{rate}/s'} before deletion")
+
+
+def _refusal(
+    spec: Spec, observation: Observation
+) -> tuple[Sequence[SpecProblem], Reason] | None:
+    """Why this poll may act on nothing although the spec parsed: a replica's metricsUrl
+    resolved to a denied address, or the spec contradicts what the cluster reports."""
+    refused = [SpecProblem(*r.source.detail.split(": ", 1))
+               for r in observation.replicas
+               if r.source is not None and r.source.state is SourceState.DENIED
+               and ": " in r.source.detail]
+    if refused:
+        return refused, Reason.DESTINATION_DENIED
+    contradictions = spec_contradictions(spec, observation)
+    if contradictions:
+        return contradictions, Reason.SPEC_CONTRADICTS_CLUSTER
+    return None
 
 
 def _same(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -598,20 +677,20 @@ def _primary_observation(
     spec: Spec, scrape: PrimaryScrape, now: float, approvals: frozenset[str]
 ) -> Observation:
     replicas = []
-    for r in spec.replicas:
-        s = scrape.replicas.get(r.id)
-        if s is None:
-            replicas.append(ReplicaObservation(r.id))
+    for replica in spec.replicas:
+        scraped = scrape.replicas.get(replica.id)
+        if scraped is None:
+            replicas.append(ReplicaObservation(replica.id))
             continue
         replicas.append(ReplicaObservation(
-            replica_id=r.id,
-            lag_seconds=s.lag_seconds,
-            sync_running=s.sync_running,
-            sync_progress=s.sync_progress,
-            sync_errors_total=s.sync_errors_total,
-            sync_corruption_total=s.sync_corruption_total,
-            restarts_total=s.restarts_total,
-            agent_id=s.agent_id,
+            replica_id=replica.id,
+            lag_seconds=scraped.lag_seconds,
+            sync_running=scraped.sync_running,
+            sync_progress=scraped.sync_progress,
+            sync_errors_total=scraped.sync_errors_total,
+            sync_corruption_total=scraped.sync_corruption_total,
+            restarts_total=scraped.restarts_total,
+            agent_id=scraped.agent_id,
         ))
     rate: RateLimit = _as_rate(scrape.rate_limit) if scrape.rate_limit_reported else UNKNOWN
     return Observation(

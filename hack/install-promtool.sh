@@ -20,18 +20,9 @@ log() { echo "[promtool] $*" >&2; }
 . "$(dirname "${BASH_SOURCE[0]}")/lib/go-tool.sh"
 BIN="$CACHE_ROOT/bin/promtool-v$PROMETHEUS_VERSION"
 
-check() {
-  local got
-  got=$("$1" --version 2>&1 | head -1)
-  case "$got" in
-    "promtool, version ${2:-}"*) log "$got: $1" ;;
-    *) log "$1 --version says '$got'${2:+, want $2}"; exit 1 ;;
-  esac
-}
-
 if [ -n "${PROMTOOL:-}" ]; then
-  [ -x "$PROMTOOL" ] || { log "PROMTOOL=$PROMTOOL is not an executable file"; exit 1; }
-  check "$PROMTOOL"
+  use_given PROMTOOL "$PROMTOOL"
+  check_version promtool "$PROMTOOL"
   echo "$PROMTOOL"
   exit 0
 fi
@@ -45,5 +36,5 @@ if [ ! -x "$BIN/promtool" ]; then
     -X $v.Version=$PROMETHEUS_VERSION -X $v.Revision=$module_version -X $v.Branch=module-proxy" \
     "github.com/prometheus/prometheus/cmd/promtool@$module_version"
 fi
-check "$BIN/promtool" "$PROMETHEUS_VERSION"
+check_version promtool "$BIN/promtool" "$PROMETHEUS_VERSION"
 echo "$BIN/promtool"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copy the one source of the CRD, crds/stemedbclusters.stemedb.io.yaml, into
-# the chart (charts/stemedb-operator/crds/). Run after every CRD change and
-# commit both; hack/check-crd-drift.sh fails CI when they differ.
+# the chart (charts/stemedb-operator/crds/). `make crd` runs it after
+# hack/gen-crd.py (which writes crds/ from the spec dataclasses); commit both.
+# hack/check-crd-drift.sh fails CI when they differ.
 # Env: CRD_SRC / CRD_DST override the paths (used by the tests).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

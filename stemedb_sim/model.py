@@ -139,6 +139,9 @@ class ClusterModel:
         #: GET /metrics requests per node, served or not: lets tests wait for "the
         #: operator looked N more times" instead of sleeping
         self.metrics_requests: dict[str, int] = {}
+        # Requests refused for a missing or wrong token, per node (scrapes included),
+        # so a test can count what a token rotation cost.
+        self.unauthorized_requests: dict[str, int] = {}
 
     # -- identity ---------------------------------------------------------------------
 
@@ -483,4 +486,5 @@ class ClusterModel:
             },
             "faults": [f.to_json() for f in self.faults],
             "metrics_requests": dict(self.metrics_requests),
+            "unauthorized_requests": dict(self.unauthorized_requests),
         }

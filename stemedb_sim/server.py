@@ -113,6 +113,7 @@ class NodeHandler:
                 await asyncio.sleep(f.params["delay_seconds"])
                 fault_id = f.id
         if not self.token.check(request.headers.get("Authorization")):
+            model.unauthorized_requests[node] = model.unauthorized_requests.get(node, 0) + 1
             return error_response(401, "unauthorized", "missing or invalid bearer token"), None
         for f in faults:
             if f.kind is FaultKind.HTTP_ERROR and self.rng.random() < f.params["probability"]:

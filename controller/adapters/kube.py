@@ -38,6 +38,10 @@ class KubeError(Exception):
         self.status = status
 
 
+class NotLoggedIn(KubeError):
+    """No credentials yet: Kopf's login handler has not run (it runs after start-up)."""
+
+
 class SecretNotFound(KubeError):
     """The Secret or the key named in spec.auth does not exist."""
 
@@ -180,7 +184,7 @@ class KubeClient:
         session that no request uses any more (for the caller to close)."""
         endpoint = self._endpoint
         if endpoint is None:
-            raise KubeError("not logged in to the Kubernetes API yet")
+            raise NotLoggedIn("not logged in to the Kubernetes API yet")
         retired = None
         if self._session is None or self._session_endpoint != endpoint:
             retired = self._session
@@ -301,3 +305,63 @@ class KubeClient:
             {"metadata": {"annotations": annotations}}, STRATEGIC_MERGE_PATCH,
         )
         _check_identity(what, pod, namespace, name)
+
+    # For `kubectl stemedb` (controller/kubectl_plugin): the operator does not call these.
+
+    async def get_cluster(self, namespace: str, name: str) -> dict[str, Any]:
+        """One StemeDBCluster (KubeError with status 404 when there is none)."""
+        what = f"reading StemeDBCluster {namespace}/{name}"
+        obj = await self._call(what, "GET", _path(
+            "apis", GROUP, VERSION, "namespaces", ("namespace", namespace), PLURAL,
+            ("StemeDBCluster", name)))
+        _check_identity(what, obj, namespace, name)
+        return dict(obj)
+
+    async def list_clusters(self, namespace: str | None) -> list[dict[str, Any]]:
+        """The StemeDBClusters of a namespace, or of all of them (None)."""
+        path = (_path("apis", GROUP, VERSION, PLURAL) if namespace is None else _path(
+            "apis", GROUP, VERSION, "namespaces", ("namespace", namespace), PLURAL))
+        found = await self._call(f"listing StemeDBClusters in {namespace or 'all namespaces'}",
+                                 "GET", path)
+        return [i for i in (found or {}).get("items") or [] if isinstance(i, dict)]
+
+    async def patch_cluster(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """Merge-patch the object (metadata or spec; a resourceVersion in the patch
+        makes a concurrent change answer 409)."""
+        what = f"patching StemeDBCluster {namespace}/{name}"
+        obj = await self._call(what, "PATCH", _path(
+            "apis", GROUP, VERSION, "namespaces", ("namespace", namespace), PLURAL,
+            ("StemeDBCluster", name)), patch, MERGE_PATCH)
+        _check_identity(what, obj, namespace, name)
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A coordination.k8s.io/v1 Lease, or None if there is none (leader election)."""
+        what = f"reading Lease {namespace}/{name}"
+        try:
+            lease = await self._call(what, "GET", _lease_path(namespace, name))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        _check_identity(what, lease, namespace, name)
+        return dict(lease)
+
+    async def write_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]:
+        """Create the Lease (no resourceVersion in `lease`) or replace it (with one):
+        the API server refuses a replace of a version someone else has since
+        written with HTTP 409, which is what fences two electors apart."""
+        name = str(lease["metadata"]["name"])
+        what = f"writing Lease {namespace}/{name}"
+        if lease["metadata"].get("resourceVersion"):
+            written = await self._call(what, "PUT", _lease_path(namespace, name), lease)
+        else:
+            written = await self._call(
+                what, "POST", _path("apis", "coordination.k8s.io", "v1", "namespaces",
+                                    ("namespace", namespace), "leases"), lease)
+        _check_identity(what, written, namespace, name)
+        return dict(written)
+
+
+def _lease_path(namespace: str, name: str) -> str:
+    return _path("apis", "coordination.k8s.io", "v1", "namespaces", ("namespace", namespace),
+                 "leases", ("Lease", name))

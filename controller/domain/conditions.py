@@ -80,6 +80,11 @@ class Reason(_Meaning):
         "OperatorBudgetExhausted",
         "The operator-wide action budget (--max-actions-per-hour) is used up.",
     )
+    ADMIN_API_BACKING_OFF = (
+        "AdminApiBackingOff",
+        "The admin API failed the last attempts of an action; the next one waits "
+        "(exponential backoff with jitter, capped at 5 minutes).",
+    )
     SPEC_CONTRADICTS_CLUSTER = (
         "SpecContradictsCluster",
         "StemeDB's metrics contradict a spec field (the message names it); nothing is acted on.",
@@ -98,6 +103,10 @@ class Reason(_Meaning):
         "CrashLoopDuringSync", "A replica restarted repeatedly while a Merkle sync ran."
     )
     MERKLE_CORRUPTION = "MerkleCorruption", "Merkle sync reported corruption (data integrity)."
+    ADMIN_API_FAILING = (
+        "AdminApiFailing",
+        "A critical replica's step is held because the admin API keeps failing it.",
+    )
     REPLICA_STORM = (
         "ReplicaStorm", "Several replicas lag at once: primary overload or network, not a replica."
     )
@@ -149,7 +158,8 @@ class EventReason(_Meaning):
     WOULD_ACT = "WouldAct", "DryRun: the operator would have taken this action."
     ESCALATED = "Escalated", "Escalated to a human; the message names who and why."
     ESCALATION_CLEARED = "EscalationCleared", "The escalation is over."
-    STORM = "ReplicaStorm", "Several replicas lag at once; per-replica steps are suspended."
+    STORM = ("ReplicaStorm", "Several replicas lag at once; syncs and rebuilds are suspended "
+             "(tripped breakers are still reset).")
     CORRUPTION = "MerkleCorruption", "Merkle sync reported corruption; actions on it are held."
     RECOVERED = "Recovered", "The replica stayed below the recovery threshold for its window."
     RATE_RESTORE_STEP = "RateRestoreStep", "Raised the rate limit one step of the restore ramp."
@@ -171,18 +181,23 @@ class EventReason(_Meaning):
         "RestoreAbandoned",
         "On deletion the throttle could not be lifted; the rate must be set by hand.",
     )
+    DELETION_HELD = (
+        "DeletionHeld",
+        "The object stays until the throttle this operator set is lifted; the message says "
+        "why it cannot be yet and when the operator gives up.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Condition:
     type: ConditionType
-    status: bool
+    status: bool | None  # None: Unknown (the operator cannot tell)
     reason: Reason
     message: str
 
     @property
     def status_str(self) -> str:
-        return "True" if self.status else "False"
+        return "Unknown" if self.status is None else "True" if self.status else "False"
 
 
 def _rfc3339(ts: float) -> str:

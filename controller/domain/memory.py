@@ -8,10 +8,14 @@ memory and the handler writes nothing.
 
 from __future__ import annotations
 
+import datetime as _dt
 import enum
 import json
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
+
+from controller.domain.backoff import Backoff
+from controller.domain.codec import camel, to_json
 
 MEMORY_VERSION = 1
 HISTORY_LIMIT = 20
@@ -122,6 +126,7 @@ class Memory:
     escalated_since: float | None = None
     # Since when the primary's metrics have been missing, stale or denied (None: seen).
     blind_since: float | None = None
+    backoffs: tuple[Backoff, ...] = ()  # admin calls failing in a row, per action kind
     storm: bool = False
     last_notice: str | None = None
     last_recovery_replica: str | None = None
@@ -138,10 +143,31 @@ class Memory:
         return None
 
     def with_history(self, *entries: HistoryEntry) -> Memory:
-        return replace(self, history=(self.history + tuple(entries))[-HISTORY_LIMIT:])
+        """The history with `entries` added: an entry carrying the key of one already
+        there (an action's outcome) replaces it, so each action is one entry with its
+        outcome. Bounded to HISTORY_LIMIT, keeping the opening of the current incident
+        (the first entry after the last recovery) so a long incident still shows how
+        it began."""
+        history = list(self.history)
+        for entry in entries:
+            at = next((i for i, h in enumerate(history)
+                       if entry.key is not None and h.key == entry.key), None)
+            if at is None:
+                history.append(entry)
+            else:
+                history[at] = entry
+        if len(history) > HISTORY_LIMIT:
+            opening = _incident_opening(history)
+            if opening < len(history) - (HISTORY_LIMIT - 1):  # it would fall out
+                history = [history[opening], *history[-(HISTORY_LIMIT - 1):]]
+            else:
+                history = history[-HISTORY_LIMIT:]
+        return replace(self, history=tuple(history))
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = _to_json(self)
+        """Everything but the history, which status.history already shows (written
+        once, read back from there after a restart: see `with_history_from`)."""
+        out: dict[str, Any] = to_json(replace(self, history=()), _omittable)
         return out
 
     @classmethod
@@ -170,13 +196,20 @@ class Memory:
         return memory_from_json(text)
 
 
+# Reasons that end an incident: the entry after the last of them opens the current one.
+_INCIDENT_ENDS = frozenset({"Recovered", "EscalationCleared"})
+
+
+def _incident_opening(history: list[HistoryEntry]) -> int:
+    """Index of the first entry of the current incident (0 if none ended)."""
+    for i in range(len(history) - 1, -1, -1):
+        if history[i].reason in _INCIDENT_ENDS:
+            return min(i + 1, len(history) - 1)
+    return 0
+
+
 class MemoryFormatError(ValueError):
     """Stored memory has an unknown version or shape; the handler starts afresh."""
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(w.capitalize() for w in rest)
 
 
 def _optional(f: Any) -> bool:
@@ -187,7 +220,10 @@ def _optional(f: Any) -> bool:
 def _omittable(f: Any, value: Any) -> bool:
     """True when `_build` would read the field back as `value` from its absence:
     an optional field that is None, or any other field at its default. Leaving
-    those out halves `status.memory` (it is held in every copy of the object)."""
+    those out halves `status.memory` (it is held in every copy of the object).
+    The version is always written."""
+    if f.name == "version":
+        return False
     if _optional(f):
         return value is None
     if f.default is not MISSING:
@@ -197,36 +233,22 @@ def _omittable(f: Any, value: Any) -> bool:
     return False
 
 
-def _to_json(obj: Any) -> Any:
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if hasattr(obj, "__dataclass_fields__"):
-        out = {}
-        for f in fields(obj):
-            value = getattr(obj, f.name)
-            if f.name != "version" and _omittable(f, value):
-                continue
-            out[_camel(f.name)] = _to_json(value)
-        return out
-    if isinstance(obj, tuple | list):
-        return [_to_json(x) for x in obj]
-    return obj
-
-
-def _num(v: Any) -> float | None:
-    if v is None:
+def _num(value: Any) -> float | None:
+    if value is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise MemoryFormatError(f"expected a number, got {v!r}")
-    return float(v)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MemoryFormatError(f"expected a number, got {value!r}")
+    return float(value)
 
 
-def _build(cls: type[Any], data: Any, conv: dict[str, Any]) -> Any:
+def _build(cls: type[Any], data: Any, converters: dict[str, Any]) -> Any:
+    """An instance of the dataclass `cls` from its camelCase JSON object, each field
+    passed through its converter."""
     if not isinstance(data, dict):
         raise MemoryFormatError(f"{cls.__name__} must be an object")
     kwargs: dict[str, Any] = {}
     for f in fields(cls):
-        key = _camel(f.name)
+        key = camel(f.name)
         if key not in data:
             # Status is written as a JSON merge patch, where null deletes the key:
             # an absent optional field was None when it was written.
@@ -234,8 +256,8 @@ def _build(cls: type[Any], data: Any, conv: dict[str, Any]) -> Any:
                 kwargs[f.name] = None
             continue
         value = data[key]
-        fn = conv.get(f.name)
-        kwargs[f.name] = fn(value) if fn is not None and value is not None else value
+        convert = converters.get(f.name)
+        kwargs[f.name] = convert(value) if convert is not None and value is not None else value
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:  # pragma: no cover - defensive
@@ -248,13 +270,15 @@ _FLOAT_FIELDS = {
     "sync_progress_at", "sync_restarts_base", "sync_errors_base", "corruption_seen",
     "corrupted_at", "cooldown_until", "shown_lag", "step_at", "baseline_lag",
     "issued_at", "deadline", "at", "escalated_since", "last_recovery_seconds",
+    "retry_at", "since",
 }
 
 
 def _conv_for(cls: type[Any], extra: dict[str, Any]) -> dict[str, Any]:
-    conv: dict[str, Any] = {f.name: _num for f in fields(cls) if f.name in _FLOAT_FIELDS}
-    conv.update(extra)
-    return conv
+    """Numbers for the float fields of `cls`, plus `extra` converters."""
+    converters: dict[str, Any] = {f.name: _num for f in fields(cls) if f.name in _FLOAT_FIELDS}
+    converters.update(extra)
+    return converters
 
 
 def memory_from_json(data: Any) -> Memory:
@@ -263,33 +287,40 @@ def memory_from_json(data: Any) -> Memory:
     if data.get("version") != MEMORY_VERSION:
         raise MemoryFormatError(f"unsupported memory version {data.get('version')!r}")
 
-    def enum_of(e: type[enum.Enum]) -> Any:
-        def conv(v: Any) -> Any:
+    def enum_of(enum_type: type[enum.Enum]) -> Any:
+        def convert(value: Any) -> Any:
             try:
-                return e(v)
+                return enum_type(value)
             except ValueError as exc:
                 raise MemoryFormatError(str(exc)) from exc
 
-        return conv
+        return convert
 
-    def many(fn: Any) -> Any:
-        def conv(v: Any) -> Any:
-            if not isinstance(v, list):
+    def many(convert_one: Any) -> Any:
+        def convert(value: Any) -> Any:
+            if not isinstance(value, list):
                 raise MemoryFormatError("expected a list")
-            return tuple(fn(x) for x in v)
+            return tuple(convert_one(item) for item in value)
 
-        return conv
+        return convert
 
-    replica = lambda d: _build(  # noqa: E731
-        ReplicaMemory, d,
-        _conv_for(ReplicaMemory, {"severity": enum_of(Severity), "step": enum_of(Step)}),
-    )
-    intent = lambda d: _build(  # noqa: E731
-        Intent, d, _conv_for(Intent, {"kind": enum_of(ActionKind)})
-    )
-    hist = lambda d: _build(HistoryEntry, d, _conv_for(HistoryEntry, {}))  # noqa: E731
-    throttle = lambda d: _build(ThrottleMemory, d, _conv_for(ThrottleMemory, {}))  # noqa: E731
-    mem: Memory = _build(
+    def replica(item: Any) -> Any:
+        return _build(ReplicaMemory, item, _conv_for(
+            ReplicaMemory, {"severity": enum_of(Severity), "step": enum_of(Step)}))
+
+    def intent(item: Any) -> Any:
+        return _build(Intent, item, _conv_for(Intent, {"kind": enum_of(ActionKind)}))
+
+    def history_entry(item: Any) -> Any:
+        return _build(HistoryEntry, item, _conv_for(HistoryEntry, {}))
+
+    def throttle(item: Any) -> Any:
+        return _build(ThrottleMemory, item, _conv_for(ThrottleMemory, {}))
+
+    def backoff(item: Any) -> Any:
+        return _build(Backoff, item, _conv_for(Backoff, {}))
+
+    memory: Memory = _build(
         Memory,
         data,
         _conv_for(
@@ -299,8 +330,52 @@ def memory_from_json(data: Any) -> Memory:
                 "throttle": throttle,
                 "pending": many(intent),
                 "action_times": many(_num),
-                "history": many(hist),
+                "history": many(history_entry),
+                "backoffs": many(backoff),
             },
         ),
     )
-    return mem
+    return memory
+
+
+def history_to_json(history: tuple[HistoryEntry, ...]) -> list[dict[str, Any]]:
+    """status.history: one object per entry, times in RFC 3339 (whole seconds)."""
+    return [
+        {
+            "time": _dt.datetime.fromtimestamp(int(h.at), tz=_dt.UTC)
+            .strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "kind": h.kind,
+            "replica": h.replica_id,
+            "reason": h.reason,
+            "message": h.message,
+            "outcome": h.outcome,
+            **({"key": h.key} if h.key else {}),
+        }
+        for h in history
+    ]
+
+
+def history_from_json(items: Any) -> tuple[HistoryEntry, ...]:
+    """status.history read back after a restart (the memory does not repeat it). An
+    entry that is not what the operator writes is left out, never a reason to fail:
+    the history only informs humans, no decision reads it."""
+    if not isinstance(items, list):
+        return ()
+    out: list[HistoryEntry] = []
+    for item in items[-HISTORY_LIMIT:]:
+        if not isinstance(item, dict):
+            continue
+        try:
+            at = _dt.datetime.strptime(str(item["time"]), "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=_dt.UTC).timestamp()
+            texts = [item.get(k) for k in ("kind", "reason", "message", "outcome")]
+            replica, key = item.get("replica"), item.get("key")
+        except (KeyError, ValueError):
+            continue
+        if not all(isinstance(t, str) for t in texts) or not all(
+                v is None or isinstance(v, str) for v in (replica, key)):
+            continue
+        kind, reason, message, outcome = (str(t) for t in texts)
+        out.append(HistoryEntry(at, kind, replica, reason, message, outcome, key))
+    return tuple(out)
+

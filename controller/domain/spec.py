@@ -1,72 +1,74 @@
-"""The StemeDBCluster spec as typed, frozen values with defaults.
+"""The StemeDBCluster spec as typed, frozen values with defaults, declared once.
 
-`parse_spec` turns the raw `.spec` mapping (as the API server stored it, i.e.
-possibly already defaulted by the CRD schema) into a `Spec`, or raises
-`SpecError` carrying *every* problem found, each with its field path and a
-plain sentence. `spec_to_raw` is the inverse (camelCase JSON); a unit test
-compares the CRD's schema defaults with `spec_to_raw(parse_spec(minimal))`.
+Each field carries its JSON name, description, bounds and text rules
+(`spec_field`, controller/domain/spec_schema.py). From that one declaration
+hack/gen-crd.py writes the CRD's OpenAPI schema, and `parse_spec` reads and
+checks a raw `.spec` (as the API server stored it, possibly already defaulted),
+section by section, raising `SpecError` with *every* problem found, each with
+its field path and a plain sentence. `spec_to_raw` is the inverse (camelCase
+JSON, by the codec memory uses).
 
 The throttle ladder is expressed as fractions of the ingestion rate limit in
 force when the episode started (see docs/remediation-policy.md).
 """
 
+# ruff: noqa: RUF009 - every field is declared by `spec_field` (a `dataclasses.field`
+# carrying its Meta) or a helper returning one; ruff sees only a call.
 from __future__ import annotations
 
 import enum
-import itertools
-import math
-import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from controller.domain.validation import (
-    contact_problem,
-    node_id_problem,
-    object_name_problem,
-    secret_key_problem,
-    url_problem,
+from controller.domain.codec import to_json
+from controller.domain.spec_reader import SpecProblem, SpecReader, shown_number
+from controller.domain.spec_schema import (
+    CONTACT_TEXT,
+    NODE_ID_TEXT,
+    OBJECT_NAME_TEXT,
+    SECRET_KEY_TEXT,
+    URL_TEXT,
+    Meta,
+    Order,
+    Rule,
+    Via,
+    declared,
+    numeric_fields,
+    spec_field,
 )
 
+__all__ = [
+    "MAXIMA",
+    "MAX_REPLICAS",
+    "SPEC_META",
+    "AuthSpec",
+    "BackpressureSpec",
+    "BreakerResetSpec",
+    "DetectionSpec",
+    "EscalationSpec",
+    "MerkleSyncSpec",
+    "Mode",
+    "PrimarySpec",
+    "RebuildPolicy",
+    "RebuildSpec",
+    "RemediationSpec",
+    "ReplicaSpec",
+    "SecretKeyRef",
+    "Spec",
+    "SpecError",
+    "SpecProblem",
+    "Threshold",
+    "ThrottleSpec",
+    "parse_spec",
+    "spec_to_raw",
+]
+
+# Upper bounds: a week for any time window, a day for a lag threshold. Without
+# them `forSeconds: 1e308` was accepted and simply never elapsed.
 _WEEK, _DAY = 604800, 86400
-# Upper bounds of every number in the spec, by field path ([i] dropped). The CRD
-# carries the same `maximum`s (a unit test compares them): a week for any time
-# window, a day for a lag threshold. Without them `forSeconds: 1e308` was
-# accepted and simply never elapsed.
-MAXIMA: dict[str, float] = {
-    "spec.detection.pollIntervalSeconds": 3600,
-    "spec.detection.warning.lagSeconds": _DAY,
-    "spec.detection.warning.forSeconds": _WEEK,
-    "spec.detection.critical.lagSeconds": _DAY,
-    "spec.detection.critical.forSeconds": _WEEK,
-    "spec.detection.escalation.lagSeconds": _DAY,
-    "spec.detection.recovery.lagSeconds": _DAY,
-    "spec.detection.recovery.forSeconds": _WEEK,
-    "spec.detection.staleAfterSeconds": _WEEK,
-    "spec.detection.stormReplicas": 64,
-    "spec.detection.crashLoopRestarts": 1000,
-    "spec.remediation.cooldownSeconds": _WEEK,
-    "spec.remediation.maxActionsPerHour": 10000,
-    "spec.remediation.maxConcurrentRebuilds": 64,
-    "spec.remediation.minInSyncReplicas": 64,
-    "spec.remediation.breakerReset.timeoutSeconds": _WEEK,
-    "spec.remediation.breakerReset.maxAttempts": 10,
-    "spec.remediation.throttle.floorAssertionsPerSec": 1_000_000_000,
-    "spec.remediation.throttle.stepIntervalSeconds": _WEEK,
-    "spec.remediation.throttle.unlimitedBaselineAssertionsPerSec": 1_000_000_000,
-    "spec.remediation.throttle.restoreStepSeconds": _WEEK,
-    "spec.remediation.merkleSync.timeoutSeconds": _WEEK,
-    "spec.remediation.merkleSync.maxAttempts": 10,
-    "spec.remediation.merkleSync.stallTimeoutSeconds": _WEEK,
-    "spec.remediation.backpressure.lagSeconds": _DAY,
-    "spec.escalation.promoteAfterSeconds": _WEEK,
-}
-MAX_REPLICAS = 64  # the CRD's maxItems
-_INDEX = re.compile(r"\[\d+\]")
-
-
-def _maximum(path: str) -> float | None:
-    return MAXIMA.get(_INDEX.sub("", path))
+MAX_REPLICAS = 64
+_RUN_STEP = "Run this step."
 
 
 class Mode(enum.StrEnum):
@@ -80,15 +82,6 @@ class RebuildPolicy(enum.StrEnum):
     AUTOMATIC = "Automatic"
 
 
-@dataclass(frozen=True, slots=True)
-class SpecProblem:
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
-
-
 class SpecError(ValueError):
     """An invalid spec; `problems` lists every problem at once."""
 
@@ -97,111 +90,272 @@ class SpecError(ValueError):
         super().__init__("; ".join(p.message for p in self.problems))
 
 
+def _duration(default: float, description: str, *, positive: bool = True,
+              maximum: float = _WEEK) -> Any:
+    """A duration (or lag) in seconds: above 0 (or at least 0), and bounded."""
+    return spec_field(default, description=description, minimum=0,
+                      exclusive_minimum=positive, maximum=maximum)
+
+
+def _count(default: int, description: str, *, minimum: int, maximum: float) -> Any:
+    return spec_field(default, description=description, minimum=minimum, maximum=maximum)
+
+
+_FRACTION = Meta(minimum=0, exclusive_minimum=True, maximum=1, exclusive_maximum=True)
+
+
 @dataclass(frozen=True, slots=True)
 class SecretKeyRef:
-    name: str
-    key: str
+    name: str = spec_field(
+        description="Name of the Secret in the resource's namespace (a name, never a path: "
+        "the namespace is always the resource's own).",
+        text=OBJECT_NAME_TEXT, required=True)
+    key: str = spec_field(description="Key inside the Secret.", text=SECRET_KEY_TEXT,
+                          required=True)
 
 
 @dataclass(frozen=True, slots=True)
 class PrimarySpec:
-    admin_url: str
-    id: str = "node1"
+    admin_url: str = spec_field(
+        description="Base URL of the primary (its /metrics and /v1/admin/... hang under it), "
+        "e.g. http://stemedb-0:18180.",
+        text=URL_TEXT, required=True)
+    id: str = spec_field("node1", description="Node id of the primary as it appears in "
+                         "metrics labels.", text=NODE_ID_TEXT)
 
 
 @dataclass(frozen=True, slots=True)
 class ReplicaSpec:
-    id: str
-    agent_id: str
-    metrics_url: str | None = None
-    pod_name: str | None = None
+    id: str = spec_field(
+        description="Replica id as in the replica label of stemedb_replication_lag_seconds "
+        "(e.g. node2).",
+        text=NODE_ID_TEXT, required=True)
+    # Required by the CRD; the parser alone defaults it to agent-<id> (older objects).
+    agent_id: str = spec_field(
+        description="Agent id of the replica's circuit breaker (e.g. agent-node2).",
+        text=NODE_ID_TEXT, required=True)
+    metrics_url: str | None = spec_field(
+        None, description="Optional base URL of the replica itself; its /metrics is scraped "
+        "only during an episode.", text=URL_TEXT)
+    pod_name: str | None = spec_field(
+        None, key="name",
+        description="Pod name in the resource's namespace (a name, never a path: the "
+        "namespace is always the resource's own).",
+        text=OBJECT_NAME_TEXT, required=True,
+        via=Via("podRef", "Optional Pod of the replica; annotated when the replica is marked "
+                "for rebuild."))
 
 
 @dataclass(frozen=True, slots=True)
 class AuthSpec:
-    token_secret_ref: SecretKeyRef | None = None
-    ca_secret_ref: SecretKeyRef | None = None
+    token_secret_ref: SecretKeyRef | None = spec_field(
+        None, description="Secret key holding the bearer token.")
+    ca_secret_ref: SecretKeyRef | None = spec_field(
+        None, description="Secret key holding a PEM CA bundle for TLS.")
 
 
 @dataclass(frozen=True, slots=True)
 class Threshold:
-    lag_seconds: float
-    for_seconds: float
+    """A lag level held for a window; each use describes its two fields."""
+
+    lag_seconds: float = spec_field(minimum=0, exclusive_minimum=True, maximum=_DAY)
+    for_seconds: float = spec_field(minimum=0, maximum=_WEEK)
+
+
+def _threshold(default: Threshold, description: str, lag: str, held: str) -> Any:
+    return spec_field(default, description=description, describe=(
+        ("lag_seconds", lag),
+        ("for_seconds", f"How long lag must stay {held} the threshold, in seconds.")))
+
+
+_DETECTION_RULES = (
+    Rule("self.warning.lagSeconds < self.critical.lagSeconds",
+         "spec.detection.critical.lagSeconds must be greater than "
+         "spec.detection.warning.lagSeconds", ".critical.lagSeconds"),
+    Rule("self.critical.lagSeconds < self.escalation.lagSeconds",
+         "spec.detection.escalation.lagSeconds must be greater than "
+         "spec.detection.critical.lagSeconds", ".escalation.lagSeconds"),
+    Rule("self.recovery.lagSeconds < self.warning.lagSeconds",
+         "spec.detection.recovery.lagSeconds must be less than "
+         "spec.detection.warning.lagSeconds", ".recovery.lagSeconds"),
+    Rule("!has(self.staleAfterSeconds) || !has(self.pollIntervalSeconds) || "
+         "self.staleAfterSeconds >= self.pollIntervalSeconds",
+         "staleAfterSeconds must be at least pollIntervalSeconds (otherwise every observation "
+         "is stale when it is used)", ".staleAfterSeconds"),
+)
 
 
 @dataclass(frozen=True, slots=True)
 class DetectionSpec:
-    poll_interval_seconds: float = 10.0
-    warning: Threshold = Threshold(5.0, 300.0)
-    critical: Threshold = Threshold(10.0, 180.0)
-    escalation_lag_seconds: float = 60.0
-    recovery: Threshold = Threshold(3.0, 120.0)
-    stale_after_seconds: float = 30.0
-    storm_replicas: int = 2
-    crash_loop_restarts: int = 3
+    poll_interval_seconds: float = spec_field(
+        10.0, description="Seconds between polls of the primary's /metrics.",
+        minimum=1, maximum=3600)
+    warning: Threshold = _threshold(
+        Threshold(5.0, 300.0),
+        "Warning level: lag above lagSeconds for forSeconds (runbook: > 5 s for 5 m).",
+        "Warning lag threshold in seconds.", "above")
+    critical: Threshold = _threshold(
+        Threshold(10.0, 180.0),
+        "Critical level: lag above lagSeconds for forSeconds (runbook: > 10 s for 3 m). "
+        "The ladder starts here.",
+        "Critical lag threshold in seconds.", "above")
+    escalation_lag_seconds: float = spec_field(
+        60.0, key="lagSeconds", description="Escalation lag threshold in seconds; no window.",
+        minimum=0, exclusive_minimum=True, maximum=_DAY,
+        via=Via("escalation", "Escalate immediately above this lag (runbook: > 60 s).",
+                defaulted=True))
+    recovery: Threshold = _threshold(
+        Threshold(3.0, 120.0),
+        "Hysteresis: an episode ends only after lag stays below lagSeconds for forSeconds.",
+        "Recovery lag threshold in seconds; below the warning threshold.", "below")
+    stale_after_seconds: float = _duration(
+        30.0, "An observation older than this is stale; no action is taken on it.")
+    storm_replicas: int = _count(
+        2, "This many replicas critical at once is a storm: throttle and escalate, no "
+        "forced syncs or rebuilds (a tripped breaker is still reset).",
+        minimum=2, maximum=MAX_REPLICAS)
+    crash_loop_restarts: int = _count(
+        3, "Restarts during a forced sync that count as a crash loop (escalates).",
+        minimum=1, maximum=1000)
 
 
 @dataclass(frozen=True, slots=True)
 class BreakerResetSpec:
-    enabled: bool = True
-    timeout_seconds: float = 60.0
-    max_attempts: int = 2
+    enabled: bool = spec_field(True, description=_RUN_STEP)
+    timeout_seconds: float = _duration(60.0, "Wait this long after a reset before judging it.")
+    max_attempts: int = _count(2, "Resets before moving on.", minimum=1, maximum=10)
+
+
+_MAX_STEPS = 10
 
 
 @dataclass(frozen=True, slots=True)
 class ThrottleSpec:
-    enabled: bool = True
-    ladder: tuple[float, ...] = (0.75, 0.5, 0.25)
-    floor_assertions_per_sec: int = 100
-    step_interval_seconds: float = 60.0
-    unlimited_baseline_assertions_per_sec: int = 2000
-    restore_ramp: tuple[float, ...] = (0.5, 0.75)
-    restore_step_seconds: float = 60.0
+    enabled: bool = spec_field(True, description=_RUN_STEP)
+    ladder: tuple[float, ...] = spec_field(
+        (0.75, 0.5, 0.25),
+        description="Rate limit steps as fractions (0..1, strictly decreasing) of the limit "
+        "in force when the episode began (or of unlimitedBaselineAssertionsPerSec when there "
+        "was none).",
+        items=_FRACTION, min_items=1, max_items=_MAX_STEPS, list_type="set",
+        order=Order.DECREASING,
+        rules=(Rule("self.map(x, 0.0 - x).isSorted()",
+                    "spec.remediation.throttle.ladder must be strictly decreasing"),))
+    floor_assertions_per_sec: int = _count(
+        100, "Never throttle below this many assertions per second.",
+        minimum=1, maximum=1_000_000_000)
+    step_interval_seconds: float = _duration(
+        60.0, "Wait this long between throttle steps, checking the lag trend.")
+    unlimited_baseline_assertions_per_sec: int = _count(
+        2000, "Rate the ladder fractions apply to when no limit was set, or it could not be "
+        "read back.", minimum=1, maximum=1_000_000_000)
+    restore_ramp: tuple[float, ...] = spec_field(
+        (0.5, 0.75),
+        description="After recovery the limit is raised through these fractions (strictly "
+        "increasing) of the rate to restore, then restored fully.",
+        items=_FRACTION, max_items=_MAX_STEPS, list_type="set", order=Order.INCREASING,
+        rules=(Rule("self.isSorted()",
+                    "spec.remediation.throttle.restoreRamp must be strictly increasing"),))
+    restore_step_seconds: float = _duration(60.0, "Seconds between restore ramp steps.")
 
 
 @dataclass(frozen=True, slots=True)
 class MerkleSyncSpec:
-    enabled: bool = True
-    timeout_seconds: float = 600.0
-    max_attempts: int = 3
-    stall_timeout_seconds: float = 120.0
+    enabled: bool = spec_field(True, description=_RUN_STEP)
+    timeout_seconds: float = _duration(
+        600.0, "A sync that has not caught the replica up by then counts as failed (unless "
+        "lag is draining).")
+    max_attempts: int = _count(3, "Forced syncs before moving on to rebuild.",
+                               minimum=1, maximum=10)
+    stall_timeout_seconds: float = _duration(
+        120.0, "A sync whose progress does not move for this long has stalled.")
 
 
 @dataclass(frozen=True, slots=True)
 class RebuildSpec:
-    enabled: bool = True
-    policy: RebuildPolicy = RebuildPolicy.MANUAL
+    enabled: bool = spec_field(True, description=_RUN_STEP)
+    policy: RebuildPolicy = spec_field(
+        RebuildPolicy.MANUAL,
+        description="Manual: mark only once the annotation stemedb.io/approve-rebuild names "
+        "the request shown in the Remediating condition (replica@request; used up with its "
+        "episode). Automatic: mark without approval.")
 
 
 @dataclass(frozen=True, slots=True)
 class BackpressureSpec:
-    enabled: bool = False
-    lag_seconds: float = 30.0
+    enabled: bool = spec_field(False, description="Apply backpressure.")
+    lag_seconds: float = _duration(
+        30.0, "Lag in seconds above which ingestion goes to the floor.", maximum=_DAY)
 
 
 @dataclass(frozen=True, slots=True)
 class RemediationSpec:
-    mode: Mode = Mode.AUTO
-    paused: bool = False
-    cooldown_seconds: float = 600.0
-    max_actions_per_hour: int = 20
-    max_concurrent_rebuilds: int = 1
-    min_in_sync_replicas: int = 1
-    drain_fraction: float = 0.1
-    breaker_reset: BreakerResetSpec = BreakerResetSpec()
-    throttle: ThrottleSpec = ThrottleSpec()
-    merkle_sync: MerkleSyncSpec = MerkleSyncSpec()
-    rebuild: RebuildSpec = RebuildSpec()
-    backpressure: BackpressureSpec = BackpressureSpec()
+    mode: Mode = spec_field(
+        Mode.AUTO, description="Auto acts; DryRun reports what it would do without admin "
+        "calls; Observe only reports.")
+    paused: bool = spec_field(
+        False, description="When true nothing is acted on (detection and reporting continue).")
+    cooldown_seconds: float = _duration(
+        600.0, "After a replica's episode in which steps ran, its ladder does not start again "
+        "for this long.", positive=False)
+    max_actions_per_hour: int = _count(
+        20, "Per-cluster budget of admin calls in any hour.", minimum=0, maximum=10000)
+    max_concurrent_rebuilds: int = _count(
+        1, "At most this many replicas marked for rebuild at once.",
+        minimum=0, maximum=MAX_REPLICAS)
+    min_in_sync_replicas: int = _count(
+        1, "Never mark a replica for rebuild unless at least this many other replicas are in "
+        "sync.", minimum=0, maximum=MAX_REPLICAS)
+    drain_fraction: float = spec_field(
+        0.1, description="A step is working (given more time) if lag fell by at least this "
+        "fraction since the step began.",
+        minimum=0, exclusive_minimum=True, maximum=1, exclusive_maximum=True)
+    breaker_reset: BreakerResetSpec = spec_field(
+        BreakerResetSpec(), description="Runbook: reset the lagging replica's circuit "
+        "breaker, only if it is tripped.")
+    throttle: ThrottleSpec = spec_field(
+        ThrottleSpec(), description="Runbook: temporarily reduce ingestion on the primary, "
+        "in steps, restored in a ramp afterwards.",
+        rules=(Rule("double(self.floorAssertionsPerSec) < self.ladder[size(self.ladder) - 1] "
+                    "* double(self.unlimitedBaselineAssertionsPerSec)",
+                    "spec.remediation.throttle.floorAssertionsPerSec must be below the "
+                    "ladder's last step times unlimitedBaselineAssertionsPerSec",
+                    ".floorAssertionsPerSec"),))
+    merkle_sync: MerkleSyncSpec = spec_field(
+        MerkleSyncSpec(), description="Runbook: force a Merkle sync and watch "
+        "merkle_sync_progress.",
+        rules=(Rule("self.stallTimeoutSeconds <= self.timeoutSeconds",
+                    "spec.remediation.merkleSync.stallTimeoutSeconds must not exceed "
+                    "timeoutSeconds", ".stallTimeoutSeconds"),))
+    rebuild: RebuildSpec = spec_field(
+        RebuildSpec(), description="Runbook: if sync fails repeatedly, rebuild the replica "
+        "(the operator marks it; a human or tool rebuilds).")
+    backpressure: BackpressureSpec = spec_field(
+        BackpressureSpec(), description="Runbook's max_replication_lag_seconds: above this "
+        "lag, throttle straight to the floor.")
 
 
 @dataclass(frozen=True, slots=True)
 class EscalationSpec:
-    cluster_sre: str = "Cluster SRE"
-    distributed_systems_engineer: str = "Distributed systems engineer"
-    principal_engineer: str = "Principal engineer"
-    promote_after_seconds: float = 1800.0
-    webhook_url: str | None = None
+    cluster_sre: str = spec_field(
+        "Cluster SRE", description="Level 1, primary on-call.", text=CONTACT_TEXT)
+    distributed_systems_engineer: str = spec_field(
+        "Distributed systems engineer", description="Level 2, secondary.", text=CONTACT_TEXT)
+    principal_engineer: str = spec_field(
+        "Principal engineer", description="Level 3, data corruption suspected.",
+        text=CONTACT_TEXT)
+    promote_after_seconds: float = _duration(
+        1800.0, "A level 1 escalation unresolved for this long is promoted to level 2.")
+    webhook_url: str | None = spec_field(
+        None, description="Optional URL told (one JSON POST) each time the escalation level "
+        'rises: {"kind": "StemeDBClusterEscalated", "cluster": {namespace, name}, "level", '
+        '"contact", "reason", "message"}. Delivery shows as a Notified or NotificationFailed '
+        "Event.", text=URL_TEXT)
+    webhook_auth_secret_ref: SecretKeyRef | None = spec_field(
+        None, description="Optional Secret key holding the Authorization header value sent "
+        "with each webhook POST (for example 'Bearer <token>'). The Secret needs the "
+        "operator's credentials label, as the StemeDB token does; the value is never "
+        "logged, shown or sent anywhere else.")
 
     def contact(self, level: int) -> str:
         return {1: self.cluster_sre, 2: self.distributed_systems_engineer}.get(
@@ -211,520 +365,199 @@ class EscalationSpec:
 
 @dataclass(frozen=True, slots=True)
 class Spec:
-    primary: PrimarySpec
-    replicas: tuple[ReplicaSpec, ...]
-    auth: AuthSpec = AuthSpec()
-    detection: DetectionSpec = DetectionSpec()
-    remediation: RemediationSpec = RemediationSpec()
-    escalation: EscalationSpec = EscalationSpec()
+    primary: PrimarySpec = spec_field(
+        description="The primary node. Never a target of any action.", required=True)
+    replicas: tuple[ReplicaSpec, ...] = spec_field(
+        description="The replicas to watch; ids must be non-empty and unique.",
+        item_description="One replica.", required=True,
+        min_items=1, max_items=MAX_REPLICAS, list_type="map", map_keys=("id",),
+        rules=(Rule("self.all(r, self.filter(s, s.agentId == r.agentId).size() == 1)",
+                    "each replica must have its own agentId (replicas[].agentId values "
+                    "must be unique)"),))
+    auth: AuthSpec = spec_field(AuthSpec(), description="Credentials for the admin API.")
+    detection: DetectionSpec = spec_field(
+        DetectionSpec(), description="How lag is detected (runbook alert rules), with "
+        "hysteresis on the way down.", rules=_DETECTION_RULES)
+    remediation: RemediationSpec = spec_field(
+        RemediationSpec(), description="How the runbook is automated, and the safety limits.")
+    escalation: EscalationSpec = spec_field(
+        EscalationSpec(), description="Who is called at each escalation level (runbook "
+        "escalation path).")
 
     def replica(self, replica_id: str) -> ReplicaSpec | None:
-        for r in self.replicas:
-            if r.id == replica_id:
-                return r
+        for replica in self.replicas:
+            if replica.id == replica_id:
+                return replica
         return None
+
+
+# The `.spec` node itself (hack/gen-crd.py writes it into the CRD).
+SPEC_META = Meta(
+    description="Desired state: where the StemeDB cluster is, how lag is detected, how the "
+    "runbook is automated and who is called.",
+    rules=(Rule("!self.replicas.exists(r, r.id == self.primary.id)",
+                "a replica id must not be the primary's id", ".replicas"),))
+
+# Upper bound of every number in the spec, by field path ([i] dropped): the CRD's
+# `maximum`s, which the parser enforces too.
+MAXIMA: dict[str, float] = {
+    path: meta.maximum for path, meta in numeric_fields(Spec, "spec") if meta.maximum is not None
+}
 
 
 # --------------------------------------------------------------------------- parsing
 
-_MISSING = object()
-
-
-class _Reader:
-    def __init__(self) -> None:
-        self.problems: list[SpecProblem] = []
-
-    def fail(self, path: str, message: str) -> None:
-        self.problems.append(SpecProblem(path, message))
-
-    def obj(self, raw: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
-        value = raw.get(key, _MISSING)
-        if value is _MISSING or value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.fail(f"{path}.{key}", f"{path}.{key} must be an object")
-            return {}
-        return value
-
-    def number(
-        self,
-        raw: Mapping[str, Any],
-        key: str,
-        path: str,
-        default: float,
-        *,
-        positive: bool = False,
-        minimum: float | None = None,
-    ) -> float:
-        p = f"{path}.{key}"
-        value = raw.get(key, _MISSING)
-        if value is _MISSING or value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(p, f"{p} must be a number, not {value!r}")
-            return default
-        v = float(value)
-        if not math.isfinite(v):
-            self.fail(p, f"{p} must be a finite number")
-            return default
-        high = _maximum(p)
-        if positive and v <= 0:
-            self.fail(p, f"{p} ({_fmt(v)}) must be greater than 0")
-        elif minimum is not None and v < minimum:
-            self.fail(p, f"{p} ({_fmt(v)}) must be at least {_fmt(minimum)}")
-        elif high is not None and v > high:
-            self.fail(p, f"{p} ({_fmt(v)}) must be at most {_fmt(high)}")
-            return default
-        return v
-
-    def integer(
-        self, raw: Mapping[str, Any], key: str, path: str, default: int, *, minimum: int = 0
-    ) -> int:
-        p = f"{path}.{key}"
-        value = raw.get(key, _MISSING)
-        if value is _MISSING or value is None:
-            return default
-        if (isinstance(value, bool) or not isinstance(value, int | float)
-                or (isinstance(value, float) and not math.isfinite(value))
-                or value != int(value)):
-            self.fail(p, f"{p} must be a whole number, not {value!r}")
-            return default
-        high = _maximum(p)
-        if high is not None and abs(value) > high:
-            self.fail(p, f"{p} ({_fmt(value)}) must be at most {_fmt(high)}")
-            return default
-        v = int(value)
-        if v < minimum:
-            self.fail(p, f"{p} ({v}) must be at least {minimum}")
-        return v
-
-    def boolean(self, raw: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
-        p = f"{path}.{key}"
-        value = raw.get(key, _MISSING)
-        if value is _MISSING or value is None:
-            return default
-        if not isinstance(value, bool):
-            self.fail(p, f"{p} must be true or false, not {value!r}")
-            return default
-        return value
-
-    def string(
-        self, raw: Mapping[str, Any], key: str, path: str, default: str | None, *,
-        required: bool = False, check: Callable[[str], str | None] | None = None,
-    ) -> str | None:
-        p = f"{path}.{key}"
-        value = raw.get(key, _MISSING)
-        if value is _MISSING or value is None:
-            if required:
-                self.fail(p, f"{p} is required")
-            return default
-        if not isinstance(value, str):
-            self.fail(p, f"{p} must be a string, not {value!r}")
-            return default
-        if required and not value:
-            self.fail(p, f"{p} must not be empty")
-            return default
-        problem = check(value) if check is not None else None
-        if problem is not None:
-            # Never keep a refused value: it must not reach a request, even by mistake.
-            self.fail(p, f"{p} {problem}")
-            return default
-        return str(value)
-
-    def fractions(
-        self, raw: Mapping[str, Any], key: str, path: str, default: tuple[float, ...],
-        *, allow_empty: bool, decreasing: bool = True,
-    ) -> tuple[float, ...]:
-        p = f"{path}.{key}"
-        value = raw.get(key, _MISSING)
-        if value is _MISSING or value is None:
-            return default
-        if not isinstance(value, list):
-            self.fail(p, f"{p} must be a list of fractions")
-            return default
-        out: list[float] = []
-        for i, item in enumerate(value):
-            if isinstance(item, bool) or not isinstance(item, int | float):
-                self.fail(f"{p}[{i}]", f"{p}[{i}] must be a number, not {item!r}")
-                continue
-            if not 0 < item < 1:
-                self.fail(f"{p}[{i}]", f"{p}[{i}] ({_fmt(item)}) must be between 0 and 1")
-                continue
-            out.append(float(item))
-        if not out and not allow_empty and not value:
-            self.fail(p, f"{p} must list at least one step")
-        for a, b in itertools.pairwise(out):
-            if decreasing and not a > b:
-                self.fail(p, f"{p} must be strictly decreasing "
-                          f"({_fmt(a)} is followed by {_fmt(b)})")
-                break
-        return tuple(out)
-
-    def secret_ref(self, raw: Mapping[str, Any], key: str, path: str) -> SecretKeyRef | None:
-        if raw.get(key) is None:
-            return None
-        obj = self.obj(raw, key, path)
-        p = f"{path}.{key}"
-        name = self.string(obj, "name", p, "", required=True, check=object_name_problem) or ""
-        k = self.string(obj, "key", p, "", required=True, check=secret_key_problem) or ""
-        return SecretKeyRef(name, k)
-
-
-def _fmt(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
+_SECTIONS = {item.name: item for item in declared(Spec)}
+_REPLICA_ID, _AGENT_ID = (item for item in declared(ReplicaSpec) if item.key in ("id", "agentId"))
+# Required at admission; the parser alone defaults it to agent-<id> (older objects).
+_AGENT_ID_OR_DEFAULT = replace(_AGENT_ID, meta=replace(_AGENT_ID.meta, required=False))
 
 
 def parse_spec(raw_spec: Mapping[str, Any]) -> Spec:
     """Parse and validate a raw `.spec`; raise SpecError listing every problem."""
-    r = _Reader()
     if not isinstance(raw_spec, Mapping):
         raise SpecError([SpecProblem("spec", "spec must be an object")])
-    s = "spec"
-
-    prim_raw = r.obj(raw_spec, "primary", s)
-    if "primary" not in raw_spec:
-        r.fail("spec.primary", "spec.primary is required")
-    primary = PrimarySpec(
-        admin_url=r.string(prim_raw, "adminUrl", "spec.primary", "", required=True,
-                           check=url_problem) or "",
-        id=r.string(prim_raw, "id", "spec.primary", "node1", check=node_id_problem) or "node1",
-    )
-
-    replicas: list[ReplicaSpec] = []
-    raw_replicas = raw_spec.get("replicas", _MISSING)
-    if raw_replicas is _MISSING or raw_replicas is None:
-        r.fail("spec.replicas", "spec.replicas is required and must list at least one replica")
-    elif not isinstance(raw_replicas, list):
-        r.fail("spec.replicas", "spec.replicas must be a list")
-    else:
-        if not raw_replicas:
-            r.fail("spec.replicas", "spec.replicas must list at least one replica")
-        elif len(raw_replicas) > MAX_REPLICAS:
-            r.fail("spec.replicas", f"spec.replicas lists {len(raw_replicas)} replicas; "
-                   f"at most {MAX_REPLICAS}")
-        seen: dict[str, int] = {}
-        seen_agents: dict[str, int] = {}
-        for i, item in enumerate(raw_replicas):
-            p = f"spec.replicas[{i}]"
-            if not isinstance(item, Mapping):
-                r.fail(p, f"{p} must be an object")
-                continue
-            rid = r.string(item, "id", p, "", required=True, check=node_id_problem) or ""
-            agent = r.string(item, "agentId", p, f"agent-{rid}" if rid else "",
-                             check=node_id_problem) or ""
-            murl = r.string(item, "metricsUrl", p, None, check=url_problem)
-            pod = r.obj(item, "podRef", p)
-            pod_name = None
-            if item.get("podRef") is not None:
-                pod_name = r.string(pod, "name", f"{p}.podRef", None, required=True,
-                                    check=object_name_problem)
-            if agent and agent in seen_agents:
-                r.fail(f"{p}.agentId", f"{p}.agentId ({agent}) repeats "
-                       f"spec.replicas[{seen_agents[agent]}].agentId: each replica has its "
-                       "own breaker")
-            elif agent:
-                seen_agents[agent] = i
-            if rid and rid in seen:
-                r.fail(f"{p}.id", f"{p}.id ({rid}) repeats spec.replicas[{seen[rid]}].id")
-            elif rid:
-                seen[rid] = i
-            if rid and rid == primary.id:
-                r.fail(f"{p}.id", f"{p}.id ({rid}) must not be the primary's id")
-            replicas.append(ReplicaSpec(rid, agent, murl, pod_name))
-
-    auth_raw = r.obj(raw_spec, "auth", s)
-    auth = AuthSpec(
-        token_secret_ref=r.secret_ref(auth_raw, "tokenSecretRef", "spec.auth"),
-        ca_secret_ref=r.secret_ref(auth_raw, "caSecretRef", "spec.auth"),
-    )
-
-    d = "spec.detection"
-    det_raw = r.obj(raw_spec, "detection", s)
-    dd = DetectionSpec()
-
-    def threshold(key: str, default: Threshold) -> Threshold:
-        t = r.obj(det_raw, key, d)
-        p = f"{d}.{key}"
-        return Threshold(
-            r.number(t, "lagSeconds", p, default.lag_seconds, positive=True),
-            r.number(t, "forSeconds", p, default.for_seconds, minimum=0),
-        )
-
-    warning = threshold("warning", dd.warning)
-    critical = threshold("critical", dd.critical)
-    esc_raw = r.obj(det_raw, "escalation", d)
-    escalation_lag = r.number(
-        esc_raw, "lagSeconds", f"{d}.escalation", dd.escalation_lag_seconds, positive=True
-    )
-    recovery = threshold("recovery", dd.recovery)
-    detection = DetectionSpec(
-        poll_interval_seconds=r.number(
-            det_raw, "pollIntervalSeconds", d, dd.poll_interval_seconds, positive=True
-        ),
-        warning=warning,
-        critical=critical,
-        escalation_lag_seconds=escalation_lag,
-        recovery=recovery,
-        stale_after_seconds=r.number(
-            det_raw, "staleAfterSeconds", d, dd.stale_after_seconds, positive=True
-        ),
-        storm_replicas=r.integer(det_raw, "stormReplicas", d, dd.storm_replicas, minimum=2),
-        crash_loop_restarts=r.integer(
-            det_raw, "crashLoopRestarts", d, dd.crash_loop_restarts, minimum=1
-        ),
-    )
-    if detection.stale_after_seconds < detection.poll_interval_seconds:
-        r.fail(
-            f"{d}.staleAfterSeconds",
-            f"{d}.staleAfterSeconds ({_fmt(detection.stale_after_seconds)}) must be at least "
-            f"{d}.pollIntervalSeconds ({_fmt(detection.poll_interval_seconds)}): otherwise "
-            "every observation is stale when it is used",
-        )
-    if not critical.lag_seconds > warning.lag_seconds:
-        r.fail(
-            f"{d}.critical.lagSeconds",
-            f"{d}.critical.lagSeconds ({_fmt(critical.lag_seconds)}) must be greater than "
-            f"{d}.warning.lagSeconds ({_fmt(warning.lag_seconds)})",
-        )
-    if not escalation_lag > critical.lag_seconds:
-        r.fail(
-            f"{d}.escalation.lagSeconds",
-            f"{d}.escalation.lagSeconds ({_fmt(escalation_lag)}) must be greater than "
-            f"{d}.critical.lagSeconds ({_fmt(critical.lag_seconds)})",
-        )
-    if not recovery.lag_seconds < warning.lag_seconds:
-        r.fail(
-            f"{d}.recovery.lagSeconds",
-            f"{d}.recovery.lagSeconds ({_fmt(recovery.lag_seconds)}) must be less than "
-            f"{d}.warning.lagSeconds ({_fmt(warning.lag_seconds)})",
-        )
-
-    m = "spec.remediation"
-    rem_raw = r.obj(raw_spec, "remediation", s)
-    rd = RemediationSpec()
-    mode_raw = r.string(rem_raw, "mode", m, rd.mode.value)
-    try:
-        mode = Mode(mode_raw or "")
-    except ValueError:
-        r.fail(f"{m}.mode", f"{m}.mode ({mode_raw}) must be one of Auto, DryRun, Observe")
-        mode = rd.mode
-
-    br_raw = r.obj(rem_raw, "breakerReset", m)
-    bp = f"{m}.breakerReset"
-    bd = BreakerResetSpec()
-    breaker = BreakerResetSpec(
-        enabled=r.boolean(br_raw, "enabled", bp, bd.enabled),
-        timeout_seconds=r.number(br_raw, "timeoutSeconds", bp, bd.timeout_seconds, positive=True),
-        max_attempts=r.integer(br_raw, "maxAttempts", bp, bd.max_attempts, minimum=1),
-    )
-
-    th_raw = r.obj(rem_raw, "throttle", m)
-    tp = f"{m}.throttle"
-    td = ThrottleSpec()
-    throttle = ThrottleSpec(
-        enabled=r.boolean(th_raw, "enabled", tp, td.enabled),
-        ladder=r.fractions(th_raw, "ladder", tp, td.ladder, allow_empty=False),
-        floor_assertions_per_sec=r.integer(
-            th_raw, "floorAssertionsPerSec", tp, td.floor_assertions_per_sec, minimum=1
-        ),
-        step_interval_seconds=r.number(
-            th_raw, "stepIntervalSeconds", tp, td.step_interval_seconds, positive=True
-        ),
-        unlimited_baseline_assertions_per_sec=r.integer(
-            th_raw, "unlimitedBaselineAssertionsPerSec", tp,
-            td.unlimited_baseline_assertions_per_sec, minimum=1,
-        ),
-        restore_ramp=r.fractions(
-            th_raw, "restoreRamp", tp, td.restore_ramp, allow_empty=True, decreasing=False
-        ),
-        restore_step_seconds=r.number(
-            th_raw, "restoreStepSeconds", tp, td.restore_step_seconds, positive=True
-        ),
-    )
-    if len(throttle.restore_ramp) > 1 and list(throttle.restore_ramp) != sorted(
-        set(throttle.restore_ramp)
-    ):
-        r.fail(f"{tp}.restoreRamp", f"{tp}.restoreRamp must be strictly increasing")
-    if throttle.ladder:
-        lowest = throttle.ladder[-1] * throttle.unlimited_baseline_assertions_per_sec
-        if not throttle.floor_assertions_per_sec < lowest:
-            r.fail(
-                f"{tp}.floorAssertionsPerSec",
-                f"{tp}.floorAssertionsPerSec ({throttle.floor_assertions_per_sec}) must be below "
-                f"the ladder's last step ({_fmt(throttle.ladder[-1])} x "
-                f"{tp}.unlimitedBaselineAssertionsPerSec "
-                f"{throttle.unlimited_baseline_assertions_per_sec} = {_fmt(lowest)})",
-            )
-
-    ms_raw = r.obj(rem_raw, "merkleSync", m)
-    mp = f"{m}.merkleSync"
-    md = MerkleSyncSpec()
-    merkle = MerkleSyncSpec(
-        enabled=r.boolean(ms_raw, "enabled", mp, md.enabled),
-        timeout_seconds=r.number(ms_raw, "timeoutSeconds", mp, md.timeout_seconds, positive=True),
-        max_attempts=r.integer(ms_raw, "maxAttempts", mp, md.max_attempts, minimum=1),
-        stall_timeout_seconds=r.number(
-            ms_raw, "stallTimeoutSeconds", mp, md.stall_timeout_seconds, positive=True
-        ),
-    )
-    if merkle.stall_timeout_seconds > merkle.timeout_seconds:
-        r.fail(
-            f"{mp}.stallTimeoutSeconds",
-            f"{mp}.stallTimeoutSeconds ({_fmt(merkle.stall_timeout_seconds)}) must not exceed "
-            f"{mp}.timeoutSeconds ({_fmt(merkle.timeout_seconds)})",
-        )
-
-    rb_raw = r.obj(rem_raw, "rebuild", m)
-    rp = f"{m}.rebuild"
-    policy_raw = r.string(rb_raw, "policy", rp, RebuildPolicy.MANUAL.value)
-    try:
-        policy = RebuildPolicy(policy_raw or "")
-    except ValueError:
-        r.fail(f"{rp}.policy", f"{rp}.policy ({policy_raw}) must be one of Manual, Automatic")
-        policy = RebuildPolicy.MANUAL
-    rebuild = RebuildSpec(enabled=r.boolean(rb_raw, "enabled", rp, True), policy=policy)
-
-    bk_raw = r.obj(rem_raw, "backpressure", m)
-    kp = f"{m}.backpressure"
-    backpressure = BackpressureSpec(
-        enabled=r.boolean(bk_raw, "enabled", kp, False),
-        lag_seconds=r.number(bk_raw, "lagSeconds", kp, 30.0, positive=True),
-    )
-
-    remediation = RemediationSpec(
-        mode=mode,
-        paused=r.boolean(rem_raw, "paused", m, rd.paused),
-        cooldown_seconds=r.number(rem_raw, "cooldownSeconds", m, rd.cooldown_seconds, minimum=0),
-        max_actions_per_hour=r.integer(
-            rem_raw, "maxActionsPerHour", m, rd.max_actions_per_hour, minimum=0
-        ),
-        max_concurrent_rebuilds=r.integer(
-            rem_raw, "maxConcurrentRebuilds", m, rd.max_concurrent_rebuilds, minimum=0
-        ),
-        min_in_sync_replicas=r.integer(
-            rem_raw, "minInSyncReplicas", m, rd.min_in_sync_replicas, minimum=0
-        ),
-        drain_fraction=r.number(rem_raw, "drainFraction", m, rd.drain_fraction, positive=True),
-        breaker_reset=breaker,
-        throttle=throttle,
-        merkle_sync=merkle,
-        rebuild=rebuild,
-        backpressure=backpressure,
-    )
-    if remediation.drain_fraction >= 1:
-        r.fail(f"{m}.drainFraction", f"{m}.drainFraction ({_fmt(remediation.drain_fraction)}) "
-               "must be less than 1")
-
-    e = "spec.escalation"
-    esc = r.obj(raw_spec, "escalation", s)
-    ed = EscalationSpec()
-    escalation = EscalationSpec(
-        cluster_sre=r.string(esc, "clusterSre", e, ed.cluster_sre, check=contact_problem)
-        or ed.cluster_sre,
-        distributed_systems_engineer=r.string(
-            esc, "distributedSystemsEngineer", e, ed.distributed_systems_engineer,
-            check=contact_problem,
-        ) or ed.distributed_systems_engineer,
-        principal_engineer=r.string(esc, "principalEngineer", e, ed.principal_engineer,
-                                    check=contact_problem)
-        or ed.principal_engineer,
-        promote_after_seconds=r.number(
-            esc, "promoteAfterSeconds", e, ed.promote_after_seconds, positive=True
-        ),
-        webhook_url=r.string(esc, "webhookUrl", e, None, check=url_problem),
-    )
-
-    if r.problems:
-        raise SpecError(r.problems)
-    return Spec(
-        primary=primary,
-        replicas=tuple(replicas),
-        auth=auth,
-        detection=detection,
-        remediation=remediation,
-        escalation=escalation,
-    )
+    reader = SpecReader()
+    primary = _primary(reader, raw_spec)
+    replicas = _replicas(reader, raw_spec, primary.id)
+    auth = _section(reader, raw_spec, "auth")
+    detection = _detection(reader, raw_spec)
+    remediation = _remediation(reader, raw_spec)
+    escalation = _section(reader, raw_spec, "escalation")
+    if reader.problems:
+        raise SpecError(reader.problems)
+    return Spec(primary, replicas, auth, detection, remediation, escalation)
 
 
 def spec_to_raw(spec: Spec) -> dict[str, Any]:
     """The camelCase JSON form of a spec (what the CRD stores after defaulting)."""
+    raw: dict[str, Any] = to_json(spec)
+    return raw
 
-    def thr(t: Threshold) -> dict[str, Any]:
-        return {"lagSeconds": t.lag_seconds, "forSeconds": t.for_seconds}
 
-    def ref(x: SecretKeyRef | None) -> dict[str, Any] | None:
-        return None if x is None else {"name": x.name, "key": x.key}
+def _section(reader: SpecReader, raw_spec: Mapping[str, Any], name: str) -> Any:
+    """One top-level section read by its declaration, defaults included."""
+    section = _SECTIONS[name]
+    return reader.field(section, raw_spec, "spec", section.default)
 
-    replicas: list[dict[str, Any]] = []
-    for rep in spec.replicas:
-        item: dict[str, Any] = {"id": rep.id, "agentId": rep.agent_id}
-        if rep.metrics_url is not None:
-            item["metricsUrl"] = rep.metrics_url
-        if rep.pod_name is not None:
-            item["podRef"] = {"name": rep.pod_name}
-        replicas.append(item)
-    auth: dict[str, Any] = {}
-    if spec.auth.token_secret_ref:
-        auth["tokenSecretRef"] = ref(spec.auth.token_secret_ref)
-    if spec.auth.ca_secret_ref:
-        auth["caSecretRef"] = ref(spec.auth.ca_secret_ref)
-    d, rm, es = spec.detection, spec.remediation, spec.escalation
-    escalation: dict[str, Any] = {
-        "clusterSre": es.cluster_sre,
-        "distributedSystemsEngineer": es.distributed_systems_engineer,
-        "principalEngineer": es.principal_engineer,
-        "promoteAfterSeconds": es.promote_after_seconds,
-    }
-    if es.webhook_url is not None:
-        escalation["webhookUrl"] = es.webhook_url
-    return {
-        "primary": {"adminUrl": spec.primary.admin_url, "id": spec.primary.id},
-        "replicas": replicas,
-        "auth": auth,
-        "detection": {
-            "pollIntervalSeconds": d.poll_interval_seconds,
-            "warning": thr(d.warning),
-            "critical": thr(d.critical),
-            "escalation": {"lagSeconds": d.escalation_lag_seconds},
-            "recovery": thr(d.recovery),
-            "staleAfterSeconds": d.stale_after_seconds,
-            "stormReplicas": d.storm_replicas,
-            "crashLoopRestarts": d.crash_loop_restarts,
-        },
-        "remediation": {
-            "mode": rm.mode.value,
-            "paused": rm.paused,
-            "cooldownSeconds": rm.cooldown_seconds,
-            "maxActionsPerHour": rm.max_actions_per_hour,
-            "maxConcurrentRebuilds": rm.max_concurrent_rebuilds,
-            "minInSyncReplicas": rm.min_in_sync_replicas,
-            "drainFraction": rm.drain_fraction,
-            "breakerReset": {
-                "enabled": rm.breaker_reset.enabled,
-                "timeoutSeconds": rm.breaker_reset.timeout_seconds,
-                "maxAttempts": rm.breaker_reset.max_attempts,
-            },
-            "throttle": {
-                "enabled": rm.throttle.enabled,
-                "ladder": list(rm.throttle.ladder),
-                "floorAssertionsPerSec": rm.throttle.floor_assertions_per_sec,
-                "stepIntervalSeconds": rm.throttle.step_interval_seconds,
-                "unlimitedBaselineAssertionsPerSec":
-                    rm.throttle.unlimited_baseline_assertions_per_sec,
-                "restoreRamp": list(rm.throttle.restore_ramp),
-                "restoreStepSeconds": rm.throttle.restore_step_seconds,
-            },
-            "merkleSync": {
-                "enabled": rm.merkle_sync.enabled,
-                "timeoutSeconds": rm.merkle_sync.timeout_seconds,
-                "maxAttempts": rm.merkle_sync.max_attempts,
-                "stallTimeoutSeconds": rm.merkle_sync.stall_timeout_seconds,
-            },
-            "rebuild": {"enabled": rm.rebuild.enabled, "policy": rm.rebuild.policy.value},
-            "backpressure": {
-                "enabled": rm.backpressure.enabled,
-                "lagSeconds": rm.backpressure.lag_seconds,
-            },
-        },
-        "escalation": escalation,
-    }
+
+def _primary(reader: SpecReader, raw_spec: Mapping[str, Any]) -> PrimarySpec:
+    section = reader.obj(raw_spec, "primary", "spec")
+    if "primary" not in raw_spec:
+        reader.fail("spec.primary", "spec.primary is required")
+    # A missing or refused adminUrl is reported, so this value is never returned.
+    primary: PrimarySpec = reader.build(PrimarySpec, section, "spec.primary")
+    return primary
+
+
+def _replicas(reader: SpecReader, raw_spec: Mapping[str, Any],
+              primary_id: str) -> tuple[ReplicaSpec, ...]:
+    """The replicas, each checked, with ids and agent ids unique and not the primary's."""
+    listed = raw_spec.get("replicas")
+    if listed is None:
+        reader.fail("spec.replicas", "spec.replicas is required and must list at least one "
+                    "replica")
+        return ()
+    if not isinstance(listed, list):
+        reader.fail("spec.replicas", "spec.replicas must be a list")
+        return ()
+    if not listed:
+        reader.fail("spec.replicas", "spec.replicas must list at least one replica")
+    elif len(listed) > MAX_REPLICAS:
+        reader.fail("spec.replicas", f"spec.replicas lists {len(listed)} replicas; "
+                    f"at most {MAX_REPLICAS}")
+    replicas: list[ReplicaSpec] = []
+    index_of_id: dict[str, int] = {}
+    index_of_agent: dict[str, int] = {}
+    for index, item in enumerate(listed):
+        at = f"spec.replicas[{index}]"
+        if not isinstance(item, Mapping):
+            reader.fail(at, f"{at} must be an object")
+            continue
+        replica = _replica(reader, item, at)
+        agent, replica_id = replica.agent_id, replica.id
+        if agent in index_of_agent:
+            reader.fail(f"{at}.agentId", f"{at}.agentId ({agent}) repeats "
+                        f"spec.replicas[{index_of_agent[agent]}].agentId: each replica has its "
+                        "own breaker")
+        elif agent:
+            index_of_agent[agent] = index
+        if replica_id in index_of_id:
+            reader.fail(f"{at}.id", f"{at}.id ({replica_id}) repeats "
+                        f"spec.replicas[{index_of_id[replica_id]}].id")
+        elif replica_id:
+            index_of_id[replica_id] = index
+        if replica_id and replica_id == primary_id:
+            reader.fail(f"{at}.id", f"{at}.id ({replica_id}) must not be the primary's id")
+        replicas.append(replica)
+    return tuple(replicas)
+
+
+def _replica(reader: SpecReader, item: Mapping[str, Any], at: str) -> ReplicaSpec:
+    """One replica; a missing agentId (allowed for objects older than the CRD's
+    rule) is agent-<id>."""
+    replica_id = reader.field(_REPLICA_ID, item, at, "") or ""
+    agent_id = reader.field(_AGENT_ID_OR_DEFAULT, item, at,
+                            f"agent-{replica_id}" if replica_id else "") or ""
+    replica: ReplicaSpec = reader.build(ReplicaSpec, item, at, id=replica_id, agent_id=agent_id)
+    return replica
+
+
+def _detection(reader: SpecReader, raw_spec: Mapping[str, Any]) -> DetectionSpec:
+    """Detection, with its thresholds in order: recovery < warning < critical < escalation."""
+    detection: DetectionSpec = _section(reader, raw_spec, "detection")
+    at = "spec.detection"
+    stale, poll = detection.stale_after_seconds, detection.poll_interval_seconds
+    if stale < poll:
+        reader.fail(f"{at}.staleAfterSeconds",
+                    f"{at}.staleAfterSeconds ({shown_number(stale)}) must be at least "
+                    f"{at}.pollIntervalSeconds ({shown_number(poll)}): otherwise every "
+                    "observation is stale when it is used")
+    warning, critical = detection.warning.lag_seconds, detection.critical.lag_seconds
+    escalation, recovery = detection.escalation_lag_seconds, detection.recovery.lag_seconds
+    _check_above(reader, f"{at}.critical.lagSeconds", critical, f"{at}.warning.lagSeconds",
+                 warning)
+    _check_above(reader, f"{at}.escalation.lagSeconds", escalation,
+                 f"{at}.critical.lagSeconds", critical)
+    if not recovery < warning:
+        reader.fail(f"{at}.recovery.lagSeconds",
+                    f"{at}.recovery.lagSeconds ({shown_number(recovery)}) must be less than "
+                    f"{at}.warning.lagSeconds ({shown_number(warning)})")
+    return detection
+
+
+def _check_above(reader: SpecReader, path: str, value: float, other_path: str,
+                 other: float) -> None:
+    if not value > other:
+        reader.fail(path, f"{path} ({shown_number(value)}) must be greater than "
+                    f"{other_path} ({shown_number(other)})")
+
+
+def _remediation(reader: SpecReader, raw_spec: Mapping[str, Any]) -> RemediationSpec:
+    """Remediation and its steps (each step's own bounds come from its declaration)."""
+    remediation: RemediationSpec = _section(reader, raw_spec, "remediation")
+    _check_throttle(reader, remediation.throttle, "spec.remediation.throttle")
+    _check_merkle_sync(reader, remediation.merkle_sync, "spec.remediation.merkleSync")
+    return remediation
+
+
+def _check_throttle(reader: SpecReader, throttle: ThrottleSpec, at: str) -> None:
+    """The floor is below the ladder's last step, or the last step could never be set."""
+    if not throttle.ladder:
+        return
+    baseline = throttle.unlimited_baseline_assertions_per_sec
+    lowest = throttle.ladder[-1] * baseline
+    if not throttle.floor_assertions_per_sec < lowest:
+        reader.fail(f"{at}.floorAssertionsPerSec",
+                    f"{at}.floorAssertionsPerSec ({throttle.floor_assertions_per_sec}) must be "
+                    f"below the ladder's last step ({shown_number(throttle.ladder[-1])} x "
+                    f"{at}.unlimitedBaselineAssertionsPerSec {baseline} = "
+                    f"{shown_number(lowest)})")
+
+
+def _check_merkle_sync(reader: SpecReader, merkle_sync: MerkleSyncSpec, at: str) -> None:
+    stall, timeout = merkle_sync.stall_timeout_seconds, merkle_sync.timeout_seconds
+    if stall > timeout:
+        reader.fail(f"{at}.stallTimeoutSeconds",
+                    f"{at}.stallTimeoutSeconds ({shown_number(stall)}) must not exceed "
+                    f"{at}.timeoutSeconds ({shown_number(timeout)})")

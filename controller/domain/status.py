@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from controller.domain.conditions import Condition, ConditionType, _rfc3339
-from controller.domain.memory import Memory, ReplicaMemory, Severity, Step
+from controller.domain.memory import Memory, ReplicaMemory, Severity, Step, history_to_json
 from controller.domain.policy import current_step
+from controller.domain.policy.guidance import ManualAction, NextStep, manual_action, next_step
 from controller.domain.spec import Spec
 
 
@@ -27,6 +28,18 @@ def _ts(t: float | None) -> str | None:
     return None if t is None else _rfc3339(t)
 
 
+def _next_step_json(step: NextStep | None) -> dict[str, Any] | None:
+    if step is None:
+        return None
+    return {"what": step.what, "at": _ts(step.at), "why": step.why}
+
+
+def _manual_json(action: ManualAction | None) -> dict[str, Any] | None:
+    if action is None:
+        return None
+    return {"what": action.what, "command": action.command, "request": action.request}
+
+
 def _lag(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
 
@@ -36,17 +49,22 @@ def build_status(
     memory: Memory,
     conditions: tuple[Condition, ...] | list[Condition],
     generation: int,
+    *,
+    name: str = "CLUSTER",
+    namespace: str = "NAMESPACE",
 ) -> dict[str, Any]:
     """Built from the spec, memory and conditions only: the shown lag is memory's
     quantized one, so an unchanged situation yields an identical dict."""
     replicas = []
     rid_by = {rm.replica_id: rm for rm in memory.replicas}
+    # While the lag cannot be read, the last known lag is not shown as current.
+    blind = memory.blind_since is not None
     for r in spec.replicas:
         rm = rid_by.get(r.id) or ReplicaMemory(r.id)
         replicas.append({
             "id": r.id,
-            "state": replica_state(rm),
-            "lagSeconds": _lag(rm.shown_lag),
+            "state": "Unknown" if blind else replica_state(rm),
+            "lagSeconds": None if blind else _lag(rm.shown_lag),
             "step": rm.step.value,
             "attempts": rm.sync_attempts if rm.step is Step.FORCE_SYNC else rm.step_attempts,
             "syncAttempts": rm.sync_attempts,
@@ -92,29 +110,21 @@ def build_status(
         parts.append(f"ingestion limited to {t.current_rate}/s ({phase.lower()})")
     if level:
         parts.append(f"escalated to level {level}: call {contact}")
-    history = [
-        {
-            "time": _rfc3339(h.at),
-            "kind": h.kind,
-            "replica": h.replica_id,
-            "reason": h.reason,
-            "message": h.message,
-            "outcome": h.outcome,
-            **({"key": h.key} if h.key else {}),
-        }
-        for h in memory.history
-    ]
+    history = history_to_json(memory.history)
     last_episode = None
     if memory.last_recovery_seconds is not None:
         last_episode = {
             "replica": memory.last_recovery_replica,
             "timeToRecoverSeconds": round(memory.last_recovery_seconds),
         }
+    max_lag = max(shown) if shown else None
     return {
         "observedGeneration": generation,
         "summary": "; ".join(parts) if parts else "No data yet",
-        "maxLagSeconds": max(shown) if shown else None,
-        "laggingReplicas": len(lagging),
+        "maxLagSeconds": max_lag,
+        "maxLag": "Unknown" if blind else None if max_lag is None else f"{max_lag:g}s",
+        "lagUnknownSince": _ts(memory.blind_since),
+        "laggingReplicas": None if blind else len(lagging),
         "currentStep": cur,
         "escalated": level > 0,
         "escalation": esc,
@@ -122,5 +132,7 @@ def build_status(
         "throttle": throttle,
         "lastEpisode": last_episode,
         "history": history,
+        "nextStep": _next_step_json(next_step(spec, memory)),
+        "manualAction": _manual_json(manual_action(spec, memory, name, namespace)),
         "memory": memory.to_text(),
     }

@@ -6,8 +6,8 @@ labels. The CRD schema refuses all of this at admission; these checks repeat
 the same rules so a spec that slipped past an older CRD is reported, not used
 (docs/security.md). Each returns a sentence naming the problem, or None.
 
-The regular expressions are the CRD's `pattern`s, character for character (a
-unit test compares them).
+The regular expressions are the CRD's `pattern`s: hack/gen-crd.py writes them
+into the CRD from the spec's declarations (controller/domain/spec_schema.py).
 """
 
 from __future__ import annotations

@@ -13,6 +13,12 @@ from tests.chart.conftest import CHART, Render, by_kind, one, rbac_rules
 RULES_FILE = CHART / "files" / "prometheus-rules.yaml"
 
 
+def watch_rbac(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The RBAC objects for the watched resources (not the leader election's Lease)."""
+    return [d for d in by_kind(docs, kind)
+            if not d["metadata"]["name"].endswith("-leader-election")]
+
+
 def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert len(pod["containers"]) == 1
@@ -23,7 +29,7 @@ def test_defaults_watch_all_namespaces_with_a_cluster_role_holding_exactly_the_r
     render: Render,
 ) -> None:
     docs = render()
-    assert by_kind(docs, "Role") == [] and by_kind(docs, "RoleBinding") == []
+    assert watch_rbac(docs, "Role") == [] and watch_rbac(docs, "RoleBinding") == []
     role = one(docs, "ClusterRole")
     assert role["rules"] == rbac_rules()
     binding = one(docs, "ClusterRoleBinding")
@@ -44,8 +50,8 @@ def test_namespaced_mode_renders_one_role_and_binding_per_watched_namespace(
 ) -> None:
     docs = render(sets=["watch.allNamespaces=false", "watch.namespaces={team-a,team-b}"])
     assert by_kind(docs, "ClusterRole") == [] and by_kind(docs, "ClusterRoleBinding") == []
-    roles = {r["metadata"]["namespace"]: r for r in by_kind(docs, "Role")}
-    bindings = {b["metadata"]["namespace"]: b for b in by_kind(docs, "RoleBinding")}
+    roles = {r["metadata"]["namespace"]: r for r in watch_rbac(docs, "Role")}
+    bindings = {b["metadata"]["namespace"]: b for b in watch_rbac(docs, "RoleBinding")}
     assert set(roles) == set(bindings) == {"team-a", "team-b"}
     for ns in roles:
         assert roles[ns]["rules"] == rbac_rules()
@@ -58,16 +64,13 @@ def test_namespaced_mode_renders_one_role_and_binding_per_watched_namespace(
 
 def test_namespaced_mode_without_a_list_watches_the_release_namespace(render: Render) -> None:
     docs = render(sets=["watch.allNamespaces=false"], namespace="db-ops")
-    assert [r["metadata"]["namespace"] for r in by_kind(docs, "Role")] == ["db-ops"]
+    assert [r["metadata"]["namespace"] for r in watch_rbac(docs, "Role")] == ["db-ops"]
     args = container(docs)["args"]
     assert args[args.index("--namespace") + 1] == "db-ops"
 
 
-def test_the_deployment_runs_one_operator_recreated_with_a_liveness_probe(render: Render) -> None:
+def test_the_deployment_runs_the_operator_with_its_flags_and_probes(render: Render) -> None:
     docs = render(sets=["operator.healthPort=8181", "operator.metricsPort=9191"])
-    deploy = one(docs, "Deployment")
-    assert deploy["spec"]["replicas"] == 1
-    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
     c = container(docs)
     args = c["args"]
     for flag, value in [("--metrics-port", "9191"), ("--health-port", "8181"),
@@ -76,7 +79,8 @@ def test_the_deployment_runs_one_operator_recreated_with_a_liveness_probe(render
     assert "--max-actions-per-hour" not in args
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"metrics": 9191, "health": 8181}
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
     assert c["resources"]["requests"] and c["resources"]["limits"]
     assert c["image"] == "ghcr.io/stemedb/stemedb-operator:0.1.0"
 
@@ -106,7 +110,7 @@ def test_image_digest_wins_over_the_tag(render: Render) -> None:
 def test_optional_objects_are_off_by_default(render: Render) -> None:
     kinds = {d["kind"] for d in render()}
     assert kinds == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service",
-                     "Deployment"}
+                     "Deployment", "Role", "RoleBinding", "PodDisruptionBudget"}
 
 
 def test_all_flags_on_renders_service_monitor_rule_and_network_policy(render: Render) -> None:
@@ -135,7 +139,7 @@ def test_the_prometheus_rule_carries_the_one_rules_file(render: Render) -> None:
     assert alerts == [
         "ReplicationLagWarning", "ReplicationLagCritical", "MerkleSyncFailures",
         "StemeDBRemediationEscalated", "StemeDBRemediationBudgetExhausted",
-        "StemeDBOperatorDown", "StemeDBOperatorNotPolling",
+        "StemeDBOperatorDown", "StemeDBOperatorNotPolling", "StemeDBOperatorBlind",
     ]
     # Prometheus templates pass through Helm untouched.
     assert "{{ $labels.replica }}" in str(rule["spec"]["groups"][0])
@@ -201,7 +205,7 @@ def test_secret_names_narrow_the_secret_rule_and_nothing_else(
 ) -> None:
     docs = render(sets=[f"watch.allNamespaces={str(all_namespaces).lower()}",
                         "rbac.secretNames[0]=stemedb-token", "rbac.secretNames[1]=stemedb-ca"])
-    [role] = by_kind(docs, "ClusterRole" if all_namespaces else "Role")
+    [role] = watch_rbac(docs, "ClusterRole" if all_namespaces else "Role")
     secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
     assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
                              "resourceNames": ["stemedb-token", "stemedb-ca"]}]
@@ -209,17 +213,52 @@ def test_secret_names_narrow_the_secret_rule_and_nothing_else(
     assert others == [r for r in rbac_rules() if "secrets" not in r["resources"]]
 
 
-def test_every_alert_links_a_runbook_section_that_exists() -> None:
-    """On-call gets from a page to what to do: each alert's runbook_url names a
-    section of docs/runbooks.md (issue 15)."""
-    runbooks = (CHART.parents[1] / "docs" / "runbooks.md").read_text()
-    anchors = {line[3:].strip().lower() for line in runbooks.splitlines()
-               if line.startswith("## ")}
+RUNBOOK_SECTIONS = ["What it means", "Impact", "What the operator already did", "Diagnosis",
+                    "What to do by hand"]
+RUNBOOK_URL = "https://github.com/stemedb/stemedb-operator/blob/main/docs/runbooks/"
+
+
+def _alerts() -> list[dict[str, Any]]:
     rules = yaml.safe_load(RULES_FILE.read_text())
-    alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
-    assert alerts
-    for alert in alerts:
-        url = alert["annotations"]["runbook_url"]
-        page, _, anchor = url.partition("#")
-        assert page.endswith("/docs/runbooks.md"), url
-        assert anchor == alert["alert"].lower() and anchor in anchors, url
+    return [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
+
+
+@pytest.mark.parametrize("alert", _alerts(), ids=lambda a: a["alert"])
+def test_every_alert_links_its_own_runbook_page_with_every_section(alert: dict[str, Any]) -> None:
+    """On-call gets from a page to what to do: each alert's runbook_url names its own
+    page under docs/runbooks/, which has each section in order, and the index lists
+    it (issue 15)."""
+    url = alert["annotations"]["runbook_url"]
+    assert url == f"{RUNBOOK_URL}{alert['alert']}.md"
+    docs = CHART.parents[1] / "docs"
+    page = (docs / "runbooks" / f"{alert['alert']}.md").read_text()
+    headings = [line[3:].strip() for line in page.splitlines() if line.startswith("## ")]
+    assert headings == RUNBOOK_SECTIONS
+    assert page.startswith(f"# {alert['alert']}\n")
+    assert f"(runbooks/{alert['alert']}.md)" in (docs / "runbooks.md").read_text()
+
+
+def test_no_runbook_page_is_left_without_its_alert() -> None:
+    pages = {p.stem for p in (CHART.parents[1] / "docs" / "runbooks").glob("*.md")}
+    assert pages == {a["alert"] for a in _alerts()}
+
+
+@pytest.mark.parametrize(("alert", "level", "contact"), [
+    ("StemeDBRemediationEscalated", "{{ $value }}", "{{ if eq $value 1.0 }}cluster-sre"),
+    ("StemeDBOperatorBlind", "1", "cluster-sre"),
+])
+def test_escalation_alerts_carry_a_level_and_a_contact(alert: str, level: str,
+                                                       contact: str) -> None:
+    """Alertmanager routes on them (the values per level: tests/promtool)."""
+    [rule] = [a for a in _alerts() if a["alert"] == alert]
+    assert rule["labels"]["level"] == level
+    assert rule["labels"]["contact"].startswith(contact)
+
+
+def test_the_operators_own_page_links_the_rules_runbook() -> None:
+    """The Alertmanager alert the operator sends and the rule on the same condition
+    lead on-call to the same page."""
+    from controller.adapters.alertmanager import RUNBOOK_URL
+
+    [rule] = [a for a in _alerts() if a["alert"] == "StemeDBRemediationEscalated"]
+    assert rule["annotations"]["runbook_url"] == RUNBOOK_URL

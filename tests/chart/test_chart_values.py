@@ -26,8 +26,8 @@ def test_helm_lint_strict_passes(helm: Path, values: Path | None) -> None:
 @pytest.mark.parametrize(
     ("description", "set_arg", "message"),
     [
-        ("an unknown top-level key", "replicaCount=2",
-         "additional properties 'replicaCount' not allowed"),
+        ("an unknown top-level key", "replicas=2",
+         "additional properties 'replicas' not allowed"),
         ("an unknown nested key (a typo)", "operator.metricPort=9000",
          "additional properties 'metricPort' not allowed"),
         ("a port given as text", "operator.metricsPort=abc",
@@ -140,7 +140,8 @@ def _parent_is_free_form(lines: list[str], i: int, indent: int) -> bool:
     for j in range(i - 1, -1, -1):
         m = re.match(r"^(\s*)([A-Za-z][\w-]*):", lines[j])
         if m and len(m.group(1)) < indent:
-            return m.group(2) in {"resources", "requests", "limits"}
+            return m.group(2) in {"resources", "requests", "limits", "podSecurityContext",
+                                  "containerSecurityContext", "seccompProfile", "capabilities"}
     return False
 
 

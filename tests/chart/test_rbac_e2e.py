@@ -220,3 +220,43 @@ def test_secret_names_let_the_operator_read_only_those_secrets(
     assert named.returncode == 0, named.stderr
     assert other.returncode != 0 and "Forbidden" in other.stderr, other.stderr
     assert not who.can("list", ["secrets"], workload_ns)
+
+
+def test_leader_election_may_use_only_its_own_lease_in_the_release_namespace(
+    control_plane: Any, cluster_crds: str, render: Any, namespace: str, workload_ns: str
+) -> None:
+    who = _install_rbac(control_plane, render, namespace, sets=["fullnameOverride=le-op"])
+    other = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": "someone-elses", "namespace": namespace},
+             "spec": {"holderIdentity": "x", "leaseDurationSeconds": 15}}
+    control_plane.kubectl("create", "-f", "-", input=json.dumps(other))
+    own = {**other, "metadata": {"name": "le-op-leader", "namespace": namespace},
+           "spec": {"holderIdentity": "le-op-0", "leaseDurationSeconds": 15}}
+    ns = ["-n", namespace]
+    allowed: list[tuple[tuple[str, ...], str | None]] = [
+        (("create", "-f", "-"), json.dumps(own)),
+        (("get", "lease", "le-op-leader", *ns), None),
+    ]
+    for args, body in allowed:
+        r = who.run(*args, input=body)
+        assert r.returncode == 0, (args, r.stderr)
+    # A renewal is a PUT (update) of the version read, as the elector sends it.
+    current = json.loads(who.run("get", "lease", "le-op-leader", "-o", "json", *ns).stdout)
+    current["spec"]["holderIdentity"] = "le-op-1"
+    r = who.run("replace", "-f", "-", input=json.dumps(current))
+    assert r.returncode == 0, r.stderr
+    theirs = json.loads(control_plane.kubectl("get", "lease", "someone-elses", "-o", "json",
+                                              *ns).stdout)
+    theirs["spec"]["holderIdentity"] = "le-op-1"
+    elsewhere = {**own, "metadata": {"name": "le-op-leader", "namespace": workload_ns}}
+    denied: list[tuple[tuple[str, ...], str | None]] = [
+        (("get", "lease", "someone-elses", *ns), None),
+        (("replace", "-f", "-"), json.dumps(theirs)),
+        (("get", "leases", *ns), None),  # list
+        (("delete", "lease", "le-op-leader", *ns), None),
+        (("create", "-f", "-"), json.dumps(elsewhere)),
+        (("get", "leases", "--all-namespaces"), None),
+    ]
+    for args, body in denied:
+        r = who.run(*args, input=body)
+        assert r.returncode != 0 and "Forbidden" in r.stderr, (args, r.stderr)

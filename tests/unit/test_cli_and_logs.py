@@ -84,3 +84,47 @@ def test_the_destination_flags_make_the_policy(
 def test_the_secret_label_flag(text: str, label: tuple[str, str] | None) -> None:
     assert cli.secret_label(text) == label
     assert cli.build_parser().parse_args(["run", "-n", "a"]).secret_label == cli.SECRET_LABEL
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "-A", "--leader-election"], "--leader-election: give --leader-election-namespace"),
+    (["run", "-n", "a", "-n", "b", "--leader-election"], "give --leader-election-namespace"),
+    (["run", "-n", "a", "--leader-election", "--leader-election-id", "../x"],
+     "--leader-election-id: '../x' is not a Kubernetes object name"),
+    (["run", "-n", "a", "--leader-election", "--leader-election-namespace", "Bad_NS"],
+     "--leader-election-namespace: 'Bad_NS' is not a Kubernetes object name"),
+], ids=["no namespace for the Lease", "several watched, none chosen", "a path as Lease name",
+        "a bad Lease namespace"])
+def test_leader_election_needs_a_lease_it_can_name(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "pod_namespace", "lease_ns"), [
+    (["run", "-n", "a", "--leader-election-namespace", "ops"], "sys", "ops"),
+    (["run", "-A"], "sys", "sys"),
+    (["run", "-n", "a"], None, "a"),
+    (["run", "-A"], None, None),
+])
+def test_the_lease_namespace(
+    argv: list[str], pod_namespace: str | None, lease_ns: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if pod_namespace is None:
+        monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    else:
+        monkeypatch.setenv("POD_NAMESPACE", pod_namespace)
+    assert cli.lease_namespace(cli.build_parser().parse_args(argv)) == lease_ns
+
+
+def test_the_identity_is_the_pod_name_else_unique_per_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POD_NAME", "stemedb-operator-7d9f-abcde")
+    assert cli.identity() == "stemedb-operator-7d9f-abcde"
+    monkeypatch.delenv("POD_NAME")
+    assert cli.identity() != cli.identity(), "two processes on one host never share it"

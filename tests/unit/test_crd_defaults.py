@@ -1,8 +1,12 @@
-"""The CRD's schema defaults equal the domain's defaults, and the schema is well formed."""
+"""The CRD is generated from the spec dataclasses (and is committed as generated), its
+schema defaults equal the domain's defaults, and the schema is well formed."""
 
 from __future__ import annotations
 
 import copy
+import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +15,9 @@ import yaml
 
 from controller.domain.spec import parse_spec, spec_to_raw
 
-CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "stemedbclusters.stemedb.io.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+CRD_PATH = ROOT / "crds" / "stemedbclusters.stemedb.io.yaml"
+GENERATOR = ROOT / "hack" / "gen-crd.py"
 MINIMAL = {
     "primary": {"adminUrl": "http://p:18180"},
     "replicas": [{"id": "node2", "agentId": "agent-node2"}],
@@ -24,6 +30,40 @@ def _crd() -> dict[str, Any]:
 
 def _schema() -> dict[str, Any]:
     return _crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def _render() -> str:
+    spec = importlib.util.spec_from_file_location("gen_crd", GENERATOR)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text: str = module.render()
+    return text
+
+
+def test_the_committed_crd_is_the_one_generated_from_the_spec_dataclasses() -> None:
+    """The drift check: fix with `make crd` (hack/gen-crd.py, then hack/sync-crd.sh)."""
+    assert CRD_PATH.read_text() == _render()
+
+
+@pytest.mark.parametrize(("edit", "code", "says"), [
+    ("", 0, "matches the spec dataclasses"),
+    ("\n# hand edit\n", 1, "run `make crd`"),
+])
+def test_gen_crd_check_fails_on_a_hand_edited_crd(
+        tmp_path: Path, edit: str, code: int, says: str) -> None:
+    """`hack/gen-crd.py --check` (run by `make check`) reads the checkout it sits in."""
+    root = tmp_path / "repo"
+    for part in ("hack/gen-crd.py", "hack/crd/frame.yaml", "crds/stemedbclusters.stemedb.io.yaml"):
+        (root / part).parent.mkdir(parents=True, exist_ok=True)
+        (root / part).write_text((ROOT / part).read_text())
+    crd = root / "crds" / "stemedbclusters.stemedb.io.yaml"
+    crd.write_text(crd.read_text() + edit)
+    done = subprocess.run([sys.executable, str(root / "hack" / "gen-crd.py"), "--check"],
+                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)},
+                          check=False)
+    assert done.returncode == code, done.stderr
+    assert says in done.stdout + done.stderr
 
 
 def apply_defaults(schema: dict[str, Any], value: Any) -> Any:

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.adapters.destinations import Destinations
 from controller.adapters.kube import KubeError, SecretNotFound
+from controller.adapters.notify import Pager
 from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.stemedb import (
     NO_CREDENTIALS,
@@ -50,7 +51,7 @@ from controller.adapters.stemedb_errors import (
 from controller.domain import ActionKind, EventReason, Memory, parse_spec
 from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy, parse_networks
-from controller.domain.memory import ThrottleMemory
+from controller.domain.memory import ThrottleMemory, history_from_json
 from controller.domain.spec import spec_to_raw
 from controller.reconcile import (
     INVALID_SPEC_RETRY_SECONDS,
@@ -341,7 +342,9 @@ def conditions(status: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def memory_of(status: Mapping[str, Any]) -> Memory:
-    return Memory.from_text(status["memory"])
+    """The memory as the operator reads it back: status.memory plus status.history."""
+    return dataclasses.replace(Memory.from_text(status["memory"]),
+                               history=history_from_json(status.get("history")))
 
 
 # --------------------------------------------------------------------------- (1) healthy
@@ -493,8 +496,8 @@ async def test_the_intent_is_written_before_the_admin_call(
     [intent] = memory_of(intent_status).pending
     assert intent.kind is kind
     assert memory_of(final_status).pending == ()
-    outcome = memory_of(final_status).history[-1]
-    assert (outcome.key, outcome.outcome) == (intent.key, "Ok")
+    [outcome] = [h for h in memory_of(final_status).history if h.key == intent.key]
+    assert outcome.outcome == "Ok", "one history entry per action, with its outcome"
     assert world.sample("stemedb_operator_actions_total", action=kind.value,
                         result="success") == 1.0
 
@@ -583,7 +586,7 @@ async def test_a_failed_admin_call_posts_action_failed_and_is_remembered(
     assert TOKEN not in everything_written
     memory = memory_of(world.patches()[-1])
     assert memory.pending == ()
-    last = memory.history[-1]
+    [last] = [h for h in memory.history if h.key is not None]  # the action, once
     assert (last.reason, last.outcome) == ("ActionFailed", "Failed")
     kind = last.kind
     assert world.sample("stemedb_operator_actions_total", action=kind, result="failed") == 1.0
@@ -624,7 +627,8 @@ async def test_the_outcome_of_each_admin_call_is_in_the_history(
 
     await world.poll()
 
-    assert memory_of(world.patches()[-1]).history[-1].message == detail
+    [action] = [h for h in memory_of(world.patches()[-1]).history if h.key is not None]
+    assert action.message.endswith(f": {detail}"), "the action, then how it ended"
     annotations = [c.args for c in world.calls if c.method == "annotate_pod"]
     if annotated:
         [(ns, pod, values)] = annotations
@@ -841,10 +845,44 @@ async def test_deletion_events_carry_event_reasons(
     monkeypatch.setattr(handlers.kopf, "event", event)
     await handlers.restore_rate(
         body=world.body, memo=types.SimpleNamespace(reconciler=world.reconciler),
-        runtime=datetime.timedelta(seconds=handlers.DELETE_GIVE_UP_SECONDS + 1))
+        runtime=datetime.timedelta(seconds=handlers.DELETE_GIVE_UP_SECONDS + 1), retry=120)
 
     assert [r for _, r in posted] == [reason]
     assert all(r in {m.value for m in EventReason} for _, r in posted)
+
+
+@pytest.mark.parametrize(("retry", "posted_reasons"), [
+    (0, ["DeletionHeld"]), (1, []), (7, []),
+], ids=["the first failed attempt tells the human", "a retry says nothing more",
+        "nor does a later one"])
+async def test_a_held_deletion_says_why_at_once(
+    monkeypatch: pytest.MonkeyPatch, retry: int, posted_reasons: list[str],
+) -> None:
+    """Issue 15: a deletion held by the finalizer said nothing until the 10-minute
+    give-up Event; the human who ran `kubectl delete` is now told at once."""
+    import datetime
+    import types
+
+    from controller import handlers
+
+    world = await _throttled_world(None)
+    world.stemedb.errors["set_rate_limit"] = StemeDBUnreachable(
+        "POST /v1/admin/rate-limit: connection refused")
+    posted: list[tuple[str, str, str]] = []
+
+    def event(body: Any, *, type: str, reason: str, message: str) -> None:
+        posted.append((type, reason, message))
+
+    monkeypatch.setattr(handlers.kopf, "event", event)
+    with pytest.raises(handlers.kopf.TemporaryError):
+        await handlers.restore_rate(
+            body=world.body, memo=types.SimpleNamespace(reconciler=world.reconciler),
+            runtime=datetime.timedelta(seconds=retry * handlers.DELETE_RETRY_SECONDS),
+            retry=retry)
+    assert [r for _, r, _ in posted] == posted_reasons
+    for _, _, message in posted:
+        assert "connection refused" in message and "giving up after 600s" in message
+        assert TOKEN not in message
 
 
 # --------------------------------------------------------------------------- (8) memory reset
@@ -1058,16 +1096,26 @@ async def test_a_status_changed_by_someone_else_is_compared_again() -> None:
 
 
 class FakeNotifier:
+    """The tenant webhook's client (the adapter seam under `Pager`)."""
+
     def __init__(self, fail: bool = False) -> None:
         self.sent: list[tuple[str, Any]] = []
+        self.authorizations: list[str | None] = []
         self.fail = fail
 
-    async def escalated(self, url: str, event: Any) -> None:
+    async def escalated(self, url: str, event: Any, authorization: str | None = None) -> None:
         from controller.adapters.notify import NotificationError
 
         self.sent.append((url, event))
+        self.authorizations.append(authorization)
         if self.fail:
             raise NotificationError("escalation webhook answered HTTP 500")
+
+
+def with_webhook(w: World, notifier: FakeNotifier) -> Pager:
+    pager = Pager(w.post_event, webhook=notifier)  # type: ignore[arg-type]
+    w.reconciler.notifier = pager
+    return pager
 
 
 @pytest.mark.parametrize("fail", [False, True], ids=["delivered", "webhook down"])
@@ -1076,11 +1124,12 @@ async def test_the_escalation_webhook_is_told_once_per_rise_in_level(fail: bool)
     spec["escalation"]["webhookUrl"] = "https://hooks.example/stemedb"
     w = World(spec)
     notifier = FakeNotifier(fail)
-    w.reconciler.notifier = notifier  # type: ignore[assignment]
+    pager = with_webhook(w, notifier)
     await w.poll()
     w.stemedb.scrape = primary({"node2": 90.0, "node3": 0.5})
     for _ in range(5):
         await w.poll()
+    await pager.drain()
 
     levels = [e.level for _, e in notifier.sent]
     assert levels and levels == sorted(set(levels)), levels
@@ -1090,13 +1139,49 @@ async def test_the_escalation_webhook_is_told_once_per_rise_in_level(fail: bool)
     assert w.reasons().count(expected) == len(levels)
 
 
+@pytest.mark.parametrize(("secret", "sent", "problem"), [
+    (b"Bearer hook-s3cret\n", True, None),
+    (b"Bearer two  spaces", False, "has control or non-ASCII characters"),
+    (b"Bearer evil\r\nX-Injected: 1", False, "has control or non-ASCII characters"),
+    (None, False, "not found"),
+], ids=["sent as the Authorization header", "a malformed value is not sent",
+        "a header injection is not sent", "a missing Secret is reported"])
+async def test_the_webhook_carries_its_authorization_from_a_secret(
+    secret: bytes | None, sent: bool, problem: str | None,
+) -> None:
+    spec = raw_spec()
+    spec["escalation"]["webhookUrl"] = "https://hooks.example/stemedb"
+    spec["escalation"]["webhookAuthSecretRef"] = {"name": "hook", "key": "authorization"}
+    w = World(spec)
+    if secret is not None:
+        w.kube.secrets[(NS, "hook")] = {"authorization": secret}
+    notifier = FakeNotifier()
+    pager = with_webhook(w, notifier)
+    w.stemedb.scrape = primary({"node2": 90.0, "node3": 0.5})
+    for _ in range(3):
+        await w.poll()
+    await pager.drain()
+
+    if sent:
+        assert notifier.authorizations and set(notifier.authorizations) == {
+            "Bearer hook-s3cret"}
+    else:
+        assert notifier.sent == []
+        [failed] = [e for e in w.events if e.reason == "NotificationFailed"]
+        assert failed.message.startswith("spec.escalation.webhookAuthSecretRef: ")
+        assert problem is not None and problem in failed.message
+    written = json.dumps([w.patches(), [e.message for e in w.events]])
+    assert "hook-s3cret" not in written and "evil" not in written
+
+
 async def test_no_webhook_no_notification() -> None:
     w = World()
     notifier = FakeNotifier()
-    w.reconciler.notifier = notifier  # type: ignore[assignment]
+    pager = with_webhook(w, notifier)
     w.stemedb.scrape = primary({"node2": 90.0, "node3": 0.5})
     for _ in range(4):
         await w.poll()
+    await pager.drain()
     assert notifier.sent == []
 
 

@@ -28,6 +28,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: operator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* metadata.annotations: commonAnnotations and the object's own (dict "root" . "extra" map). */}}
+{{- define "stemedb-operator.annotations" -}}
+{{- $all := merge (deepCopy (default dict .extra)) (deepCopy (default dict .root.Values.commonAnnotations)) }}
+{{- with $all -}}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{- define "stemedb-operator.serviceAccountName" -}}
@@ -107,3 +119,13 @@ destinations.allow when it is set. A test compares this list with the code's.
     except: {{ $v6 | toJson }}
 {{- end -}}
 {{- end -}}
+
+{{/* The leader election Lease's name (`--leader-election-id`). */}}
+{{- define "stemedb-operator.leaseName" -}}
+{{- default (printf "%s-leader" (include "stemedb-operator.fullname" .)) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/* Replicas: replicaCount with leader election, else at most 1 (two would act twice). */}}
+{{- define "stemedb-operator.replicas" -}}
+{{- if .Values.leaderElection.enabled }}{{ int .Values.replicaCount }}{{ else }}{{ min 1 (int .Values.replicaCount) }}{{ end }}
+{{- end }}

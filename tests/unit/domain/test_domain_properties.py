@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from controller.domain import (
     decide,
     record_outcome,
 )
+from controller.domain.memory import history_from_json, history_to_json
 from controller.domain.policy import is_in_sync
 
 REPLICAS = ["node2", "node3", "node4"]
@@ -136,11 +138,17 @@ def test_memory_round_trips_through_json(
     spec_kw: dict[str, Any], polls: list[dict[str, Any]]
 ) -> None:
     def check(spec, obs, mem, plan, now):  # type: ignore[no-untyped-def]
+        # status.memory holds all but the history; status.history holds that (whole
+        # seconds: the read-back history is compared at that precision).
         text = json.dumps(plan.memory.to_json())
-        assert Memory.from_json(json.loads(text)) == plan.memory
+        history = history_from_json(json.loads(json.dumps(history_to_json(
+            plan.memory.history))))
+        expected = replace(plan.memory, history=tuple(
+            replace(h, at=float(int(h.at))) for h in plan.memory.history))
+        assert replace(Memory.from_json(json.loads(text)), history=history) == expected
         # What the API server stores after a JSON merge patch: nulls are deleted.
         stored = _without_nulls(json.loads(text))
-        assert Memory.from_json(stored) == plan.memory
+        assert replace(Memory.from_json(stored), history=history) == expected
     _run(spec_kw, polls, check)
 
 
@@ -174,8 +182,44 @@ def test_unreadable_memory_is_a_format_error_not_a_crash(stored: Any, problem: s
 
 
 def test_memory_text_is_compact_json_that_reads_back_and_accepts_the_object_form() -> None:
-    mem = Memory.empty().with_history(HistoryEntry(1.0, "Note", "node2", "LagWarning", "m", "Note"))
+    mem = Memory(seq=3, blind_since=5.0).with_history(
+        HistoryEntry(1.0, "Note", "node2", "LagWarning", "m", "Note"))
     text = mem.to_text()
     assert "\n" not in text and ": " not in text
-    assert Memory.from_text(text) == mem
-    assert Memory.from_text(json.loads(text)) == mem
+    assert "history" not in text, "status.history holds it; the memory does not repeat it"
+    bare = replace(mem, history=())
+    assert Memory.from_text(text) == bare
+    assert Memory.from_text(json.loads(text)) == bare
+
+
+def _entry(n: int, reason: str = "ActionConfirmed", key: str | None = None) -> HistoryEntry:
+    return HistoryEntry(float(n), "ResetBreaker", "node2", reason, f"entry {n}", "Ok", key)
+
+
+def test_an_action_is_one_history_entry_with_its_outcome() -> None:
+    pending = replace(_entry(1, "BreakerReset", "k1"), outcome="Pending")
+    mem = Memory().with_history(_entry(0, "LagCritical"), pending)
+    mem = mem.with_history(replace(_entry(2, "ActionConfirmed", "k1"), outcome="Ok"))
+    assert [(h.reason, h.outcome) for h in mem.history] == [
+        ("LagCritical", "Ok"), ("ActionConfirmed", "Ok")]
+
+
+def test_a_long_incident_keeps_its_opening_entry() -> None:
+    mem = Memory().with_history(_entry(0, "Recovered"), _entry(1, "LagWarning"))
+    for n in range(2, 60):
+        mem = mem.with_history(_entry(n))
+    assert len(mem.history) == 20
+    assert mem.history[0].reason == "LagWarning", "how the incident began"
+    assert [h.at for h in mem.history[1:]] == [float(n) for n in range(41, 60)]
+
+
+@pytest.mark.parametrize("stored", [
+    None, "nope", [1, "x", {"time": "garbage"}, {"time": "2026-11-29T21:00:00Z"}],
+], ids=["absent", "not a list", "entries that are not the operator's"])
+def test_a_garbled_status_history_reads_back_as_what_can_be_kept(stored: Any) -> None:
+    assert history_from_json(stored) == ()
+
+
+def test_status_history_reads_back_to_the_same_entries_at_whole_seconds() -> None:
+    entries = (_entry(1_700_000_000, "LagWarning"), _entry(1_700_000_005, "BreakerReset", "k"))
+    assert history_from_json(json.loads(json.dumps(history_to_json(entries)))) == entries

@@ -3,10 +3,13 @@ asserting the exact sequence of actions and the conditions at the end."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from _domain_fixtures import FakeCluster, Harness, make_spec
 
 from controller.domain import ActionKind, SourceStatus, Step
+from controller.domain.memory import Memory
 
 
 def _h(n: int = 2, **kw: object) -> Harness:
@@ -171,7 +174,6 @@ def test_corruption_escalates_at_once_to_the_principal_engineer_and_holds_action
 def test_several_replicas_lagging_throttle_and_escalate_without_syncs() -> None:
     h = _h(3)
     h.cluster.rate_limit = 1000
-    h.cluster.tripped = {"agent-node2"}
     for rid in ("node2", "node3"):
         h.cluster.lags[rid] = 20.0
     h.run(200)
@@ -182,6 +184,25 @@ def test_several_replicas_lagging_throttle_and_escalate_without_syncs() -> None:
     assert kinds == ["SetRateLimit:750", "SetRateLimit:500", "SetRateLimit:250"]
     assert not any(k.startswith(("ForceSync", "ResetBreaker")) for k in kinds)
     assert h.plans[-1].escalation.level == 1
+
+
+def test_a_storm_still_resets_a_breaker_seen_tripped_but_holds_syncs() -> None:
+    """Issue 14, #3: one replica's breaker tripped while another lags from its disk,
+    both critical in the same poll. The storm must not hold the cheap, targeted reset."""
+    h = _h(3)
+    h.cluster.rate_limit = 1000
+    h.cluster.tripped = {"agent-node2"}
+    for rid in ("node2", "node3"):
+        h.cluster.lags[rid] = 20.0
+    h.run(200)
+    kinds = h.kinds()
+    assert kinds[:2] == ["SetRateLimit:750", "ResetBreaker:node2"] or kinds[:2] == [
+        "ResetBreaker:node2", "SetRateLimit:750"], kinds
+    assert h.cond("Escalated") == (True, "ReplicaStorm")
+    h.run(600)
+    kinds = h.kinds()
+    assert kinds.count("ResetBreaker:node2") <= 2, "within breakerReset.maxAttempts"
+    assert not any(k.startswith(("ForceSync", "MarkRebuild")) for k in kinds), kinds
 
 
 def test_lag_over_the_escalation_threshold_escalates_immediately() -> None:
@@ -320,7 +341,7 @@ def test_a_critical_replica_held_by_a_budget_calls_a_human(
     h.run(300)
     assert h.plans[-1].escalation.level == 1
     assert h.cond("Escalated") == (True, "RemediationHeldByBudget")
-    assert ("frees in" in h.plans[-1].escalation.message) is frees
+    assert ("frees at" in h.plans[-1].escalation.message) is frees
     assert h.plans[-1].escalation.contact == "Cluster SRE"
 
 
@@ -341,3 +362,58 @@ def test_a_lag_unreadable_for_longer_than_critical_for_seconds_calls_a_human() -
     h.run(30)
     assert h.plans[-1].escalation.level == 0
     assert "EscalationCleared" in h.events()
+
+
+def _calls_per_minute(h: Harness, kind: str) -> list[int]:
+    """How many `kind` actions were proposed in each minute of the run."""
+    minutes: dict[int, int] = {}
+    for at, action in h.log:
+        if action.kind.value == kind:
+            minutes[int(at // 60)] = minutes.get(int(at // 60), 0) + 1
+    return [minutes.get(m, 0) for m in range(max(minutes, default=-1) + 1)]
+
+
+def test_a_failing_admin_api_is_backed_off_and_a_human_is_told() -> None:
+    """Issue 14, #4: with the admin API answering 503 the operator used to re-send the
+    failed call on every poll. Now each kind backs off (doubling, capped), the hold is
+    reported with when the next attempt goes, and a human is called once it lasts."""
+    h = _h(detection__pollIntervalSeconds=1, remediation__maxActionsPerHour=500)
+    h.fail_kinds = {ActionKind.SET_RATE_LIMIT}
+    h.cluster.rate_limit = 4000
+    h.cluster.lags["node2"] = 25.0
+    h.run(900)
+    per_minute = _calls_per_minute(h, "SetRateLimit")
+    assert sum(per_minute) <= 10, per_minute  # was one a poll: hundreds
+    assert max(per_minute[8:], default=0) <= 1, per_minute
+    assert h.cond("RemediationAllowed") == (False, "AdminApiBackingOff")
+    allowed = next(c for c in h.plans[-1].conditions if c.type.value == "RemediationAllowed")
+    assert "next attempt at" in allowed.message
+    assert h.cond("Escalated") == (True, "AdminApiFailing")
+    assert [b.kind for b in h.memory.backoffs] == ["SetRateLimit"]
+
+    h.fail_kinds = set()  # the API is fixed: the next attempt succeeds, the backoff ends
+    h.run(400)
+    assert h.memory.backoffs == ()
+
+
+def test_a_failed_breaker_reset_waits_before_its_second_attempt() -> None:
+    h = _h(detection__pollIntervalSeconds=1, remediation__maxActionsPerHour=500)
+    h.fail_kinds = {ActionKind.RESET_BREAKER}
+    h.cluster.tripped = {"agent-node2"}
+    h.cluster.lags["node2"] = 25.0
+    h.run(400)
+    resets = [at for at, a in h.log if a.kind is ActionKind.RESET_BREAKER]
+    assert len(resets) == 2, "breakerReset.maxAttempts, then the next step"
+    assert resets[1] - resets[0] >= 2.5, "not on the very next poll"
+
+
+def test_the_backoff_survives_a_restart() -> None:
+    h = _h(detection__pollIntervalSeconds=1, remediation__maxActionsPerHour=500)
+    h.fail_kinds = {ActionKind.SET_RATE_LIMIT}
+    h.cluster.rate_limit = 4000
+    h.cluster.lags["node2"] = 75.0
+    h.run(120)
+    before = len(h.log)
+    h.memory = Memory.from_json(json.loads(json.dumps(h.memory.to_json())))  # a restart
+    h.poll()
+    assert len(h.log) == before, "a restarted operator keeps waiting"

@@ -8,7 +8,8 @@ import pytest
 from _domain_fixtures import set_path
 
 from controller.domain import Mode, RebuildPolicy, SpecError, parse_spec
-from controller.domain.spec import spec_to_raw
+from controller.domain.spec import Spec, spec_to_raw
+from controller.domain.spec_schema import Meta, numeric_fields
 
 BASE: dict[str, Any] = {
     "primary": {"adminUrl": "http://p:18180"},
@@ -95,7 +96,7 @@ INVALID = [
      "spec.remediation.rebuild.policy (Sometimes) must be one of Manual, Automatic"),
     ("a zero poll interval is refused",
      _with("detection.pollIntervalSeconds", 0), "spec.detection.pollIntervalSeconds",
-     "spec.detection.pollIntervalSeconds (0) must be greater than 0"),
+     "spec.detection.pollIntervalSeconds (0) must be at least 1"),
     ("a negative window is refused",
      _with("detection.warning", {"forSeconds": -1}), "spec.detection.warning.forSeconds",
      "spec.detection.warning.forSeconds (-1) must be at least 0"),
@@ -189,3 +190,47 @@ def test_optional_fields_round_trip() -> None:
     assert spec.escalation.contact(3) == "Principal engineer"
     assert spec.escalation.contact(0) == ""
     assert parse_spec(spec_to_raw(spec)) == spec
+
+
+def _just_outside(meta: Meta) -> list[float]:
+    """The nearest values each declared bound refuses."""
+    values: list[float] = []
+    if meta.minimum is not None:
+        values.append(meta.minimum if meta.exclusive_minimum else meta.minimum - 1)
+    if meta.maximum is not None:
+        values.append(meta.maximum if meta.exclusive_maximum else meta.maximum + 1)
+    return values
+
+
+OUT_OF_BOUNDS = [(path, value) for path, meta in numeric_fields(Spec, "spec")
+                 for value in _just_outside(meta)]
+
+
+@pytest.mark.parametrize(("path", "value"), OUT_OF_BOUNDS,
+                         ids=[f"{p}={v}" for p, v in OUT_OF_BOUNDS])
+def test_the_parser_refuses_every_number_the_crd_bounds_refuse(path: str, value: float) -> None:
+    """One declaration gives the CRD its bounds and the parser its checks (a spec
+    admitted by an older CRD is still refused), so each bound is enforced here too."""
+    with pytest.raises(SpecError) as err:
+        parse_spec(_with(path.removeprefix("spec."), value))
+    assert path in [p.path for p in err.value.problems]
+
+
+def test_a_poll_interval_below_one_second_is_refused_as_at_admission() -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec(_with("detection.pollIntervalSeconds", 0.5))
+    assert [str(p) for p in err.value.problems] == [
+        "spec.detection.pollIntervalSeconds: spec.detection.pollIntervalSeconds (0.5) must be "
+        "at least 1"]
+
+
+@pytest.mark.parametrize(("steps", "refused"), [(10, False), (11, True)])
+def test_a_throttle_ladder_has_at_most_ten_steps(steps: int, refused: bool) -> None:
+    ladder = [round(0.99 - i * 0.05, 2) for i in range(steps)]
+    raw = _with("remediation.throttle", {"ladder": ladder, "floorAssertionsPerSec": 1})
+    if not refused:
+        assert parse_spec(raw).remediation.throttle.ladder == tuple(ladder)
+        return
+    with pytest.raises(SpecError) as err:
+        parse_spec(raw)
+    assert "spec.remediation.throttle.ladder lists 11 steps; at most 10" in str(err.value)
