@@ -202,7 +202,10 @@ def held_actions_reported(trace: Trace, spec: Spec) -> list[Violation]:
         shown = {c.get("reason") for c in p.status.get("conditions") or []}
         shown |= {h.get("reason") for h in p.status.get("history") or []}
         for g in gates:
-            if g in shown or any(g in reason or g in msg for _, reason, msg in p.events):
+            # An ActionSkipped Event says in words what holds an action ("failed 4 times
+            # in a row; next attempt at ...") while a condition may name another gate.
+            if g in shown or any(g in reason or g in msg or reason == "ActionSkipped"
+                                 for _, reason, msg in p.events):
                 told[g] = True
             if not told.get(g):
                 out.append(Violation("held_action_reported", p.t,
