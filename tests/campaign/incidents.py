@@ -1,0 +1,227 @@
+"""Seeded incidents: a spec within the CRD's rules and a timeline of faults, operator
+restarts and human actions. An `Incident` is plain data, so a failing one can be
+printed, re-run and shrunk (shrink.py) without its seed."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from controller.domain import SpecError, parse_spec
+
+# Fault kinds the generator draws from, with weights (replication faults more often
+# than API ones: they are what the ladder is for).
+FAULT_WEIGHTS: dict[str, int] = {
+    "breaker_trip": 6, "breaker_retrip": 3, "disk_saturation": 5, "stuck_replica": 3,
+    "sync_failure": 3, "sync_stall": 2, "corruption": 2, "crash_loop": 2, "flapping": 2,
+    "transient_spike": 3, "primary_overload": 2, "http_error": 2, "admin_timeout": 1,
+    "connection_reset": 1, "garbled_metrics": 1, "truncated_metrics": 1, "slow_sync": 2,
+}
+HUMAN = ("approve", "approve_bare", "pause", "human_sync", "rotate_token")
+LOAD = 2000.0
+# After the last fault ends: time to recover, to ramp the rate back and to be seen quiet.
+TAIL = 500.0
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happens at `at` sim-seconds: `what` is a fault label (the
+    simulator's fault body in `args`), "restart" or "crash", or a human action in HUMAN."""
+
+    at: float
+    what: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Incident:
+    seed: int
+    replicas: int
+    spec: dict[str, Any]  # dotted camelCase path -> value, over the CRD defaults
+    events: tuple[Event, ...]
+    horizon: float
+    initial_rate: int | None = None
+    token: bool = True
+
+    @property
+    def fault_kinds(self) -> list[str]:
+        return sorted({e.what for e in self.events if e.what in FAULT_WEIGHTS})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Incident:
+        d = json.loads(text)
+        d["events"] = tuple(Event(**e) for e in d["events"])
+        return cls(**d)
+
+
+def _spec(rng: random.Random, replicas: int) -> dict[str, Any]:
+    poll = rng.choice([2.0, 5.0, 5.0, 10.0, 10.0, 10.0, 15.0, 15.0])
+    warning = rng.choice([4.0, 5.0, 8.0])
+    critical = warning + rng.choice([2.0, 5.0, 10.0])
+    spec: dict[str, Any] = {
+        "detection.pollIntervalSeconds": poll,
+        "detection.warning.lagSeconds": warning,
+        "detection.warning.forSeconds": rng.choice([0.0, 30.0, 60.0]),
+        "detection.critical.lagSeconds": critical,
+        "detection.critical.forSeconds": rng.choice([0.0, 20.0, 60.0]),
+        "detection.escalation.lagSeconds": critical + rng.choice([20.0, 50.0, 100.0]),
+        "detection.recovery.lagSeconds": rng.choice([1.0, 2.0, 3.0]),
+        "detection.recovery.forSeconds": rng.choice([20.0, 60.0]),
+        "detection.stormReplicas": rng.choice([2, 2, 3]),
+        "remediation.cooldownSeconds": rng.choice([60.0, 300.0]),
+        "remediation.maxActionsPerHour": rng.choice([6, 20, 20, 60]),
+        "remediation.maxConcurrentRebuilds": rng.choice([1, 1, 2]),
+        "remediation.minInSyncReplicas": rng.choice([1, 1, 2]),
+        "remediation.breakerReset.timeoutSeconds": rng.choice([20.0, 60.0]),
+        "remediation.breakerReset.maxAttempts": rng.choice([1, 2, 3]),
+        "remediation.throttle.floorAssertionsPerSec": rng.choice([100, 500, 1000]),
+        "remediation.throttle.stepIntervalSeconds": rng.choice([20.0, 60.0]),
+        "remediation.throttle.restoreStepSeconds": rng.choice([20.0, 60.0]),
+        "remediation.merkleSync.timeoutSeconds": rng.choice([120.0, 300.0]),
+        "remediation.merkleSync.maxAttempts": rng.choice([1, 2, 3]),
+        "remediation.merkleSync.stallTimeoutSeconds": rng.choice([30.0, 60.0]),
+        "remediation.rebuild.policy": rng.choice(["Manual", "Manual", "Automatic"]),
+        "escalation.promoteAfterSeconds": rng.choice([300.0, 1800.0]),
+    }
+    if rng.random() < 0.15:
+        spec["remediation.mode"] = rng.choice(["DryRun", "Observe"])
+    if rng.random() < 0.2:
+        spec["remediation.backpressure.enabled"] = True
+        spec["remediation.backpressure.lagSeconds"] = critical + rng.choice([5.0, 20.0])
+    for step in ("breakerReset", "throttle", "merkleSync"):
+        if rng.random() < 0.08:
+            spec[f"remediation.{step}.enabled"] = False
+    return spec
+
+
+def _fault(rng: random.Random, label: str, replicas: list[str], at: float) -> Event:
+    rep = rng.choice(replicas)
+    dur = rng.choice([30.0, 90.0, 180.0, 400.0])
+    body: dict[str, Any]
+    if label == "breaker_trip":
+        body = {"kind": "breaker_trip", "replica": rep}
+    elif label == "breaker_retrip":
+        body = {"kind": "breaker_trip", "replica": rep,
+                "retrip_after_seconds": rng.choice([5.0, 30.0, 90.0]), "duration_seconds": dur}
+    elif label == "disk_saturation":
+        body = {"kind": "disk_saturation", "replica": rep,
+                "capacity_factor": rng.choice([0.3, 0.4, 0.6]), "duration_seconds": dur}
+    elif label == "stuck_replica":  # a stream that stops for good until a sync or reset
+        body = {"kind": "network_latency", "replica": rep, "delay_seconds": 0.05,
+                "max_stream_rate": rng.choice([0.0, 500.0]), "duration_seconds": dur}
+    elif label == "slow_sync":  # a stream too slow to keep up; a sync catches it up
+        body = {"kind": "network_latency", "replica": rep, "delay_seconds": 1.0,
+                "max_stream_rate": 1500.0, "duration_seconds": dur}
+    elif label == "sync_failure":
+        body = {"kind": "sync_failure", "replica": rep, "times": rng.choice([1, 2, None]),
+                "at_progress": rng.choice([0.2, 0.5, 0.9]), "duration_seconds": dur}
+    elif label == "sync_stall":
+        body = {"kind": "sync_stall", "replica": rep, "at_progress": rng.choice([0.1, 0.3, 0.7]),
+                "duration_seconds": dur}
+    elif label == "corruption":
+        body = {"kind": "corruption", "replica": rep, "at_progress": rng.choice([0.3, 0.6]),
+                "duration_seconds": dur}
+    elif label == "crash_loop":
+        body = {"kind": "crash_loop", "replica": rep, "during_sync": rng.random() < 0.7,
+                "duration_seconds": dur}
+    elif label == "flapping":
+        body = {"kind": "flapping", "replica": rep, "threshold_seconds": rng.choice([5.0, 10.0]),
+                "amplitude_seconds": rng.choice([2.0, 4.0]), "duration_seconds": dur}
+    elif label == "transient_spike":
+        body = {"kind": "transient_spike", "stall_seconds": rng.choice([8.0, 15.0, 25.0]),
+                **({"replica": rep} if rng.random() < 0.7 else {})}
+    elif label == "primary_overload":
+        body = {"kind": "primary_overload", "send_capacity_factor": rng.choice([0.05, 0.1, 0.15]),
+                "duration_seconds": dur}
+    elif label == "http_error":
+        body = {"kind": "http_error", "node": "node1",
+                "endpoint": rng.choice(["admin", "admin", "all"]),
+                "status": rng.choice([500, 502, 503]),
+                "probability": rng.choice([1.0, 1.0, 0.5]), "duration_seconds": dur}
+    elif label == "admin_timeout":
+        body = {"kind": "timeout", "node": "node1", "endpoint": "admin", "duration_seconds": dur}
+    elif label == "connection_reset":
+        body = {"kind": "connection_refused", "node": "node1",
+                "endpoint": rng.choice(["admin", "all"]), "duration_seconds": dur}
+    elif label == "garbled_metrics":
+        body = {"kind": "garbled_metrics", "node": "node1", "duration_seconds": dur}
+    elif label == "truncated_metrics":
+        body = {"kind": "truncated_metrics", "node": "node1",
+                "fraction": rng.choice([0.3, 0.6, 0.9]), "duration_seconds": dur}
+    else:  # pragma: no cover - a label without a body is a generator bug
+        raise AssertionError(label)
+    return Event(at, label, body)
+
+
+def generate(seed: int) -> Incident:
+    """The incident of `seed`: the same seed always gives the same incident."""
+    rng = random.Random(f"campaign:{seed}")
+    replicas = rng.choice([2, 2, 3, 3, 4])
+    ids = [f"node{k}" for k in range(2, replicas + 2)]
+    while True:
+        spec = _spec(rng, replicas)
+        try:
+            parse_spec(raw_spec(spec, replicas))
+            break
+        except SpecError:
+            continue
+    labels, weights = zip(*FAULT_WEIGHTS.items(), strict=True)
+    events: list[Event] = []
+    t = rng.uniform(20.0, 120.0)
+    last = t
+    for _ in range(rng.choice([1, 1, 2, 2, 3, 4])):
+        label = rng.choices(labels, weights)[0]
+        fault = _fault(rng, label, ids, round(t, 1))
+        events.append(fault)
+        last = max(last, t + fault.args.get("duration_seconds", 30.0))
+        t += rng.choice([0.0, 10.0, 60.0, 200.0])
+    for _ in range(rng.choice([0, 0, 1, 2])):
+        # "crash": the process dies right after its next admin write was applied,
+        # before the outcome is recorded (the intent is in status); "restart": between polls.
+        events.append(Event(round(rng.uniform(30.0, last + 200.0), 1),
+                            rng.choice(["restart", "crash"])))
+    for _ in range(rng.choice([0, 1, 2, 3])):
+        what = rng.choice(HUMAN)
+        at = round(rng.uniform(30.0, last + 300.0), 1)
+        args: dict[str, Any] = {}
+        if what in ("approve_bare", "human_sync"):
+            args["replica"] = rng.choice(ids)
+        if what == "pause":
+            args["seconds"] = rng.choice([30.0, 120.0])
+        if what == "rotate_token":
+            args["secret_delay"] = rng.choice([0.0, 0.0, 5.0])
+        events.append(Event(at, what, args))
+    events.sort(key=lambda e: e.at)
+    return Incident(
+        seed=seed, replicas=replicas, spec=spec, events=tuple(events),
+        horizon=round(last + TAIL, 1),
+        initial_rate=rng.choice([None, None, 5000]),
+    )
+
+
+def raw_spec(overrides: dict[str, Any], replicas: int, admin_url: str = "http://sim/c/inc/node1",
+             ) -> dict[str, Any]:
+    """The `.spec` the API server would store (CRD defaults filled in) with `overrides`."""
+    from controller.domain.spec import spec_to_raw
+    raw = spec_to_raw(parse_spec({
+        "primary": {"adminUrl": admin_url},
+        "auth": {"tokenSecretRef": {"name": "stemedb-admin", "key": "token"}},
+        "replicas": [
+            {"id": f"node{k}", "agentId": f"agent-node{k}",
+             "metricsUrl": f"{admin_url.rsplit('/', 1)[0]}/node{k}",
+             "podRef": {"name": f"stemedb-{k - 1}"}}
+            for k in range(2, replicas + 2)
+        ],
+    }))
+    for dotted, value in overrides.items():
+        node = raw
+        *path, last = dotted.split(".")
+        for key in path:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return raw
