@@ -143,6 +143,11 @@ class EventReason(_Meaning):
     STEP_WORKING = "StepWorking", "Lag is draining; the current step is given more time."
     STEP_TIMED_OUT = "StepTimedOut", "The step did not bring lag down in time; moving on."
     FORCE_SYNC = "ForceSync", "Started a forced Merkle sync of the replica."
+    SYNC_ADOPTED = (
+        "SyncAdopted",
+        "A sync of the replica was already running (started by a human or before a "
+        "restart): it counts as the step's attempt, and no second sync is requested.",
+    )
     SYNC_STALLED = "SyncStalled", "Sync progress did not move for stallTimeoutSeconds."
     SYNC_FAILED = "SyncFailed", "A forced sync ended without catching the replica up."
     SYNC_ATTEMPTS_EXHAUSTED = "SyncAttemptsExhausted", "Forced sync failed maxAttempts times."

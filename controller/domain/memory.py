@@ -109,6 +109,9 @@ class ThrottleMemory:
     restoring: bool = False
     restore_index: int = -1
     reissue: bool = False
+    # The call that restores the rate in force before the episode is out; the throttle
+    # ends only when it succeeds (a failed restore must not be forgotten).
+    final_restore: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ the simulator's model on one fake clock, with every invariant checked on every r
 A violation fails the campaign unless it is a known defect of the current controller
 code (runner.KNOWN, each naming its issue-14 item); every known defect has a regression
 case below, marked xfail(strict=True): fixing the defect makes its case pass, which
-fails the suite until the entry is removed from KNOWN. A failing seed reproduces with
+fails the suite until the entry moves from KNOWN to FIXED (then a plain regression
+case). A failing seed reproduces with
 `.venv/bin/python bench/campaign.py --seed N --shrink` (printed on failure).
 """
 
@@ -19,7 +20,7 @@ import pytest
 from tests.campaign.incidents import FAULT_WEIGHTS, generate
 from tests.campaign.invariants import INVARIANTS, check
 from tests.campaign.outcomes import Outcome
-from tests.campaign.runner import KNOWN, known, run_seeds, violations
+from tests.campaign.runner import FIXED, KNOWN, known, run_seeds, violations
 from tests.campaign.world import run
 
 INCIDENTS = int(os.environ.get("CAMPAIGN_INCIDENTS", "1000"))
@@ -76,8 +77,8 @@ def test_a_seed_reproduces_exactly() -> None:
 
 
 def test_every_invariant_and_known_defect_is_named() -> None:
-    assert {k.invariant for k in KNOWN} <= set(INVARIANTS)
-    assert len({k.name for k in KNOWN}) == len(KNOWN)
+    assert {k.invariant for k in KNOWN + FIXED} <= set(INVARIANTS)
+    assert len({k.name for k in KNOWN + FIXED}) == len(KNOWN + FIXED)
 
 
 @pytest.mark.parametrize("defect", [
@@ -90,3 +91,10 @@ def test_known_defect_regression(defect) -> None:  # type: ignore[no-untyped-def
     found = [v for v in violations(generate(defect.seed)) if defect.matches(v)]
     assert not found, (f"{found[0]}\n  reproduce: .venv/bin/python bench/campaign.py "
                        f"--seed {defect.seed} --shrink")
+
+
+@pytest.mark.parametrize("defect", [
+    pytest.param(k, id=f"{k.name}-seed-{k.seed}") for k in FIXED
+])
+def test_fixed_defect_stays_fixed(defect) -> None:  # type: ignore[no-untyped-def]
+    test_known_defect_regression(defect)

@@ -48,6 +48,10 @@ class ActionRules:
         """What the replica's memory learns from a confirmation."""
         return remembered
 
+    def settle_throttle(self, throttle: ThrottleMemory, intent: Intent) -> ThrottleMemory:
+        """The throttle after this action succeeded (default: unchanged)."""
+        return throttle
+
     def on_failed(
         self, throttle: ThrottleMemory, remembered: ReplicaMemory | None, *, timed_out: bool
     ) -> tuple[ThrottleMemory, ReplicaMemory | None]:
@@ -100,6 +104,12 @@ class SetRateLimitRules(ActionRules):
 
     def confirmed(self, intent: Intent, observation: Observation) -> bool:
         return observation.rate_limit is not UNKNOWN and observation.rate_limit == intent.rate
+
+    def settle_throttle(self, throttle: ThrottleMemory, intent: Intent) -> ThrottleMemory:
+        """The restore of the rate before the episode succeeded: the throttle ends."""
+        if throttle.final_restore and intent.rate == throttle.current_rate:
+            return ThrottleMemory()
+        return throttle
 
     def on_failed(
         self, throttle: ThrottleMemory, remembered: ReplicaMemory | None, *, timed_out: bool

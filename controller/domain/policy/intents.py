@@ -40,6 +40,7 @@ def resolve_intents(work: Work) -> None:
         if rules.confirmed(intent, work.observation):
             if remembered is not None and intent.replica_id is not None:
                 work.replicas[intent.replica_id] = rules.on_confirmed(remembered)
+            work.throttle = rules.settle_throttle(work.throttle, intent)
             work.history.append(settled(
                 work.memory.history + tuple(work.history), intent, work.now,
                 EventReason.ACTION_CONFIRMED, f"{intent.kind.value} confirmed from metrics",
@@ -70,7 +71,10 @@ def record_outcome(
     pending = tuple(i for i in memory.pending if i.key != idempotency_key)
     updated = replace(memory, pending=pending, backoffs=backoffs_after(
         memory.backoffs, intent.kind.value, outcome.ok, now, cluster))
-    if not outcome.ok:
+    if outcome.ok:
+        updated = replace(updated, throttle=rules_for(intent.kind).settle_throttle(
+            updated.throttle, intent))
+    else:
         remembered = updated.replica(intent.replica_id) if intent.replica_id else None
         throttle, remembered = rules_for(intent.kind).on_failed(updated.throttle, remembered,
                                                                 timed_out=False)

@@ -38,6 +38,10 @@ def _remediating(work: Work, metrics_ok: bool = True) -> tuple[Reason, str]:
             return Reason.HOLDING, f"{message}; held: Merkle sync reported corruption"
         if not metrics_ok:
             return Reason.HOLDING, f"{message}; held while the lag cannot be read"
+        if not (work.acting or work.dry_run):
+            return Reason.HOLDING, (f"{message}; held: " + (
+                "spec.remediation.paused is true" if work.paused
+                else "spec.remediation.mode is Observe"))
         gate = next((g for kind, g in work.suppressed
                      if kind is declared.action and g in _GATES), None)
         if gate is not None:
@@ -69,16 +73,20 @@ def _degraded(work: Work, metrics: tuple[Reason, str] | None) -> Condition:
     def lags_of(ids: list[str]) -> str:
         return ", ".join(f"{rid} {number_text(replicas[rid].shown_lag)} s" for rid in ids)
 
+    # An episode ends below the recovery threshold, not below the one that began it
+    # (hysteresis): a replica may be critical with its lag now under `critical`, so
+    # the message says "critical" and the thresholds, never "past X s" of a lower lag.
+    recovery = number_text(spec.detection.recovery.lag_seconds)
     if critical:
         return Condition(ConditionType.DEGRADED, True, Reason.LAG_CRITICAL,
-                         f"{len(critical)} of {count} replicas past critical "
-                         f"{number_text(spec.detection.critical.lag_seconds)} s: "
-                         f"{lags_of(critical)}")
+                         f"{len(critical)} of {count} replicas critical (above "
+                         f"{number_text(spec.detection.critical.lag_seconds)} s for its "
+                         f"window, until below {recovery} s): {lags_of(critical)}")
     if lagging:
         return Condition(ConditionType.DEGRADED, True, Reason.LAG_WARNING,
-                         f"{len(lagging)} of {count} replicas past warning "
-                         f"{number_text(spec.detection.warning.lag_seconds)} s: "
-                         f"{lags_of(lagging)}")
+                         f"{len(lagging)} of {count} replicas lagging (above warning "
+                         f"{number_text(spec.detection.warning.lag_seconds)} s for its "
+                         f"window, until below {recovery} s): {lags_of(lagging)}")
     return Condition(ConditionType.DEGRADED, False, Reason.NO_LAG,
                      f"0 of {count} replicas past warning "
                      f"{number_text(spec.detection.warning.lag_seconds)} s")

@@ -45,7 +45,8 @@ def _start_throttle(work: Work) -> None:
     """Remember the limit in force before the first step (or that it is unknown)."""
     if work.throttle.active:
         if work.throttle.restoring:
-            work.throttle = replace(work.throttle, restoring=False, restore_index=-1)
+            work.throttle = replace(work.throttle, restoring=False, restore_index=-1,
+                                    final_restore=False)
         return
     limit = work.observation.rate_limit
     settings = work.spec.remediation.throttle
@@ -164,6 +165,9 @@ def restore(work: Work) -> None:
     if (throttle.restoring and throttle.step_at is not None
             and work.now - throttle.step_at < settings.restore_step_seconds):
         return
+    if throttle.final_restore:  # the last call failed: issue the restore again
+        _restore_final(work)
+        return
     base = throttle.rate_to_restore if throttle.rate_to_restore is not None else throttle.base_rate
     current = throttle.current_rate
     index = throttle.restore_index + 1
@@ -178,14 +182,26 @@ def restore(work: Work) -> None:
                    f"{len(settings.restore_ramp) + 1} back to "
                    f"{rate_text(throttle.rate_to_restore)})")
         if work.propose(ActionKind.SET_RATE_LIMIT, EventReason.RATE_RESTORE_STEP, message,
-                        rate=target):
+                        rate=target, undo=True):
             work.throttle = replace(throttle, restoring=True, restore_index=index,
                                     current_rate=target, step_at=work.now)
         return
+    _restore_final(work)
+
+
+def _restore_final(work: Work) -> None:
+    """Restore the rate in force before the episode exactly (or remove the limit)."""
+    throttle = work.throttle
+    current = throttle.current_rate
     final = throttle.rate_to_restore
     message = (f"Restore ingestion limit to {rate_text(final)}"
                + ("" if throttle.rate_to_restore_known else
                   " (the limit before the episode could not be read; removing the limit)")
                + f", replacing {rate_text(current)}")
-    if work.propose(ActionKind.SET_RATE_LIMIT, EventReason.RATE_RESTORED, message, rate=final):
-        work.throttle = ThrottleMemory()
+    if work.propose(ActionKind.SET_RATE_LIMIT, EventReason.RATE_RESTORED, message, rate=final,
+                    undo=True):
+        # Ended when the call succeeds (intents.py), not now: a failed restore is
+        # issued again instead of leaving the cluster throttled. DryRun makes no call.
+        work.throttle = ThrottleMemory() if work.dry_run else replace(
+            throttle, restoring=True, current_rate=final, step_at=work.now,
+            final_restore=True, reissue=False)

@@ -119,9 +119,14 @@ class Work:
         *,
         replica: ReplicaSpec | None = None,
         rate: int | None = None,
+        undo: bool = False,
     ) -> bool:
         """Try to take an action. Returns True if it is taken (or, in DryRun, would be),
-        in which case the caller advances the ladder; False if a safety gate held it."""
+        in which case the caller advances the ladder; False if a safety gate held it.
+
+        `undo`: the action lifts the operator's own throttle. No budget holds it (a
+        throttle left in place for an hour is itself the harm the budgets exist to
+        prevent); it still counts against them, and a failing API still backs it off."""
         replica_id = replica.id if replica else None
         if replica_id is not None and replica_id == self.spec.primary.id:  # pragma: no cover
             return False  # the spec forbids a replica with the primary's id
@@ -137,7 +142,8 @@ class Work:
             self.suppressed.append(
                 (kind, Reason.PAUSED if self.paused else Reason.OBSERVE_MODE))
             return False
-        if self._held_by_backoff(kind, replica_id) or self._held_by_budget(kind, replica_id):
+        if self._held_by_backoff(kind, replica_id) or (
+                not undo and self._held_by_budget(kind, replica_id)):
             return False
         rules = rules_for(kind)
         self.seq += 1

@@ -95,14 +95,16 @@ def test_repeated_sync_failures_end_in_a_rebuild_mark_and_escalation() -> None:
     h = _h(3, remediation__throttle__enabled=False, remediation__rebuild__policy="Automatic")
     h.cluster.lags["node2"] = 25.0
     h.run(200 + 3 * 130)
-    assert h.kinds() == ["ForceSync:node2"] * 3 + ["MarkRebuild:node2"]
+    # The stalled sync keeps running: it is each next attempt, never requested again
+    # (StemeDB would answer 409 with the same sync; issue 14, item 1).
+    assert h.kinds() == ["ForceSync:node2", "MarkRebuild:node2"]
     assert h.events().count("SyncStalled") == 3
     assert h.cond("Escalated") == (True, "LadderExhausted")
     assert h.plans[-1].escalation.level == 2
     assert h.plans[-1].escalation.contact == "Distributed systems engineer"
     assert h.cond("Remediating") == (True, "RebuildMarked")
     h.run(300)
-    assert h.kinds()[-1] == "MarkRebuild:node2" and len(h.kinds()) == 4
+    assert h.kinds()[-1] == "MarkRebuild:node2" and len(h.kinds()) == 2
 
 
 def _requested(h: Harness) -> str:
@@ -115,7 +117,7 @@ def test_manual_rebuild_waits_for_the_approval_of_the_request_it_shows() -> None
     h = _h(3, remediation__throttle__enabled=False)
     h.cluster.lags["node2"] = 25.0
     h.run(200 + 3 * 130)
-    assert h.kinds() == ["ForceSync:node2"] * 3
+    assert h.kinds() == ["ForceSync:node2"]
     assert h.cond("Remediating") == (True, "AwaitingRebuildApproval")
     assert h.events().count("RebuildNeedsApproval") == 1
     request = _requested(h)
@@ -441,3 +443,20 @@ def test_an_unobserved_gap_is_not_a_sync_stall(first_look: bool, stalled_at_once
     if not stalled_at_once:  # still no progress after a stall window that was watched
         h.run(stall + 10)
         assert any(e.reason.value == "SyncStalled" for p in h.plans for e in p.events)
+
+
+def test_a_sync_started_by_hand_is_adopted_not_requested_again() -> None:
+    """Issue 14, item 1: a sync a human started made steady progress while the
+    operator sent its own requests (409, the same sync) and counted them as failures."""
+    h = _h(remediation__breakerReset__enabled=False, remediation__throttle__enabled=False)
+    h.cluster.lags["node2"] = 25.0
+    h.cluster.sync_running["node2"] = True  # a human started it
+    progress = 0.001
+    for _ in range(60):  # ten minutes of steady progress
+        h.cluster.sync_progress["node2"] = progress
+        progress = min(0.998, progress + 0.016)
+        h.poll()
+    assert [k for k in h.kinds() if k.startswith("ForceSync")] == []
+    assert "SyncAdopted" in h.events()
+    assert not {"SyncFailed", "SyncAttemptsExhausted", "SyncStalled"} & set(h.events())
+    assert not [k for k in h.kinds() if k.startswith("MarkRebuild")]

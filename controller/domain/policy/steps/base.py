@@ -107,6 +107,12 @@ class LadderStep(abc.ABC):
         return self.reason, f"{replica_id}: {self.step.value}, {self.detail(work, remembered)}"
 
 
+def attempts_text(made: int, allowed: int) -> str:
+    """How far a step's attempts have come; no "attempt 0/N" for a step that has not
+    acted yet (it reads like an attempt under way)."""
+    return f"attempt {made}/{allowed}" if made else f"no attempt yet (up to {allowed})"
+
+
 def enter(work: Work, replica_id: str, step: Step, lag: float) -> ReplicaMemory:
     """Put the replica on `step`, its wait starting now from this lag."""
     return work.update_replica(replica_id, step=step, step_started_at=work.now,

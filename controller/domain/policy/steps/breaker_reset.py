@@ -5,7 +5,12 @@ from __future__ import annotations
 from controller.domain.conditions import EventReason, EventType, Reason
 from controller.domain.memory import ActionKind, ReplicaMemory, Step
 from controller.domain.policy.plan import Outcome
-from controller.domain.policy.steps.base import LadderStep, Progress, StepContext
+from controller.domain.policy.steps.base import (
+    LadderStep,
+    Progress,
+    StepContext,
+    attempts_text,
+)
 from controller.domain.policy.text import number_text
 from controller.domain.policy.work import Work
 from controller.domain.spec import Spec
@@ -73,5 +78,5 @@ class BreakerReset(LadderStep):
         return spec.remediation.breaker_reset.timeout_seconds
 
     def detail(self, work: Work, remembered: ReplicaMemory) -> str:
-        return (f"attempt {remembered.step_attempts}/"
-                f"{work.spec.remediation.breaker_reset.max_attempts}")
+        return attempts_text(remembered.step_attempts,
+                             work.spec.remediation.breaker_reset.max_attempts)

@@ -8,6 +8,7 @@ from controller.domain.policy.steps.base import (
     LadderStep,
     Progress,
     StepContext,
+    attempts_text,
     give_time,
     waited,
 )
@@ -42,6 +43,20 @@ class ForcedSync(LadderStep):
                 return Progress.NEXT
             failure = self._failure(ctx)
             if failure is None:
+                return Progress.WAIT
+            still_running = bool(ctx.seen and ctx.seen.sync_running)
+            if still_running and attempts < settings.max_attempts:
+                # StemeDB runs one sync per replica: a request now would only be
+                # answered 409 with this same sync. The running sync is the next
+                # attempt, judged afresh, without a request.
+                ctx.note(EventType.WARNING, EventReason.SYNC_FAILED,
+                         f"sync attempt {attempts} failed: {failure}; the sync still runs, "
+                         f"so it counts as attempt {attempts + 1}/{settings.max_attempts} "
+                         "without a new request")
+                ctx.work.update_replica(
+                    ctx.replica.id, sync_attempts=attempts + 1, step_started_at=ctx.work.now,
+                    step_baseline_lag=ctx.lag, sync_progress_at=ctx.work.now,
+                    last_failed_kind=None)
                 return Progress.WAIT
             if attempts >= settings.max_attempts:
                 ctx.note(EventType.WARNING, EventReason.SYNC_ATTEMPTS_EXHAUSTED,
@@ -111,9 +126,24 @@ class ForcedSync(LadderStep):
         return None
 
     def _start(self, ctx: StepContext) -> Progress:
-        """Propose the next sync, remembering the counters it is judged against."""
+        """Propose the next sync, remembering the counters it is judged against; a sync
+        already running (a human's, or one from before a restart) is adopted as this
+        attempt instead: StemeDB would answer a request with 409 and that same sync."""
         settings = ctx.work.spec.remediation.merkle_sync
         attempts = ctx.remembered.sync_attempts
+        seen = ctx.seen
+        if seen is not None and seen.sync_running:
+            ctx.note(EventType.NORMAL, EventReason.SYNC_ADOPTED,
+                     f"a sync is already running (progress "
+                     f"{number_text(seen.sync_progress)}); it counts as attempt "
+                     f"{attempts + 1}/{settings.max_attempts}, no second sync is requested")
+            ctx.work.update_replica(
+                ctx.replica.id, sync_attempts=attempts + 1, step_started_at=ctx.work.now,
+                step_baseline_lag=ctx.lag, sync_seen_running=True,
+                sync_last_progress=seen.sync_progress, sync_progress_at=ctx.work.now,
+                last_failed_kind=None, sync_restarts_base=seen.restarts_total,
+                sync_errors_base=seen.sync_errors_total)
+            return Progress.WAIT
         message = (f"Force Merkle sync of {ctx.replica.id} (lag {number_text(ctx.lag)} s, "
                    f"attempt {attempts + 1}/{settings.max_attempts})")
         if ctx.work.propose(self.action, EventReason.FORCE_SYNC, message,
@@ -131,6 +161,6 @@ class ForcedSync(LadderStep):
         return spec.remediation.merkle_sync.timeout_seconds
 
     def detail(self, work: Work, remembered: ReplicaMemory) -> str:
-        return (f"attempt {remembered.sync_attempts}/"
-                f"{work.spec.remediation.merkle_sync.max_attempts}")
+        return attempts_text(remembered.sync_attempts,
+                             work.spec.remediation.merkle_sync.max_attempts)
 
