@@ -696,6 +696,7 @@ def _primary_observation(
             sync_corruption_total=scraped.sync_corruption_total,
             restarts_total=scraped.restarts_total,
             agent_id=scraped.agent_id,
+            breaker_tripped=scraped.breaker_tripped,
         ))
     rate: RateLimit = _as_rate(scrape.rate_limit) if scrape.rate_limit_reported else UNKNOWN
     return Observation(

@@ -76,6 +76,9 @@ class ReplicaObservation:
     source: SourceStatus | None = None
     # The agent id the primary reports for this replica's breaker, if any.
     agent_id: str | None = None
+    # The primary's breaker gauge for this replica (None: not reported): enough to
+    # confirm a reset without reading the admin API's tripped list every poll.
+    breaker_tripped: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

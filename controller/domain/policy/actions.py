@@ -74,8 +74,13 @@ class ResetBreakerRules(ActionRules):
         return replica.agent_id if replica else None
 
     def confirmed(self, intent: Intent, observation: Observation) -> bool:
+        """From the tripped list when it was read, else from the primary's own
+        breaker gauge for the replica (so the list need not be read every poll)."""
         tripped = observation.tripped_agents
-        return tripped is not None and intent.agent_id not in tripped
+        if tripped is not None:
+            return intent.agent_id not in tripped
+        seen = observation.replica(intent.replica_id) if intent.replica_id else None
+        return seen is not None and seen.breaker_tripped is False
 
 
 class ForceSyncRules(ActionRules):

@@ -12,7 +12,8 @@ def evidence_needed(spec: Spec, memory: Memory, primary_only_observation: Observ
     """What to fetch beyond the primary scrape. At steady state: nothing.
 
     - the tripped-breakers list when a replica is (or this poll becomes) critical and
-      its ladder has not gone past the breaker step (or a reset awaits confirmation);
+      its ladder has not gone past the breaker step, or a reset awaits confirmation
+      and the primary reports no breaker gauge for the replica to confirm it from;
     - a replica's own /metrics while it is above the warning threshold or in an episode:
       only how it answers is read (a metricsUrl that resolves to a denied address stops
       the poll with DestinationDenied); the ladder's evidence (sync state, restarts,
@@ -32,8 +33,12 @@ def evidence_needed(spec: Spec, memory: Memory, primary_only_observation: Observ
         if (critical_due(spec, remembered, lag, observation.at)
                 and not_past(remembered.step, Step.RESET_BREAKER)):
             breakers = True
-    if any(i.kind is ActionKind.RESET_BREAKER for i in memory.pending):
-        breakers = True
+    for intent in memory.pending:
+        if intent.kind is not ActionKind.RESET_BREAKER:
+            continue
+        seen = observation.replica(intent.replica_id) if intent.replica_id else None
+        if seen is None or seen.breaker_tripped is None:
+            breakers = True  # no gauge to confirm the reset from: read the list
     return Evidence(fetch_tripped_breakers=breakers, replica_metrics=frozenset(replicas))
 
 

@@ -50,3 +50,26 @@ def test_an_intent_is_settled_from_metrics_after_a_restart(
     still_pending = any(i.key == action.idempotency_key for i in plan.memory.pending)
     assert still_pending == (outcome == "Pending")
     assert not plan.actions  # nothing is sent again
+
+
+@pytest.mark.parametrize(("tripped", "gauge", "confirmed"), [
+    (frozenset(), None, True),
+    (frozenset({"agent-node2"}), False, False),
+    (None, False, True),
+    (None, True, False),
+    (None, None, False),
+], ids=["the list no longer names it", "the list wins over the gauge",
+        "no list read: the primary's gauge says reset", "the gauge says still tripped",
+        "neither: not confirmed"])
+def test_a_breaker_reset_is_confirmed_from_the_list_or_the_primarys_gauge(
+    tripped: frozenset[str] | None, gauge: bool | None, confirmed: bool,
+) -> None:
+    from controller.domain.memory import ActionKind, Intent
+    from controller.domain.observation import Observation, ReplicaObservation, SourceStatus
+    from controller.domain.policy.actions import rules_for
+
+    intent = Intent("k", ActionKind.RESET_BREAKER, "node2", "agent-node2", None, 0.0, 60.0)
+    observation = Observation(
+        at=1.0, primary=SourceStatus.ok(), tripped_agents=tripped,
+        replicas=(ReplicaObservation("node2", lag_seconds=20.0, breaker_tripped=gauge),))
+    assert rules_for(ActionKind.RESET_BREAKER).confirmed(intent, observation) is confirmed
