@@ -13,12 +13,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import CRD, Env, Simulator, chart_rbac
+from harness import CRD, OPERATOR_NS, RELEASE, Env, Simulator, chart_rbac
 
 from localkube import ControlPlane
-
-OPERATOR_NS = "stemedb-e2e-system"
-RELEASE = "e2e"
 
 
 @pytest.fixture(scope="session")

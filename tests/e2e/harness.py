@@ -32,6 +32,9 @@ from localkube.simulator import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+# The namespace and Helm release the e2e operator's RBAC is rendered for (conftest).
+OPERATOR_NS = "stemedb-e2e-system"
+RELEASE = "e2e"
 CRD = REPO / "crds" / "stemedbclusters.stemedb.io.yaml"
 
 

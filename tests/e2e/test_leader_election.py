@@ -24,8 +24,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 import yaml
-from conftest import OPERATOR_NS, RELEASE
-from harness import REPO, Env, Operator, events, fast_spec, wait_for
+from harness import OPERATOR_NS, RELEASE, REPO, Env, Operator, events, fast_spec, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from localkube import ControlPlane
