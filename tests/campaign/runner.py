@@ -3,10 +3,11 @@ each with the issue-14 item it belongs to, and new ones."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -89,21 +90,35 @@ def known(v: Violation) -> Known | None:
 
 
 def quiet() -> None:
-    """The operator's logs cost more than the incident; the campaign reads the trace."""
+    """The operator's logs cost more than the incident; the campaign reads the trace.
+    For a process of its own (a worker, the bench): it changes structlog for good."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
                         cache_logger_on_first_use=True)
 
 
+@contextlib.contextmanager
+def quieted() -> Iterator[None]:
+    """`quiet` for a run inside another process (pytest): structlog's configuration is
+    put back afterwards, and no logger caches the quiet one (later tests read logs)."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
+                        cache_logger_on_first_use=False)
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+
+
 def evaluate(incident: Incident) -> Outcome:
-    quiet()
-    trace = run(incident)
-    nothing = run(incident, operator=False)
+    with quieted():
+        trace = run(incident)
+        nothing = run(incident, operator=False)
     return outcome(trace, nothing, check(trace))
 
 
 def violations(incident: Incident) -> list[Violation]:
-    quiet()
-    return check(run(incident))
+    with quieted():
+        return check(run(incident))
 
 
 def _evaluate_seed(seed: int) -> Outcome:
@@ -113,7 +128,8 @@ def _evaluate_seed(seed: int) -> Outcome:
 def _untraced() -> None:
     """Worker start: stop the coverage measurement a forked worker inherits from
     `make test` (pytest --cov); it made the campaign four times slower, and the
-    campaign is not there for coverage."""
+    campaign is not there for coverage. The worker is its own process: quiet for good."""
+    quiet()
     try:
         import coverage
     except ImportError:  # pragma: no cover - coverage is in the dev extra
