@@ -31,6 +31,7 @@ from stemedb_sim import ManualClock, Simulation
 from stemedb_sim.inprocess import Answer, InProcessNodes, Outcome
 from stemedb_sim.model import ClusterConfig
 from tests.campaign.incidents import LOAD, Incident, raw_spec
+from tests.unit.test_reconcile import merge_patch  # the API server's merge patch, one copy
 
 CLUSTER = "inc"
 NS, NAME = "db", "inc"
@@ -39,19 +40,6 @@ OPERATOR_UA = "operator"
 HUMAN_UA = "human"
 SECRET_TTL = 30.0  # KubeClient's Secret cache
 SAMPLE_EVERY = 5.0  # truth samples for time-to-recover
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies a status merge patch."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = merge_patch(out.get(k), v)
-    return out
 
 
 @dataclass

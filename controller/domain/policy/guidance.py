@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from controller.domain.memory import Memory, Severity, Step
 from controller.domain.observation import APPROVE_REBUILD_ANNOTATION, rebuild_request
 from controller.domain.policy.ladder import current_step, ladder_step, step_after
+from controller.domain.policy.steps.rebuild import request_anchor
 from controller.domain.spec import RebuildPolicy, Spec
 
 REBUILD_MARK = "stemedb.io/rebuild-requested"
@@ -87,8 +88,7 @@ def manual_action(spec: Spec, memory: Memory, name: str, namespace: str) -> Manu
     for remembered in memory.replicas:
         if remembered.step is Step.REBUILD and spec.remediation.rebuild.enabled \
                 and spec.remediation.rebuild.policy is RebuildPolicy.MANUAL:
-            anchor = next((t for t in (remembered.episode_started_at,
-                                       remembered.step_started_at) if t is not None), None)
+            anchor = request_anchor(remembered)
             if anchor is None:
                 continue
             request = rebuild_request(remembered.replica_id, anchor)

@@ -12,12 +12,17 @@ from controller.domain.policy.work import Work
 from controller.domain.spec import RebuildPolicy, Spec
 
 
+def request_anchor(remembered: ReplicaMemory) -> float | None:
+    """The moment a replica's rebuild request is named after: its episode's start
+    (else its step's), so the request stays the same through the episode."""
+    return next((t for t in (remembered.episode_started_at, remembered.step_started_at)
+                 if t is not None), None)
+
+
 def rebuild_request_of(work: Work, replica_id: str) -> str:
     """This episode's rebuild request for the replica (what an approval must name)."""
-    remembered = work.replicas[replica_id]
-    anchor = next((t for t in (remembered.episode_started_at, remembered.step_started_at)
-                   if t is not None), work.now)
-    return rebuild_request(replica_id, anchor)
+    anchor = request_anchor(work.replicas[replica_id])
+    return rebuild_request(replica_id, work.now if anchor is None else anchor)
 
 
 class Rebuild(LadderStep):
