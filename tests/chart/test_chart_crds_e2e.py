@@ -148,20 +148,20 @@ def test_install_upgrade_and_uninstall_the_crd(
     up = run_helm(control_plane, helm, "upgrade", release, str(chart.path), *common)
     assert up.returncode == 0, up.stderr
     after = columns(get_crd(control_plane, chart.crd_name))
-    assert after == (before + ["Note"] if upgraded else before)
+    assert after == ([*before, "Note"] if upgraded else before)
     if not upgraded:
         # The documented path for crds/: apply it server-side before the upgrade.
         control_plane.kubectl("apply", "--server-side", "--force-conflicts",
                               "-f", str(chart.crd_file))
-        assert columns(get_crd(control_plane, chart.crd_name)) == before + ["Note"]
+        assert columns(get_crd(control_plane, chart.crd_name)) == [*before, "Note"]
 
     gone = run_helm(control_plane, helm, "uninstall", release, "--namespace", namespace)
     assert gone.returncode == 0, gone.stderr
     left = get_crd(control_plane, chart.crd_name)
     if kept:
         assert left is not None, "helm uninstall deleted the CRD"
-        assert clusters(control_plane, chart, namespace) == ["stemedbcluster.{}/orders".format(
-            chart.group)], "helm uninstall took the StemeDBClusters with it"
+        assert clusters(control_plane, chart, namespace) == [
+            f"stemedbcluster.{chart.group}/orders"], "helm uninstall took the StemeDBClusters"
     else:
         # Deleted, or terminating while the API server removes its objects.
         assert left is None or left["metadata"].get("deletionTimestamp"), left
