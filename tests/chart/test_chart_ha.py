@@ -138,6 +138,7 @@ def test_common_labels_and_annotations_reach_every_object(
     assert deploy["spec"]["selector"]["matchLabels"].get("team") is None, \
         "selectors are immutable: common labels stay out of them"
     assert deploy["spec"]["template"]["metadata"]["labels"]["team"] == "data"
+    assert deploy["spec"]["template"]["metadata"]["annotations"]["owner"] == "db"
 
 
 def test_openshift_can_drop_the_fixed_uids(render: Render) -> None:
