@@ -172,6 +172,15 @@ class Reconciler:
         if self.notifier is not None:
             self.notifier.gone(ClusterRef(key.namespace, key.name), {}, self.clock())
 
+    def took_over(self) -> None:
+        """This replica has begun acting (again) as the leader. What it wrote before
+        is no guide any more: another leader may have acted and written since, and
+        memory from before that would repeat its actions or forget its throttle.
+        Read every status from the watch again, and look at every cluster afresh."""
+        self._written.clear()
+        self._reported.clear()
+        self._looked.clear()
+
     def _status(self, key: ClusterKey, body: Mapping[str, Any]) -> Mapping[str, Any]:
         """What this process last wrote, else the body's status: the watch may lag a
         patch, and a stale body would mean stale memory (an action repeated)."""

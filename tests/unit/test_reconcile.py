@@ -538,6 +538,36 @@ async def test_a_poll_whose_body_lags_the_last_write_does_not_repeat_the_action(
     assert [p.kind for p in memory_of(world.patches()[0]).pending] == [kind]
 
 
+# Another leader acted while this replica was cut off; then this one leads again.
+TAKEOVERS = [
+    pytest.param(raw_spec, ["agent-node2"], "reset_breaker",
+                 id="the other leader reset the breaker"),
+    pytest.param(lambda: raw_spec(remediation__breakerReset__enabled=False), [],
+                 "set_rate_limit", id="the other leader throttled ingestion"),
+]
+
+
+@pytest.mark.parametrize(("make_spec", "tripped", "method"), TAKEOVERS)
+async def test_a_replica_leading_again_goes_on_from_what_the_leader_in_between_wrote(
+    make_spec: Callable[[], dict[str, Any]], tripped: list[str], method: str,
+) -> None:
+    world = World(make_spec())
+    await world.poll()  # replica A leads: a healthy status, written by A
+    replica_a = world.reconciler
+    world.reconciler = world.new_reconciler()  # A cut off; replica B leads
+    world.stemedb.scrape = primary(NODE2_CRITICAL)
+    world.stemedb.tripped = tripped
+    await world.poll(advance=1.0)  # B acts; the watch delivers B's status to A too
+    assert world.methods("stemedb").count(method) == 1
+
+    world.reconciler = replica_a  # B gone, A leads again
+    replica_a.took_over()
+    await world.poll(advance=1.0)
+
+    assert world.methods("stemedb").count(method) == 1, world.methods("stemedb")
+    assert memory_of(world.kube.stored[(NS, NAME)]).replica("node2").step.value != "None"
+
+
 # --------------------------------------------------------------------------- (4) failed action
 
 FAILURES = [
