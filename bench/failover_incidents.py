@@ -19,8 +19,9 @@ scenario (its spec and faults; the runbook's ladder takes several steps):
 First a calm phase (`--calm` incidents per cluster, no failover) gives the time to
 resolve without failovers. Then `--failovers` rounds take the leader away (SIGTERM,
 SIGKILL, or its API server connection cut, as `bench/failover.py` does), each timed
-to land right after an admin call (a random 0-1.5 s after the simulator logs a
-POST): an intent written, the call made, its outcome maybe not yet recorded. A cut
+to land right after an admin call (a random 0-1.5 s after the bench sees a POST
+in the simulator's admin log, read every 0.25 s): an intent written, the call
+made, its outcome perhaps not yet recorded. A cut
 leader is reconnected after the takeover and stays up as the next standby (the
 partition ends), so replicas also come back to leading with what they remembered.
 
@@ -402,12 +403,12 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
                 if xs else "-")
 
     by_mode = result["failovers_by_mode"]
-    takeovers = [r["takeover_s"] for r in result["failovers"]]
     rows = [
         ("failovers done", f"{len(result['failovers'])} ("
          + ", ".join(f"{m} {n}" for m, n in by_mode.items()) + ")"),
-        ("takeover (event -> new leader acts)",
-         med(takeovers) if takeovers else "-"),
+        *((f"{mode}: event -> new leader's first request",
+           med([r["takeover_s"] for r in result["failovers"] if r["mode"] == mode]))
+          for mode in by_mode),
         ("incidents (calm / with failovers running)",
          f"{result['incidents_by_phase'].get('calm', 0)} / "
          f"{result['incidents_by_phase'].get('failovers', 0)}; "
