@@ -444,25 +444,29 @@ class Reconciler:
         log.info("action", namespace=key.namespace, name=key.name, action=action.kind.value,
                  replica=action.replica_id, rate=action.rate, key=action.idempotency_key,
                  reason=action.reason.value)
+        attempts = 1
         try:
             try:
                 detail = await self._perform(key, spec, creds, base, action)
             except StemeDBUnauthorized:
-                # Refused, so not applied: safe to send once more with a rotated token.
+                # Refused, so not applied: safe to send once more with a rotated token
+                # (a second request, which maxActionsPerHour counts too).
                 fresh = await self._rotated(key, spec, creds)
                 if fresh is None:
                     raise
+                attempts = 2
                 detail = await self._perform(key, spec, fresh, base, action)
         except StemeDBError as err:
             self.metrics.count_action(action.kind.value, "failed")
             return ActionOutcome(False, f"{ADMIN_URL}: {err}",
-                                 may_have_applied=bool(getattr(err, "may_have_applied", False)))
+                                 may_have_applied=bool(getattr(err, "may_have_applied", False)),
+                                 attempts=attempts)
         except KubeError as err:
             self.metrics.count_action(action.kind.value, "failed")
             return ActionOutcome(False, f"{_pod_field(spec, action.replica_id)}: {err}",
                                  may_have_applied=False)
         self.metrics.count_action(action.kind.value, "success")
-        return ActionOutcome(True, detail)
+        return ActionOutcome(True, detail, attempts=attempts)
 
     async def _perform(
         self, key: ClusterKey, spec: Spec, creds: Credentials, base: str, action: Action

@@ -16,15 +16,22 @@ attempt would start after ``retry_budget`` seconds or after ``max_attempts``
 attempts; each attempt is bounded by ``request_timeout`` (as well as httpx's
 connect/read/write/pool timeouts), so a call takes at most about
 ``retry_budget + request_timeout`` seconds, which ``ClientConfig`` checks is below
-the poll interval. What is retried depends on whether a repeat is safe:
+the poll interval. What is retried depends on what a repeat costs
+(docs/stemedb-api.md, "Retries per endpoint"):
 
-* ``SAFE`` (GETs, scrapes, rate-limit POST which sets an absolute value, breaker
-  reset which is a no-op when not tripped): transport errors, timeouts, 429,
-  500, 502, 503, 504.
-* ``NOT_SENT_ONLY`` (force_sync): only failures where the request cannot have
-  reached the server (connect errors, connect and pool timeouts). A read
-  timeout, a reset connection or a 5xx after sending is returned to the caller
-  as an error with ``may_have_applied`` semantics; the next poll re-observes.
+* ``SAFE`` (reads: the scrapes, GET rate-limit, GET tripped breakers): transport
+  errors, timeouts, 429, 500, 502, 503, 504. A read changes nothing, and how
+  often a cluster's reads go out is bounded by the policy (the breaker list is
+  read only when a decision needs it, and backed off while it fails).
+* ``NOT_SENT_ONLY`` (every admin write: force_sync, the rate-limit POST, the
+  breaker reset): only failures where the request cannot have reached the server
+  (connect errors, connect and pool timeouts). A write that reached the server is
+  an attempt the spec's ``maxActionsPerHour`` counts (issue 14, item 4: four
+  transport attempts per action made more writes per hour than the spec allows),
+  even when it is idempotent; a read timeout, a reset connection or a 5xx after
+  sending is returned to the caller as an error with ``may_have_applied``
+  semantics, the policy's backoff spaces the next action and the next poll
+  re-observes.
 """
 
 from __future__ import annotations
@@ -161,8 +168,10 @@ class ClientConfig:
 
 
 class RetryPolicy(Enum):
-    SAFE = "safe"
-    NOT_SENT_ONLY = "not_sent_only"
+    """Which failed attempts a call repeats on its own (see the module docstring)."""
+
+    SAFE = "safe"  # reads
+    NOT_SENT_ONLY = "not_sent_only"  # writes: only what never reached the server
 
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -833,7 +842,9 @@ class StemeDBClient:
     async def set_rate_limit(
         self, base: str, rate: float | None, creds: Credentials = NO_CREDENTIALS
     ) -> RateLimitReading:
-        """Set (None = remove) the ingestion limit. Idempotent, so retried."""
+        """Set (None = remove) the ingestion limit. Idempotent, but a write: repeated
+        only when the request cannot have reached the server (each attempt that did
+        counts against maxActionsPerHour)."""
         if rate is not None and (rate != rate or rate < 0 or rate == float("inf")):
             raise ValueError("rate must be a finite number >= 0 or None")
         path = "/v1/admin/rate-limit"
@@ -846,7 +857,7 @@ class StemeDBClient:
             path,
             f"POST {path}",
             creds,
-            RetryPolicy.SAFE,
+            RetryPolicy.NOT_SENT_ONLY,
             lambda r: self._rate_limit(r, f"POST {path}"),
             body={"max_assertions_per_sec": value},
         )
@@ -931,7 +942,8 @@ class StemeDBClient:
     async def reset_breaker(
         self, base: str, agent_id: str, creds: Credentials = NO_CREDENTIALS
     ) -> BreakerReset:
-        """Reset one breaker. A no-op when not tripped, so retried."""
+        """Reset one breaker (a no-op when not tripped). A write: repeated only when
+        the request cannot have reached the server."""
         path = "/v1/admin/circuit-breaker/reset"
         what = f"POST {path}"
 
@@ -947,7 +959,8 @@ class StemeDBClient:
             )
 
         return await self._call(
-            "POST", base, path, what, creds, RetryPolicy.SAFE, handle, body={"agent_id": agent_id}
+            "POST", base, path, what, creds, RetryPolicy.NOT_SENT_ONLY, handle,
+            body={"agent_id": agent_id},
         )
 
 

@@ -63,6 +63,9 @@ class ActionOutcome:
     # False when the call cannot have changed anything (refused before it was sent,
     # or answered with an error): such an attempt costs no operator-wide budget.
     may_have_applied: bool = True
+    # Requests that reached StemeDB for this action: more than one when a refused token
+    # was rotated and the call sent again. Each counts against maxActionsPerHour.
+    attempts: int = 1
 
 
 @dataclass(frozen=True, slots=True)

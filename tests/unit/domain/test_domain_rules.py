@@ -32,6 +32,7 @@ from controller.domain import (
     record_outcome,
 )
 from controller.domain.conditions import _Meaning
+from controller.domain.memory import Intent
 from controller.domain.policy import quantize_lag
 
 
@@ -404,6 +405,26 @@ def test_memory_json_rejects_unknown_versions_and_shapes() -> None:
 def test_record_outcome_for_an_unknown_key_changes_nothing() -> None:
     m = Memory.empty()
     assert record_outcome(m, "nope", ActionOutcome(True), T0) is m
+
+
+@pytest.mark.parametrize(("outcome", "counted"), [
+    (ActionOutcome(True), 1),
+    (ActionOutcome(False, "500"), 1),
+    (ActionOutcome(True, attempts=2), 2),
+    (ActionOutcome(False, "401 twice", may_have_applied=False, attempts=2), 2),
+], ids=["one request", "one failed request", "sent again with a rotated token",
+        "refused twice"])
+def test_every_request_that_reached_stemedb_counts_against_max_actions_per_hour(
+    outcome: ActionOutcome, counted: int
+) -> None:
+    """The proposal counts one action; each further request the adapter made for it
+    (a retry with a rotated token) counts too (issue 14, item 4)."""
+    intent = Intent("SetRateLimit-cluster-1", ActionKind.SET_RATE_LIMIT, None, None, 500,
+                    T0, T0 + 30)
+    m = replace(Memory.empty(), pending=(intent,), action_times=(T0,))
+    after = record_outcome(m, intent.key, outcome, T0 + 1)
+    assert len(after.action_times) == counted
+    assert after.pending == ()
 
 
 def test_healthy_cluster_status_is_identical_poll_after_poll() -> None:
