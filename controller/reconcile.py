@@ -701,6 +701,7 @@ def _primary_observation(
             restarts_total=scraped.restarts_total,
             agent_id=scraped.agent_id,
             breaker_tripped=scraped.breaker_tripped,
+            missing_series=tuple(sorted(scraped.missing)),
         ))
     rate: RateLimit = _as_rate(scrape.rate_limit) if scrape.rate_limit_reported else UNKNOWN
     return Observation(

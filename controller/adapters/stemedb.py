@@ -207,6 +207,9 @@ class ReplicaScrape:
     backlog_assertions: float | None = None
     # The agent the primary names for this replica's breaker (label agent_id).
     agent_id: str | None = None
+    # Series of DECISION_SERIES with no sample for this replica: the body was cut
+    # short (a cut at a line boundary still parses), or this StemeDB lacks them.
+    missing: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +297,19 @@ _REPLICA_FIELDS: dict[str, str] = {
     "stemedb_replication_backlog_assertions": "backlog_assertions",
 }
 _BOOL_FIELDS = frozenset({"up", "sync_running", "breaker_tripped"})
+# The per-replica series the policy decides on (docs/stemedb-api.md §5.1: every
+# per-replica family has a series for every replica, always). A replica without one of
+# them makes the scrape incomplete: nothing is acted on (issue 14, item 9's class: a
+# body cut at a line boundary parses, and the series after the cut were missing).
+DECISION_SERIES = frozenset({
+    "stemedb_replication_lag_seconds",
+    "stemedb_merkle_sync_running",
+    "stemedb_merkle_sync_progress",
+    "stemedb_merkle_sync_errors_total",
+    "stemedb_merkle_sync_corruption_detected_total",
+    "stemedb_replica_restarts_total",
+    "stemedb_circuit_breaker_tripped",
+})
 PRIMARY_METRICS = frozenset(
     {
         *_REPLICA_FIELDS,
@@ -347,6 +363,7 @@ class _Scalars:
 
 def primary_from_samples(samples: Iterable[Sample]) -> PrimaryScrape:
     per_replica: dict[str, dict[str, Any]] = {}
+    present: dict[str, set[str]] = {}
     conflicting: set[tuple[str, str]] = set()
     scalars = _Scalars()
     info: dict[str, str] = {}
@@ -357,6 +374,7 @@ def primary_from_samples(samples: Iterable[Sample]) -> PrimaryScrape:
             if replica is None:
                 continue
             v = _flag(s.value) if attr in _BOOL_FIELDS else _amount(s.value)
+            present.setdefault(replica, set()).add(s.name)
             fields = per_replica.setdefault(replica, {})
             if attr == "breaker_tripped" and s.labels.get("agent_id"):
                 fields["agent_id"] = s.labels["agent_id"]
@@ -371,7 +389,8 @@ def primary_from_samples(samples: Iterable[Sample]) -> PrimaryScrape:
     # the limit is read back from the admin API instead of being taken as unlimited.
     rate = scalars.amount(_RATE)
     return PrimaryScrape(
-        replicas={r: ReplicaScrape(replica=r, **f) for r, f in sorted(per_replica.items())},
+        replicas={r: ReplicaScrape(replica=r, missing=DECISION_SERIES - present[r], **f)
+                  for r, f in sorted(per_replica.items())},
         assertions_indexed_total=scalars.amount("stemedb_assertions_indexed_total"),
         rate_limit=rate,
         rate_limit_reported=rate is not None or scalars.get(_RATE) == -1,
@@ -969,6 +988,7 @@ __all__ = [
     "NO_CREDENTIALS",
     "PRIMARY_METRICS",
     "USER_AGENT",
+    "DECISION_SERIES",
     "BreakerReset",
     "ClientConfig",
     "Credentials",

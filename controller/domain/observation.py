@@ -79,6 +79,9 @@ class ReplicaObservation:
     # The primary's breaker gauge for this replica (None: not reported): enough to
     # confirm a reset without reading the admin API's tripped list every poll.
     breaker_tripped: bool | None = None
+    # Series the decisions need that the primary's scrape had no sample of for this
+    # replica (sorted names): the scrape is incomplete and nothing is acted on.
+    missing_series: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

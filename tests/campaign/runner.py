@@ -45,14 +45,15 @@ KNOWN: tuple[Known, ...] = (
           "metrics carry the breaker gauge) and for a whole storm, with up to 4 attempts "
           "each when the admin API fails (the action backoff of 04cbaf4 does not cover "
           "these reads)"),
-    Known("acts_on_truncated_metrics", "no_action_on_bad_data", r"", "item 9 (class)", 2467,
-          "a /metrics body cut at a line boundary parses: the series after the cut (sync "
-          "progress, errors, breaker) are missing and the policy acts on the rest"),
 )
 
 # Defects the campaign found and the controller has since fixed: each seed must stay
 # free of its violation (a plain regression case in test_campaign.py).
 FIXED: tuple[Known, ...] = (
+    Known("acts_on_truncated_metrics", "no_action_on_bad_data", r"", "item 9 (class)", 2467,
+          "a /metrics body cut at a line boundary parsed: the series after the cut (sync "
+          "progress, errors, breaker) were missing and the policy acted on the rest (fixed: "
+          "a replica without a series the decisions need makes the scrape incomplete)"),
     Known("failed_attempts_beyond_max_actions", "admin_writes_per_hour", r"", "item 4", 175,
           "failed admin writes were retried by the client (4 attempts per call) and not "
           "counted against maxActionsPerHour: more write attempts per hour than the spec "

@@ -485,3 +485,44 @@ def test_the_policy_doc_lists_every_reason_code() -> None:
     for enum_cls in _Meaning.__subclasses__():
         for member in enum_cls:  # type: ignore[var-annotated]
             assert f"`{member.value}`" in doc, member
+
+
+# ------------------------------------------------------------ incomplete primary scrape
+INCOMPLETE = [
+    ("the breaker series of the critical replica", {"node2": ("stemedb_circuit_breaker_tripped",)},
+     "stemedb_circuit_breaker_tripped for node2"),
+    ("the sync series of a healthy replica", {"node3": ("stemedb_merkle_sync_running",)},
+     "stemedb_merkle_sync_running for node3"),
+    ("everything after a cut, for every replica",
+     {r: ("stemedb_circuit_breaker_tripped", "stemedb_merkle_sync_corruption_detected_total",
+          "stemedb_merkle_sync_errors_total", "stemedb_replica_restarts_total")
+      for r in ("node2", "node3")},
+     "stemedb_circuit_breaker_tripped for node2, node3; "
+     "stemedb_merkle_sync_corruption_detected_total for node2, node3; "
+     "stemedb_merkle_sync_errors_total for node2, node3; and 1 more series"),
+]
+
+
+@pytest.mark.parametrize(("missing", "named"), [c[1:] for c in INCOMPLETE],
+                         ids=[c[0] for c in INCOMPLETE])
+def test_a_scrape_without_a_series_the_decisions_need_is_never_acted_on(
+    missing: dict[str, tuple[str, ...]], named: str
+) -> None:
+    """Issue 14, item 9's class: a body cut at a line boundary parses; the replicas'
+    series after the cut are missing, and the policy acted on the rest. Now the poll is
+    blind: no action, MetricsAvailable False naming what was missing; the next
+    complete scrape acts."""
+    h = _h(2)
+    h.cluster.lags["node2"] = 20.0
+    h.cluster.tripped = {"agent-node2"}
+    h.run(170)  # above critical for just under its window
+    h.cluster.missing = missing
+    h.run(60)
+    assert h.log == []
+    assert h.cond("MetricsAvailable") == (False, "PrimaryMetricsIncomplete")
+    message = next(c.message for c in h.plans[-1].conditions
+                   if c.type is ConditionType.METRICS_AVAILABLE)
+    assert named in message and "no action" in message
+    h.cluster.missing = {}
+    h.run(10)
+    assert h.kinds() == ["ResetBreaker:node2"]
