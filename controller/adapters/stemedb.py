@@ -984,11 +984,11 @@ class StemeDBClient:
 
 
 __all__ = [
+    "DECISION_SERIES",
     "NODE_METRICS",
     "NO_CREDENTIALS",
     "PRIMARY_METRICS",
     "USER_AGENT",
-    "DECISION_SERIES",
     "BreakerReset",
     "ClientConfig",
     "Credentials",

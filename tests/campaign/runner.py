@@ -38,18 +38,16 @@ class Known:
 # Known defects of the current controller code (issue 14), each with a regression case
 # in test_campaign.py (xfail, strict: fixing one makes its case pass and the suite fail
 # until its entry is removed here).
-KNOWN: tuple[Known, ...] = (
-    Known("failing_admin_api_hammered", "admin_requests_per_minute", r"", "items 4 and 6", 15,
-          "the tripped-breakers list is read every poll while a reset awaits confirmation "
-          "(shrunk: one breaker trip at a 2 s poll, 30 reads a minute; the primary's "
-          "metrics carry the breaker gauge) and for a whole storm, with up to 4 attempts "
-          "each when the admin API fails (the action backoff of 04cbaf4 does not cover "
-          "these reads)"),
-)
+KNOWN: tuple[Known, ...] = ()
 
 # Defects the campaign found and the controller has since fixed: each seed must stay
 # free of its violation (a plain regression case in test_campaign.py).
 FIXED: tuple[Known, ...] = (
+    Known("failing_admin_api_hammered", "admin_requests_per_minute", r"", "items 4 and 6", 15,
+          "the tripped-breakers list was read every poll while a reset awaited "
+          "confirmation (shrunk: one breaker trip at a 2 s poll, 30 reads a minute) and for "
+          "a whole storm, with up to 4 attempts each when the admin API failed (fixed: the "
+          "breaker step asks for the list when it chooses, and failed reads back off)"),
     Known("acts_on_truncated_metrics", "no_action_on_bad_data", r"", "item 9 (class)", 2467,
           "a /metrics body cut at a line boundary parsed: the series after the cut (sync "
           "progress, errors, breaker) were missing and the policy acted on the rest (fixed: "

@@ -82,3 +82,6 @@ class Plan:
     # Actions held by a gate, for metrics: (action kind, or None when the ladder did not
     # run because remediation is paused or observing; the gate's reason).
     suppressed: tuple[tuple[ActionKind | None, Reason], ...] = ()
+    # A decision needs the tripped-breakers list, which the observation did not carry:
+    # read it and decide again (this plan is then discarded, nothing of it is done).
+    wants_tripped_breakers: bool = False

@@ -205,6 +205,7 @@ def finish(work: Work, *, metrics: tuple[Reason, str] | None,
         escalation=escalation,
         metrics_available=metrics is None,
         suppressed=tuple(work.suppressed),
+        wants_tripped_breakers=work.wants_tripped_breakers,
     )
 
 

@@ -58,6 +58,8 @@ class Work:
         self.acting = mode is Mode.AUTO and not self.paused
         self.dry_run = mode is Mode.DRY_RUN and not self.paused
         self.budget_block: Reason | None = None
+        # The breaker step needs the tripped-breakers list, which this poll has not read.
+        self.wants_tripped_breakers = False
         self.backoff_block: tuple[str, Backoff] | None = None  # (kind, its backoff)
         self.cluster_notice = memory.last_notice
         self.suppressed: list[tuple[ActionKind | None, Reason]] = []

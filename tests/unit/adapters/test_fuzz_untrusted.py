@@ -22,6 +22,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -517,7 +518,9 @@ def _garbled_lag_scenario(garbled_body: str) -> list[str]:
             f"stemedb_rate_limit_assertions_per_sec {rate:g}\n"
         ))
         scrape = primary_from_samples(parse_samples(body, PRIMARY_METRICS))
-        obs = _primary_observation(spec, scrape, now, frozenset())
+        # No breaker tripped (the list, read when the breaker step asks, is empty).
+        obs = replace(_primary_observation(spec, scrape, now, frozenset()),
+                      tripped_agents=frozenset())
         plan = decide(obs, spec, memory, now, operator_budget_remaining=100)
         memory = plan.memory
         for a in plan.actions:

@@ -21,7 +21,6 @@ from structlog.testing import capture_logs
 from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.stemedb import (
     USER_AGENT,
-    BreakerReset,
     ClientConfig,
     Credentials,
     MetricsParseError,

@@ -33,6 +33,7 @@ from controller.domain import (
 )
 from controller.domain.conditions import _Meaning
 from controller.domain.memory import Intent
+from controller.domain.observation import NOT_READ
 from controller.domain.policy import quantize_lag
 
 
@@ -321,13 +322,25 @@ EVIDENCE = [
     ("a critical crossing inside its forSeconds window reads no admin state yet",
      12.0, _node2(severity=Severity.WARNING, above_critical_since=T0 - 10), False,
      frozenset({"node2"})),
-    ("a crossing whose window ends this poll fetches the tripped breakers",
+    ("a crossing whose window ends this poll reads the tripped breakers",
      12.0, _node2(severity=Severity.WARNING, above_critical_since=T0 - 180), True,
      frozenset({"node2"})),
-    ("lag over the escalation threshold fetches them at once",
+    ("lag over the escalation threshold reads them at once",
      70.0, Memory.empty(), True, frozenset({"node2"})),
-    ("a critical replica at the start of its ladder fetches them",
+    ("a critical replica at the start of its ladder reads them",
      8.0, _node2(severity=Severity.CRITICAL), True, frozenset({"node2"})),
+    ("a reset waiting out its timeout reads nothing (confirmed from the gauge)",
+     30.0, _node2(severity=Severity.CRITICAL, step=Step.RESET_BREAKER, step_attempts=1,
+                  step_started_at=T0 - 10, step_baseline_lag=30.0), False, frozenset({"node2"})),
+    ("a reset judged at its timeout, lag not draining, reads them to choose again",
+     30.0, _node2(severity=Severity.CRITICAL, step=Step.RESET_BREAKER, step_attempts=1,
+                  step_started_at=T0 - 61, step_baseline_lag=30.0), True, frozenset({"node2"})),
+    ("a reset judged at its timeout, lag draining, is given time without a read",
+     20.0, _node2(severity=Severity.CRITICAL, step=Step.RESET_BREAKER, step_attempts=1,
+                  step_started_at=T0 - 61, step_baseline_lag=30.0), False, frozenset({"node2"})),
+    ("a replica in its cooldown reads nothing",
+     30.0, _node2(severity=Severity.CRITICAL, cooldown_until=T0 + 30), False,
+     frozenset({"node2"})),
     ("past the breaker step they are not read again",
      12.0, _node2(severity=Severity.CRITICAL, step=Step.THROTTLE), False,
      frozenset({"node2"})),
@@ -336,27 +349,60 @@ EVIDENCE = [
 
 @pytest.mark.parametrize(("lag", "memory", "breakers", "replicas"),
                          [c[1:] for c in EVIDENCE], ids=[c[0] for c in EVIDENCE])
-def test_evidence_needed(lag: float, memory: Memory, breakers: bool,
-                         replicas: frozenset[str]) -> None:
-    """Admin state is read only when a decision needs it (issue 14, item 6): the
-    breaker list when the ladder can start, not on every poll of a warning."""
+def test_admin_state_is_read_only_when_a_decision_needs_it(
+        lag: float, memory: Memory, breakers: bool, replicas: frozenset[str]) -> None:
+    """Issue 14, items 4 and 6: the tripped-breakers list is read only in a poll whose
+    breaker step chooses what to reset (`decide` asks for it), never on every poll of a
+    warning or while a reset waits out its timeout; replicas' own /metrics while they
+    lag (`evidence_needed`)."""
     spec = make_spec(2)
-    obs = Observation(at=T0, primary=SourceStatus.ok(),
-                      replicas=(ReplicaObservation("node2", lag), ReplicaObservation("node3", 0.1)))
+    obs = Observation(at=T0, primary=SourceStatus.ok(), tripped_agents=NOT_READ,
+                      replicas=(ReplicaObservation("node2", lag, breaker_tripped=True),
+                                ReplicaObservation("node3", 0.1, breaker_tripped=False)))
+    plan = decide(obs, spec, memory, T0, operator_budget_remaining=100)
+    assert plan.wants_tripped_breakers is breakers
     ev = evidence_needed(spec, memory, obs)
-    assert ev.fetch_tripped_breakers is breakers
     assert ev.replica_metrics == replicas
-    assert ev.nothing_extra is (not breakers and not replicas)
+    assert ev.nothing_extra is not replicas
 
 
-def test_evidence_needed_while_a_reset_awaits_confirmation() -> None:
-    h = _h()
-    h.cluster.lags["node2"] = 30.0
-    h.cluster.tripped = {"agent-node2"}
-    h.run(180)
-    h.poll(act=False)
-    ev = evidence_needed(h.spec, h.memory, h.cluster.observe(h.now))
-    assert ev.fetch_tripped_breakers
+def test_nothing_is_read_while_remediation_is_paused_or_observing() -> None:
+    for spec in (make_spec(2, remediation__paused=True), make_spec(2, remediation__mode="Observe")):
+        obs = Observation(at=T0, primary=SourceStatus.ok(), tripped_agents=NOT_READ,
+                          replicas=(ReplicaObservation("node2", 70.0),
+                                    ReplicaObservation("node3", 0.1)))
+        assert not decide(obs, spec, Memory.empty(), T0,
+                          operator_budget_remaining=100).wants_tripped_breakers
+
+
+@pytest.mark.parametrize("scenario", ["breaker", "retrip", "storm", "unreadable"])
+def test_a_decision_that_does_not_ask_for_the_list_does_not_depend_on_it(
+        scenario: str) -> None:
+    """The other half of reading only when needed: in every poll of these incidents
+    where `decide` does not ask for the tripped-breakers list, deciding with the list
+    gives the same plan as without it, so no decision silently relies on it."""
+    h = _h(3)
+    polls = 0
+    for i in range(120):
+        lags = {"node2": 0.2, "node3": 0.3, "node4": 0.2}
+        if scenario in ("breaker", "retrip", "unreadable") and 5 <= i < 60:
+            lags["node2"] = 5.0 + 3 * (i - 5)
+        if scenario == "storm" and 5 <= i < 60:
+            lags = {"node2": 40.0, "node3": 45.0, "node4": 0.2}
+        h.cluster.lags = dict(lags)
+        h.cluster.tripped = {"agent-node2"} if (
+            scenario != "storm" and 5 <= i < 60 and (scenario == "retrip" or i < 30)) else set()
+        listed = h.cluster.observe(h.now)
+        blank = replace(listed, tripped_agents=NOT_READ)
+        if scenario == "unreadable":
+            listed = replace(listed, tripped_agents=None)
+        without = decide(blank, h.spec, h.memory, h.now, operator_budget_remaining=100)
+        if not without.wants_tripped_breakers:
+            polls += 1
+            assert decide(listed, h.spec, h.memory, h.now,
+                          operator_budget_remaining=100) == without, f"poll {i}"
+        h.poll()
+    assert polls > 100
 
 
 def test_requeue_comes_early_for_a_window_deadline() -> None:
