@@ -429,7 +429,6 @@ class Reconciler:
         return (frozenset(b.agent_id for b in tripped),
                 after_read(memory, AdminRead.TRIPPED_BREAKERS, True, now, str(key)))
 
-
     async def _replica_evidence(
         self, spec: Spec, observation: Observation, wanted: frozenset[str], creds: Credentials
     ) -> tuple[ReplicaObservation, ...]:
