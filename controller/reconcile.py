@@ -65,10 +65,11 @@ from controller.domain import (
     record_outcome,
     spec_contradictions,
 )
+from controller.domain.admin_reads import AdminRead, after_read, read_allowed
 from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy, literal_destination_problems
 from controller.domain.memory import history_from_json
-from controller.domain.observation import SourceState
+from controller.domain.observation import NOT_READ, SourceState
 from controller.domain.spec import SecretKeyRef
 from controller.notifications import ClusterRef, Page
 
@@ -247,8 +248,8 @@ class Reconciler:
 
         memory = self._load_memory(key, body, status)
         creds, creds_error = await self._credentials(key, spec)
-        observation, creds = await self._observe(key, spec, memory, creds, creds_error, body,
-                                                 now)
+        observation, creds, memory = await self._observe(key, spec, memory, creds,
+                                                         creds_error, body, now)
         if key not in self._looked:
             self._looked.add(key)
             observation = replace(observation, first_look=True)
@@ -261,10 +262,13 @@ class Reconciler:
             key.namespace, key.name, {r.replica_id: r.lag_seconds for r in observation.replicas}
         )
         escalated_before = memory.escalation_level
-        plan = decide(
-            observation, spec, memory, now,
-            operator_budget_remaining=self.budget.remaining(now, owner=str(key)),
-        )
+        budget_left = self.budget.remaining(now, owner=str(key))
+        plan = decide(observation, spec, memory, now, operator_budget_remaining=budget_left)
+        if plan.wants_tripped_breakers:
+            # Only the breaker step's choice reads the list: read it, decide again.
+            tripped, memory = await self._tripped_breakers(key, spec, creds, memory, now)
+            observation = replace(observation, tripped_agents=tripped)
+            plan = decide(observation, spec, memory, now, operator_budget_remaining=budget_left)
         if plan.memory != memory:  # else keep the instance that caches its text
             memory = plan.memory
         if plan.actions:
@@ -403,13 +407,14 @@ class Reconciler:
         creds_error: str | None,
         body: Mapping[str, Any],
         now: float,
-    ) -> tuple[Observation, Credentials]:
-        """What this poll saw, and the credentials that worked (rotated on a 401)."""
+    ) -> tuple[Observation, Credentials, Memory]:
+        """What this poll saw, the credentials that worked (rotated on a 401), and the
+        memory with the outcome of an admin read made for it (its backoff)."""
         approvals = parse_approvals(dict(body.get("metadata", {}).get("annotations") or {}))
         base = spec.primary.admin_url
         if creds_error is not None:
             return Observation(at=now, primary=SourceStatus.failed(creds_error),
-                               approved_rebuilds=approvals), creds
+                               approved_rebuilds=approvals), creds, memory
         try:
             try:
                 scrape = await self.stemedb.scrape_primary(base, creds)
@@ -421,31 +426,43 @@ class Reconciler:
                 scrape = await self.stemedb.scrape_primary(base, creds)
         except StemeDBDestinationDenied as err:
             return Observation(at=now, primary=SourceStatus.denied(f"{ADMIN_URL}: {err}"),
-                               approved_rebuilds=approvals), creds
+                               approved_rebuilds=approvals), creds, memory
         except StemeDBError as err:
             return Observation(at=now, primary=SourceStatus.failed(f"{ADMIN_URL}: {err}"),
-                               approved_rebuilds=approvals), creds
+                               approved_rebuilds=approvals), creds, memory
         observation = _primary_observation(spec, scrape, now, approvals)
         evidence = evidence_needed(spec, memory, observation)
         if evidence.nothing_extra:
-            return observation, creds
+            return observation, creds, memory
         changes: dict[str, Any] = {}
-        if observation.rate_limit is UNKNOWN:
+        if observation.rate_limit is UNKNOWN and read_allowed(memory, AdminRead.RATE_LIMIT,
+                                                              now):
             try:
                 read = await self.stemedb.get_rate_limit(base, creds)
                 changes["rate_limit"] = _as_rate(read.max_assertions_per_sec)
+                memory = after_read(memory, AdminRead.RATE_LIMIT, True, now, str(key))
             except StemeDBError:
-                pass
-        if evidence.fetch_tripped_breakers:
-            try:
-                tripped = await self.stemedb.tripped_breakers(base, creds)
-                changes["tripped_agents"] = frozenset(b.agent_id for b in tripped)
-            except StemeDBError as err:
-                log.info("tripped breakers unreadable", error=str(err))
+                memory = after_read(memory, AdminRead.RATE_LIMIT, False, now, str(key))
         if evidence.replica_metrics:
             changes["replicas"] = await self._replica_evidence(
                 spec, observation, evidence.replica_metrics, creds)
-        return dataclasses.replace(observation, **changes), creds
+        return dataclasses.replace(observation, **changes), creds, memory
+
+    async def _tripped_breakers(
+        self, key: ClusterKey, spec: Spec, creds: Credentials, memory: Memory, now: float
+    ) -> tuple[frozenset[str] | None, Memory]:
+        """The tripped-breakers list (None: unreadable, or its reads back off after a
+        failure), and the memory with the read's backoff."""
+        if not read_allowed(memory, AdminRead.TRIPPED_BREAKERS, now):
+            return None, memory
+        try:
+            tripped = await self.stemedb.tripped_breakers(spec.primary.admin_url, creds)
+        except StemeDBError as err:
+            log.info("tripped breakers unreadable", namespace=key.namespace, name=key.name,
+                     error=str(err))
+            return None, after_read(memory, AdminRead.TRIPPED_BREAKERS, False, now, str(key))
+        return (frozenset(b.agent_id for b in tripped),
+                after_read(memory, AdminRead.TRIPPED_BREAKERS, True, now, str(key)))
 
     async def _replica_evidence(
         self, spec: Spec, observation: Observation, wanted: frozenset[str], creds: Credentials
@@ -479,25 +496,29 @@ class Reconciler:
         log.info("action", namespace=key.namespace, name=key.name, action=action.kind.value,
                  replica=action.replica_id, rate=action.rate, key=action.idempotency_key,
                  reason=action.reason.value)
+        attempts = 1
         try:
             try:
                 detail = await self._perform(key, spec, creds, base, action)
             except StemeDBUnauthorized:
-                # Refused, so not applied: safe to send once more with a rotated token.
+                # Refused, so not applied: safe to send once more with a rotated token
+                # (a second request, which maxActionsPerHour counts too).
                 fresh = await self._rotated(key, spec, creds)
                 if fresh is None:
                     raise
+                attempts = 2
                 detail = await self._perform(key, spec, fresh, base, action)
         except StemeDBError as err:
             self.metrics.count_action(action.kind.value, "failed")
             return ActionOutcome(False, f"{ADMIN_URL}: {err}",
-                                 may_have_applied=bool(getattr(err, "may_have_applied", False)))
+                                 may_have_applied=bool(getattr(err, "may_have_applied", False)),
+                                 attempts=attempts)
         except KubeError as err:
             self.metrics.count_action(action.kind.value, "failed")
             return ActionOutcome(False, f"{_pod_field(spec, action.replica_id)}: {err}",
                                  may_have_applied=False)
         self.metrics.count_action(action.kind.value, "success")
-        return ActionOutcome(True, detail)
+        return ActionOutcome(True, detail, attempts=attempts)
 
     async def _perform(
         self, key: ClusterKey, spec: Spec, creds: Credentials, base: str, action: Action
@@ -732,6 +753,7 @@ def _primary_observation(
             restarts_total=scraped.restarts_total,
             agent_id=scraped.agent_id,
             breaker_tripped=scraped.breaker_tripped,
+            missing_series=tuple(sorted(scraped.missing)),
         ))
     rate: RateLimit = _as_rate(scrape.rate_limit) if scrape.rate_limit_reported else UNKNOWN
     return Observation(
@@ -742,4 +764,5 @@ def _primary_observation(
         approved_rebuilds=approvals,
         primary_node=scrape.node,
         primary_role=scrape.role,
+        tripped_agents=NOT_READ,  # read only if `decide` asks for it
     )

@@ -16,15 +16,22 @@ attempt would start after ``retry_budget`` seconds or after ``max_attempts``
 attempts; each attempt is bounded by ``request_timeout`` (as well as httpx's
 connect/read/write/pool timeouts), so a call takes at most about
 ``retry_budget + request_timeout`` seconds, which ``ClientConfig`` checks is below
-the poll interval. What is retried depends on whether a repeat is safe:
+the poll interval. What is retried depends on what a repeat costs
+(docs/stemedb-api.md, "Retries per endpoint"):
 
-* ``SAFE`` (GETs, scrapes, rate-limit POST which sets an absolute value, breaker
-  reset which is a no-op when not tripped): transport errors, timeouts, 429,
-  500, 502, 503, 504.
-* ``NOT_SENT_ONLY`` (force_sync): only failures where the request cannot have
-  reached the server (connect errors, connect and pool timeouts). A read
-  timeout, a reset connection or a 5xx after sending is returned to the caller
-  as an error with ``may_have_applied`` semantics; the next poll re-observes.
+* ``SAFE`` (reads: the scrapes, GET rate-limit, GET tripped breakers): transport
+  errors, timeouts, 429, 500, 502, 503, 504. A read changes nothing, and how
+  often a cluster's reads go out is bounded by the policy (the breaker list is
+  read only when a decision needs it, and backed off while it fails).
+* ``NOT_SENT_ONLY`` (every admin write: force_sync, the rate-limit POST, the
+  breaker reset): only failures where the request cannot have reached the server
+  (connect errors, connect and pool timeouts). A write that reached the server is
+  an attempt the spec's ``maxActionsPerHour`` counts (issue 14, item 4: four
+  transport attempts per action made more writes per hour than the spec allows),
+  even when it is idempotent; a read timeout, a reset connection or a 5xx after
+  sending is returned to the caller as an error with ``may_have_applied``
+  semantics, the policy's backoff spaces the next action and the next poll
+  re-observes.
 """
 
 from __future__ import annotations
@@ -161,8 +168,10 @@ class ClientConfig:
 
 
 class RetryPolicy(Enum):
-    SAFE = "safe"
-    NOT_SENT_ONLY = "not_sent_only"
+    """Which failed attempts a call repeats on its own (see the module docstring)."""
+
+    SAFE = "safe"  # reads
+    NOT_SENT_ONLY = "not_sent_only"  # writes: only what never reached the server
 
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -198,6 +207,9 @@ class ReplicaScrape:
     backlog_assertions: float | None = None
     # The agent the primary names for this replica's breaker (label agent_id).
     agent_id: str | None = None
+    # Series of DECISION_SERIES with no sample for this replica: the body was cut
+    # short (a cut at a line boundary still parses), or this StemeDB lacks them.
+    missing: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +297,19 @@ _REPLICA_FIELDS: dict[str, str] = {
     "stemedb_replication_backlog_assertions": "backlog_assertions",
 }
 _BOOL_FIELDS = frozenset({"up", "sync_running", "breaker_tripped"})
+# The per-replica series the policy decides on (docs/stemedb-api.md §5.1: every
+# per-replica family has a series for every replica, always). A replica without one of
+# them makes the scrape incomplete: nothing is acted on (issue 14, item 9's class: a
+# body cut at a line boundary parses, and the series after the cut were missing).
+DECISION_SERIES = frozenset({
+    "stemedb_replication_lag_seconds",
+    "stemedb_merkle_sync_running",
+    "stemedb_merkle_sync_progress",
+    "stemedb_merkle_sync_errors_total",
+    "stemedb_merkle_sync_corruption_detected_total",
+    "stemedb_replica_restarts_total",
+    "stemedb_circuit_breaker_tripped",
+})
 PRIMARY_METRICS = frozenset(
     {
         *_REPLICA_FIELDS,
@@ -338,6 +363,7 @@ class _Scalars:
 
 def primary_from_samples(samples: Iterable[Sample]) -> PrimaryScrape:
     per_replica: dict[str, dict[str, Any]] = {}
+    present: dict[str, set[str]] = {}
     conflicting: set[tuple[str, str]] = set()
     scalars = _Scalars()
     info: dict[str, str] = {}
@@ -348,6 +374,7 @@ def primary_from_samples(samples: Iterable[Sample]) -> PrimaryScrape:
             if replica is None:
                 continue
             v = _flag(s.value) if attr in _BOOL_FIELDS else _amount(s.value)
+            present.setdefault(replica, set()).add(s.name)
             fields = per_replica.setdefault(replica, {})
             if attr == "breaker_tripped" and s.labels.get("agent_id"):
                 fields["agent_id"] = s.labels["agent_id"]
@@ -362,7 +389,8 @@ def primary_from_samples(samples: Iterable[Sample]) -> PrimaryScrape:
     # the limit is read back from the admin API instead of being taken as unlimited.
     rate = scalars.amount(_RATE)
     return PrimaryScrape(
-        replicas={r: ReplicaScrape(replica=r, **f) for r, f in sorted(per_replica.items())},
+        replicas={r: ReplicaScrape(replica=r, missing=DECISION_SERIES - present[r], **f)
+                  for r, f in sorted(per_replica.items())},
         assertions_indexed_total=scalars.amount("stemedb_assertions_indexed_total"),
         rate_limit=rate,
         rate_limit_reported=rate is not None or scalars.get(_RATE) == -1,
@@ -833,7 +861,9 @@ class StemeDBClient:
     async def set_rate_limit(
         self, base: str, rate: float | None, creds: Credentials = NO_CREDENTIALS
     ) -> RateLimitReading:
-        """Set (None = remove) the ingestion limit. Idempotent, so retried."""
+        """Set (None = remove) the ingestion limit. Idempotent, but a write: repeated
+        only when the request cannot have reached the server (each attempt that did
+        counts against maxActionsPerHour)."""
         if rate is not None and (rate != rate or rate < 0 or rate == float("inf")):
             raise ValueError("rate must be a finite number >= 0 or None")
         path = "/v1/admin/rate-limit"
@@ -846,7 +876,7 @@ class StemeDBClient:
             path,
             f"POST {path}",
             creds,
-            RetryPolicy.SAFE,
+            RetryPolicy.NOT_SENT_ONLY,
             lambda r: self._rate_limit(r, f"POST {path}"),
             body={"max_assertions_per_sec": value},
         )
@@ -931,7 +961,8 @@ class StemeDBClient:
     async def reset_breaker(
         self, base: str, agent_id: str, creds: Credentials = NO_CREDENTIALS
     ) -> BreakerReset:
-        """Reset one breaker. A no-op when not tripped, so retried."""
+        """Reset one breaker (a no-op when not tripped). A write: repeated only when
+        the request cannot have reached the server."""
         path = "/v1/admin/circuit-breaker/reset"
         what = f"POST {path}"
 
@@ -947,11 +978,13 @@ class StemeDBClient:
             )
 
         return await self._call(
-            "POST", base, path, what, creds, RetryPolicy.SAFE, handle, body={"agent_id": agent_id}
+            "POST", base, path, what, creds, RetryPolicy.NOT_SENT_ONLY, handle,
+            body={"agent_id": agent_id},
         )
 
 
 __all__ = [
+    "DECISION_SERIES",
     "NODE_METRICS",
     "NO_CREDENTIALS",
     "PRIMARY_METRICS",

@@ -49,6 +49,11 @@ class Reason(_Meaning):
     )
     OBSERVATION_STALE = "ObservationStale", "The observation is older than staleAfterSeconds."
     REPLICA_LAG_MISSING = "ReplicaLagMissing", "A replica in the spec has no lag series."
+    PRIMARY_METRICS_INCOMPLETE = (
+        "PrimaryMetricsIncomplete",
+        "The primary's /metrics lacks a series the decisions need for a replica (sync, "
+        "restarts, corruption, breaker): a body cut short, or a StemeDB without it.",
+    )
     # Degraded
     NO_LAG = "NoLag", "No replica is past the warning threshold for its window."
     LAG_WARNING = "LagWarning", "A replica is past the warning threshold for its window."

@@ -55,6 +55,20 @@ class Unknown(enum.Enum):
 
 UNKNOWN = Unknown.UNKNOWN
 
+
+class NotRead(enum.Enum):
+    """The tripped-breakers list was not read this poll (distinct from None: read and
+    failed). `decide` asks for it (`Plan.wants_tripped_breakers`) when a decision
+    needs it, and is then run again with the list."""
+
+    NOT_READ = "NotRead"
+
+    def __repr__(self) -> str:
+        return "NOT_READ"
+
+
+NOT_READ = NotRead.NOT_READ
+
 # The ingestion rate limit as read back from the primary:
 #   int      -> max assertions per second currently configured
 #   None     -> no limit configured (unlimited)
@@ -79,6 +93,9 @@ class ReplicaObservation:
     # The primary's breaker gauge for this replica (None: not reported): enough to
     # confirm a reset without reading the admin API's tripped list every poll.
     breaker_tripped: bool | None = None
+    # Series the decisions need that the primary's scrape had no sample of for this
+    # replica (sorted names): the scrape is incomplete and nothing is acted on.
+    missing_series: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +103,9 @@ class Observation:
     at: float
     primary: SourceStatus
     replicas: tuple[ReplicaObservation, ...] = ()
-    tripped_agents: frozenset[str] | None = None
+    # The admin API's tripped-breakers list: the agents in it, None when it could not
+    # be read (or its reads back off), NOT_READ when this poll has not read it.
+    tripped_agents: frozenset[str] | NotRead | None = None
     rate_limit: RateLimit = UNKNOWN
     # Replica ids approved for rebuild by the annotation `stemedb.io/approve-rebuild`.
     approved_rebuilds: frozenset[str] = field(default_factory=frozenset)
@@ -107,14 +126,14 @@ class Observation:
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """What the handler should fetch this poll beyond the one primary scrape."""
+    """What the handler should fetch this poll beyond the one primary scrape (the
+    tripped-breakers list is asked for by `decide` itself, when a decision needs it)."""
 
-    fetch_tripped_breakers: bool = False
     replica_metrics: frozenset[str] = frozenset()
 
     @property
     def nothing_extra(self) -> bool:
-        return not self.fetch_tripped_breakers and not self.replica_metrics
+        return not self.replica_metrics
 
 
 APPROVE_REBUILD_ANNOTATION = "stemedb.io/approve-rebuild"

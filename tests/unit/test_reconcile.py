@@ -1038,7 +1038,7 @@ async def test_steady_state_reads_only_the_primary_and_an_episode_reads_its_evid
     await world.poll()
 
     assert world.methods("stemedb") == [
-        "scrape_primary", "get_rate_limit", "tripped_breakers", "scrape_node", "set_rate_limit"]
+        "scrape_primary", "get_rate_limit", "scrape_node", "tripped_breakers", "set_rate_limit"]
     [node] = [c for c in world.calls if c.method == "scrape_node"]
     assert node.args == ("http://stemedb-1:18180",)  # node2's own /metrics, not node3's
     assert [c.args[1] for c in world.admin_calls()] == [900]  # 75 % of the read-back 1200/s

@@ -77,7 +77,7 @@ class ResetBreakerRules(ActionRules):
         """From the tripped list when it was read, else from the primary's own
         breaker gauge for the replica (so the list need not be read every poll)."""
         tripped = observation.tripped_agents
-        if tripped is not None:
+        if isinstance(tripped, frozenset):
             return intent.agent_id not in tripped
         seen = observation.replica(intent.replica_id) if intent.replica_id else None
         return seen is not None and seen.breaker_tripped is False

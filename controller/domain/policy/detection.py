@@ -70,7 +70,27 @@ def metrics_problem(
             f"No lag series for {len(missing)} of {len(spec.replicas)} replicas "
             f"({', '.join(missing)}); no action is taken on missing data"
         )
-    return None
+    return _incomplete(observation, spec)
+
+
+def _incomplete(observation: Observation, spec: Spec) -> tuple[Reason, str] | None:
+    """A series the decisions need is missing for some replica: the body was cut
+    short (a cut at a line boundary parses) or this StemeDB lacks it. Acting on the
+    rest would take a missing sync or breaker series for "none" (issue 14, item 9)."""
+    lacking: dict[str, list[str]] = {}
+    for r in spec.replicas:
+        seen = observation.replica(r.id)
+        for name in seen.missing_series if seen is not None else ():
+            lacking.setdefault(name, []).append(r.id)
+    if not lacking:
+        return None
+    shown = sorted(lacking.items())
+    listed = "; ".join(f"{name} for {', '.join(ids)}" for name, ids in shown[:3])
+    more = f"; and {len(shown) - 3} more series" if len(shown) > 3 else ""
+    return Reason.PRIMARY_METRICS_INCOMPLETE, (
+        f"The primary's /metrics has no {listed}{more} (a body cut short, or a StemeDB "
+        "without them); no action is taken on partial data"
+    )
 
 
 def storm_now(work: Work) -> bool:

@@ -64,13 +64,17 @@ def record_outcome(
 ) -> Memory:
     """Confirm or fail a pending intent; the outcome is appended to the bounded history.
     A failure backs its action kind off (`cluster` spreads the retries of clusters
-    failing together); a success ends the kind's backoff."""
+    failing together); a success ends the kind's backoff. Each request beyond the
+    first that reached StemeDB for it (a retry with a rotated token) also counts
+    against maxActionsPerHour, as the proposal did."""
     intent = next((i for i in memory.pending if i.key == idempotency_key), None)
     if intent is None:
         return memory
     pending = tuple(i for i in memory.pending if i.key != idempotency_key)
+    extra = (now,) * max(0, outcome.attempts - 1)
     updated = replace(memory, pending=pending, backoffs=backoffs_after(
-        memory.backoffs, intent.kind.value, outcome.ok, now, cluster))
+        memory.backoffs, intent.kind.value, outcome.ok, now, cluster),
+        action_times=memory.action_times + extra)
     if outcome.ok:
         updated = replace(updated, throttle=rules_for(intent.kind).settle_throttle(
             updated.throttle, intent))

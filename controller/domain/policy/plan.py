@@ -63,6 +63,9 @@ class ActionOutcome:
     # False when the call cannot have changed anything (refused before it was sent,
     # or answered with an error): such an attempt costs no operator-wide budget.
     may_have_applied: bool = True
+    # Requests that reached StemeDB for this action: more than one when a refused token
+    # was rotated and the call sent again. Each counts against maxActionsPerHour.
+    attempts: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +82,6 @@ class Plan:
     # Actions held by a gate, for metrics: (action kind, or None when the ladder did not
     # run because remediation is paused or observing; the gate's reason).
     suppressed: tuple[tuple[ActionKind | None, Reason], ...] = ()
+    # A decision needs the tripped-breakers list, which the observation did not carry:
+    # read it and decide again (this plan is then discarded, nothing of it is done).
+    wants_tripped_breakers: bool = False

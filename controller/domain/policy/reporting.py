@@ -108,10 +108,12 @@ def _remediation_allowed(work: Work, metrics_ok: bool) -> Condition:
     if not metrics_ok:
         return Condition(allowed, False, Reason.METRICS_UNAVAILABLE,
                          "No action while metrics are missing or stale")
-    if left <= 0:
+    reserve = work.restore_reserve()
+    if left <= 0 or work.budget_block is Reason.CLUSTER_BUDGET_EXHAUSTED:
         return Condition(allowed, False, Reason.CLUSTER_BUDGET_EXHAUSTED,
-                         f"{len(work.action_times)} actions in the last hour "
-                         f"(maxActionsPerHour {settings.max_actions_per_hour})")
+                         f"{len(work.action_times)} actions in the last hour"
+                         + (f" and {reserve} kept for lifting the throttle" if reserve else "")
+                         + f" (maxActionsPerHour {settings.max_actions_per_hour})")
     if work.backoff_block is not None:
         kind, backoff = work.backoff_block
         assert backoff.retry_at is not None
@@ -203,6 +205,7 @@ def finish(work: Work, *, metrics: tuple[Reason, str] | None,
         escalation=escalation,
         metrics_available=metrics is None,
         suppressed=tuple(work.suppressed),
+        wants_tripped_breakers=work.wants_tripped_breakers,
     )
 
 

@@ -22,6 +22,7 @@ from controller.domain.memory import (
 from controller.domain.observation import Observation
 from controller.domain.policy.actions import rules_for
 from controller.domain.policy.plan import Action, EventRecord, Outcome
+from controller.domain.policy.restore_reserve import restore_writes
 from controller.domain.policy.text import clock_text
 from controller.domain.spec import Mode, ReplicaSpec, Spec
 
@@ -57,6 +58,8 @@ class Work:
         self.acting = mode is Mode.AUTO and not self.paused
         self.dry_run = mode is Mode.DRY_RUN and not self.paused
         self.budget_block: Reason | None = None
+        # The breaker step needs the tripped-breakers list, which this poll has not read.
+        self.wants_tripped_breakers = False
         self.backoff_block: tuple[str, Backoff] | None = None  # (kind, its backoff)
         self.cluster_notice = memory.last_notice
         self.suppressed: list[tuple[ActionKind | None, Reason]] = []
@@ -143,7 +146,7 @@ class Work:
                 (kind, Reason.PAUSED if self.paused else Reason.OBSERVE_MODE))
             return False
         if self._held_by_backoff(kind, replica_id) or (
-                not undo and self._held_by_budget(kind, replica_id)):
+                not undo and self._held_by_budget(kind, replica_id, rate)):
             return False
         rules = rules_for(kind)
         self.seq += 1
@@ -184,14 +187,24 @@ class Work:
                       Outcome.SKIPPED)
         return True
 
-    def _held_by_budget(self, kind: ActionKind, replica_id: str | None) -> bool:
-        """The cluster's maxActionsPerHour or the operator-wide budget holds the action
-        (reported once per kind and replica)."""
+    def restore_reserve(self, kind: ActionKind | None = None, rate: int | None = None) -> int:
+        """Writes kept for lifting the throttle after this action (restore_reserve.py):
+        a throttle step's rate is the limit the restore will start from."""
+        current = rate if kind is ActionKind.SET_RATE_LIMIT else self.throttle.current_rate
+        return restore_writes(self.spec, self.throttle, current)
+
+    def _held_by_budget(self, kind: ActionKind, replica_id: str | None,
+                        rate: int | None = None) -> bool:
+        """The cluster's maxActionsPerHour (with the writes kept for lifting the
+        throttle) or the operator-wide budget holds the action (reported once per kind
+        and replica)."""
         limit = self.spec.remediation.max_actions_per_hour
-        if limit - len(self.action_times) <= 0:
+        reserve = self.restore_reserve(kind, rate)
+        if limit - len(self.action_times) - reserve <= 0:
             block = Reason.CLUSTER_BUDGET_EXHAUSTED
-            why = (f"{len(self.action_times)} actions in the last hour reached "
-                   f"maxActionsPerHour {limit}")
+            why = (f"{len(self.action_times)} actions in the last hour"
+                   + (f" and {reserve} kept for lifting the throttle" if reserve else "")
+                   + f" reached maxActionsPerHour {limit}")
         elif self.operator_budget <= 0:
             block = Reason.OPERATOR_BUDGET_EXHAUSTED
             why = "the operator-wide action budget is used up"

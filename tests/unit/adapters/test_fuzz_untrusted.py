@@ -22,6 +22,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -33,6 +34,7 @@ from structlog.testing import capture_logs
 
 from controller.adapters.metrics_text import MetricsParseError, Sample, parse_samples
 from controller.adapters.stemedb import (
+    DECISION_SERIES,
     PRIMARY_METRICS,
     BreakerReset,
     ClientConfig,
@@ -484,6 +486,14 @@ def test_a_zero_one_gauge_is_true_false_or_unknown(value: float, expected: bool 
 
 
 # --------------------------------------------------------------------------- end to end
+# The decision series other than the lag, for both replicas: a scrape without them is
+# incomplete and taken as blind whatever its lag says (test_scrape_completeness.py).
+_REST = "".join(
+    f'stemedb_circuit_breaker_tripped{{replica="{r}",agent_id="agent-{r}"}} 0\n'
+    if name == "stemedb_circuit_breaker_tripped" else f'{name}{{replica="{r}"}} 0\n'
+    for r in ("node2", "node3") for name in sorted(DECISION_SERIES - {LAG}))
+
+
 def _garbled_lag_scenario(garbled_body: str) -> list[str]:
     """Throttle node2 for a real lag, then serve ``garbled_body``: the actions taken then."""
     from controller.domain import ActionOutcome, Memory, decide, parse_spec, record_outcome
@@ -503,12 +513,14 @@ def _garbled_lag_scenario(garbled_body: str) -> list[str]:
         garbled = poll >= 25
         if poll == 25:
             assert memory.throttle.active, "node2 should be throttled before the garbling"
-        body = garbled_body if garbled else (
+        body = _REST + (garbled_body if garbled else (
             f'{LAG}{{replica="node2"}} {healthy_lag}\n{LAG}{{replica="node3"}} 0.2\n'
             f"stemedb_rate_limit_assertions_per_sec {rate:g}\n"
-        )
+        ))
         scrape = primary_from_samples(parse_samples(body, PRIMARY_METRICS))
-        obs = _primary_observation(spec, scrape, now, frozenset())
+        # No breaker tripped (the list, read when the breaker step asks, is empty).
+        obs = replace(_primary_observation(spec, scrape, now, frozenset()),
+                      tripped_agents=frozenset())
         plan = decide(obs, spec, memory, now, operator_budget_remaining=100)
         memory = plan.memory
         for a in plan.actions:

@@ -21,7 +21,6 @@ from structlog.testing import capture_logs
 from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.stemedb import (
     USER_AGENT,
-    BreakerReset,
     ClientConfig,
     Credentials,
     MetricsParseError,
@@ -283,10 +282,19 @@ ADMIN_CASES = [
         "set_rate_limit",
         (1000,),
         [500, (200, {"max_assertions_per_sec": 1000, "previous_max_assertions_per_sec": None})],
+        StemeDBHTTPError,
+        1,
+        {"max_assertions_per_sec": 1000},
+        id="setting the rate limit is not retried after a 500: the attempt reached StemeDB",
+    ),
+    pytest.param(
+        "set_rate_limit",
+        (1000,),
+        [httpx.ConnectError, (200, {"max_assertions_per_sec": 1000})],
         RateLimitReading(1000.0, None),
         2,
         {"max_assertions_per_sec": 1000},
-        id="setting the rate limit is retried after a 500 since it is idempotent",
+        id="setting the rate limit is retried when the connection was refused (never sent)",
     ),
     pytest.param(
         "set_rate_limit",
@@ -371,10 +379,10 @@ ADMIN_CASES = [
             httpx.ReadTimeout,
             (200, {"agent_id": "agent-node2", "replica_id": "node2", "was_tripped": True}),
         ],
-        BreakerReset("agent-node2", "node2", True),
-        2,
+        StemeDBTimeout,
+        1,
         {"agent_id": "agent-node2"},
-        id="a breaker reset is retried after a read timeout since it is idempotent",
+        id="a breaker reset is not retried after a read timeout: it may have reached StemeDB",
     ),
     pytest.param(
         "reset_breaker",
@@ -403,6 +411,46 @@ async def test_admin_calls(
     assert len(server.requests) == calls
     if sent is not None:
         assert json.loads(server.requests[-1].content) == sent
+
+
+# ------------------------------------------------------- retries per endpoint (a class)
+# Every public call of the client, with arguments. A write (POST) that reached StemeDB
+# is an attempt maxActionsPerHour counts: the client never repeats it on its own
+# (issue 14, item 4: 4 attempts per reset or rate-limit call made 7 writes an hour
+# under maxActionsPerHour 6). Reads repeat, within the retry budget.
+CALLS: dict[str, tuple[Any, ...]] = {
+    "scrape_samples": (), "scrape_primary": (), "scrape_node": (), "get_rate_limit": (),
+    "tripped_breakers": (), "set_rate_limit": (500,), "force_sync": ("node2",),
+    "reset_breaker": ("agent-node2",),
+}
+REACHED_SERVER: list[Step] = [500, 502, 503, 504, 429, httpx.ReadTimeout, httpx.WriteTimeout,
+                              httpx.ReadError, httpx.RemoteProtocolError]
+NEVER_SENT: list[Step] = [httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout]
+
+
+def test_every_public_call_is_in_the_retry_table() -> None:
+    public = {name for name in dir(StemeDBClient)
+              if not name.startswith("_") and asyncio.iscoroutinefunction(
+                  getattr(StemeDBClient, name)) and name not in ("aclose", "__aenter__")}
+    assert public == set(CALLS)
+
+
+@pytest.mark.parametrize("failure", REACHED_SERVER + NEVER_SENT, ids=repr)
+@pytest.mark.parametrize("method", sorted(CALLS))
+async def test_a_write_that_reached_stemedb_is_sent_once_and_reads_are_retried(
+    method: str, failure: Step
+) -> None:
+    client, server, _, _ = make([failure])
+    async with client:
+        with pytest.raises(StemeDBError):
+            await getattr(client, method)(BASE, *CALLS[method], CREDS)
+    sent = {r.method for r in server.requests}
+    assert len(sent) == 1
+    attempts = ClientConfig().max_attempts
+    if sent == {"GET"} or failure in NEVER_SENT:
+        assert len(server.requests) == attempts  # bounded by max_attempts and the budget
+    else:
+        assert len(server.requests) == 1
 
 
 # --------------------------------------------------------------------------- budgets

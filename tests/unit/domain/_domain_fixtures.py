@@ -62,6 +62,7 @@ class FakeCluster:
     approved: frozenset[str] = frozenset()
     rate_readable: bool = True
     first_look: bool = False  # the next observation is a new process's first
+    missing: dict[str, tuple[str, ...]] = field(default_factory=dict)  # series not scraped
 
     def observe(self, at: float) -> Observation:
         reps = tuple(
@@ -73,6 +74,7 @@ class FakeCluster:
                 sync_errors_total=self.sync_errors.get(rid, 0.0),
                 sync_corruption_total=self.corruption.get(rid, 0.0),
                 restarts_total=self.restarts.get(rid, 0.0),
+                missing_series=self.missing.get(rid, ()),
             )
             for rid, lag in self.lags.items()
         )

@@ -32,6 +32,8 @@ from controller.domain import (
     record_outcome,
 )
 from controller.domain.conditions import _Meaning
+from controller.domain.memory import Intent
+from controller.domain.observation import NOT_READ
 from controller.domain.policy import quantize_lag
 
 
@@ -320,13 +322,25 @@ EVIDENCE = [
     ("a critical crossing inside its forSeconds window reads no admin state yet",
      12.0, _node2(severity=Severity.WARNING, above_critical_since=T0 - 10), False,
      frozenset({"node2"})),
-    ("a crossing whose window ends this poll fetches the tripped breakers",
+    ("a crossing whose window ends this poll reads the tripped breakers",
      12.0, _node2(severity=Severity.WARNING, above_critical_since=T0 - 180), True,
      frozenset({"node2"})),
-    ("lag over the escalation threshold fetches them at once",
+    ("lag over the escalation threshold reads them at once",
      70.0, Memory.empty(), True, frozenset({"node2"})),
-    ("a critical replica at the start of its ladder fetches them",
+    ("a critical replica at the start of its ladder reads them",
      8.0, _node2(severity=Severity.CRITICAL), True, frozenset({"node2"})),
+    ("a reset waiting out its timeout reads nothing (confirmed from the gauge)",
+     30.0, _node2(severity=Severity.CRITICAL, step=Step.RESET_BREAKER, step_attempts=1,
+                  step_started_at=T0 - 10, step_baseline_lag=30.0), False, frozenset({"node2"})),
+    ("a reset judged at its timeout, lag not draining, reads them to choose again",
+     30.0, _node2(severity=Severity.CRITICAL, step=Step.RESET_BREAKER, step_attempts=1,
+                  step_started_at=T0 - 61, step_baseline_lag=30.0), True, frozenset({"node2"})),
+    ("a reset judged at its timeout, lag draining, is given time without a read",
+     20.0, _node2(severity=Severity.CRITICAL, step=Step.RESET_BREAKER, step_attempts=1,
+                  step_started_at=T0 - 61, step_baseline_lag=30.0), False, frozenset({"node2"})),
+    ("a replica in its cooldown reads nothing",
+     30.0, _node2(severity=Severity.CRITICAL, cooldown_until=T0 + 30), False,
+     frozenset({"node2"})),
     ("past the breaker step they are not read again",
      12.0, _node2(severity=Severity.CRITICAL, step=Step.THROTTLE), False,
      frozenset({"node2"})),
@@ -335,27 +349,60 @@ EVIDENCE = [
 
 @pytest.mark.parametrize(("lag", "memory", "breakers", "replicas"),
                          [c[1:] for c in EVIDENCE], ids=[c[0] for c in EVIDENCE])
-def test_evidence_needed(lag: float, memory: Memory, breakers: bool,
-                         replicas: frozenset[str]) -> None:
-    """Admin state is read only when a decision needs it (issue 14, item 6): the
-    breaker list when the ladder can start, not on every poll of a warning."""
+def test_admin_state_is_read_only_when_a_decision_needs_it(
+        lag: float, memory: Memory, breakers: bool, replicas: frozenset[str]) -> None:
+    """Issue 14, items 4 and 6: the tripped-breakers list is read only in a poll whose
+    breaker step chooses what to reset (`decide` asks for it), never on every poll of a
+    warning or while a reset waits out its timeout; replicas' own /metrics while they
+    lag (`evidence_needed`)."""
     spec = make_spec(2)
-    obs = Observation(at=T0, primary=SourceStatus.ok(),
-                      replicas=(ReplicaObservation("node2", lag), ReplicaObservation("node3", 0.1)))
+    obs = Observation(at=T0, primary=SourceStatus.ok(), tripped_agents=NOT_READ,
+                      replicas=(ReplicaObservation("node2", lag, breaker_tripped=True),
+                                ReplicaObservation("node3", 0.1, breaker_tripped=False)))
+    plan = decide(obs, spec, memory, T0, operator_budget_remaining=100)
+    assert plan.wants_tripped_breakers is breakers
     ev = evidence_needed(spec, memory, obs)
-    assert ev.fetch_tripped_breakers is breakers
     assert ev.replica_metrics == replicas
-    assert ev.nothing_extra is (not breakers and not replicas)
+    assert ev.nothing_extra is not replicas
 
 
-def test_evidence_needed_while_a_reset_awaits_confirmation() -> None:
-    h = _h()
-    h.cluster.lags["node2"] = 30.0
-    h.cluster.tripped = {"agent-node2"}
-    h.run(180)
-    h.poll(act=False)
-    ev = evidence_needed(h.spec, h.memory, h.cluster.observe(h.now))
-    assert ev.fetch_tripped_breakers
+def test_nothing_is_read_while_remediation_is_paused_or_observing() -> None:
+    for spec in (make_spec(2, remediation__paused=True), make_spec(2, remediation__mode="Observe")):
+        obs = Observation(at=T0, primary=SourceStatus.ok(), tripped_agents=NOT_READ,
+                          replicas=(ReplicaObservation("node2", 70.0),
+                                    ReplicaObservation("node3", 0.1)))
+        assert not decide(obs, spec, Memory.empty(), T0,
+                          operator_budget_remaining=100).wants_tripped_breakers
+
+
+@pytest.mark.parametrize("scenario", ["breaker", "retrip", "storm", "unreadable"])
+def test_a_decision_that_does_not_ask_for_the_list_does_not_depend_on_it(
+        scenario: str) -> None:
+    """The other half of reading only when needed: in every poll of these incidents
+    where `decide` does not ask for the tripped-breakers list, deciding with the list
+    gives the same plan as without it, so no decision silently relies on it."""
+    h = _h(3)
+    polls = 0
+    for i in range(120):
+        lags = {"node2": 0.2, "node3": 0.3, "node4": 0.2}
+        if scenario in ("breaker", "retrip", "unreadable") and 5 <= i < 60:
+            lags["node2"] = 5.0 + 3 * (i - 5)
+        if scenario == "storm" and 5 <= i < 60:
+            lags = {"node2": 40.0, "node3": 45.0, "node4": 0.2}
+        h.cluster.lags = dict(lags)
+        h.cluster.tripped = {"agent-node2"} if (
+            scenario != "storm" and 5 <= i < 60 and (scenario == "retrip" or i < 30)) else set()
+        listed = h.cluster.observe(h.now)
+        blank = replace(listed, tripped_agents=NOT_READ)
+        if scenario == "unreadable":
+            listed = replace(listed, tripped_agents=None)
+        without = decide(blank, h.spec, h.memory, h.now, operator_budget_remaining=100)
+        if not without.wants_tripped_breakers:
+            polls += 1
+            assert decide(listed, h.spec, h.memory, h.now,
+                          operator_budget_remaining=100) == without, f"poll {i}"
+        h.poll()
+    assert polls > 100
 
 
 def test_requeue_comes_early_for_a_window_deadline() -> None:
@@ -404,6 +451,26 @@ def test_memory_json_rejects_unknown_versions_and_shapes() -> None:
 def test_record_outcome_for_an_unknown_key_changes_nothing() -> None:
     m = Memory.empty()
     assert record_outcome(m, "nope", ActionOutcome(True), T0) is m
+
+
+@pytest.mark.parametrize(("outcome", "counted"), [
+    (ActionOutcome(True), 1),
+    (ActionOutcome(False, "500"), 1),
+    (ActionOutcome(True, attempts=2), 2),
+    (ActionOutcome(False, "401 twice", may_have_applied=False, attempts=2), 2),
+], ids=["one request", "one failed request", "sent again with a rotated token",
+        "refused twice"])
+def test_every_request_that_reached_stemedb_counts_against_max_actions_per_hour(
+    outcome: ActionOutcome, counted: int
+) -> None:
+    """The proposal counts one action; each further request the adapter made for it
+    (a retry with a rotated token) counts too (issue 14, item 4)."""
+    intent = Intent("SetRateLimit-cluster-1", ActionKind.SET_RATE_LIMIT, None, None, 500,
+                    T0, T0 + 30)
+    m = replace(Memory.empty(), pending=(intent,), action_times=(T0,))
+    after = record_outcome(m, intent.key, outcome, T0 + 1)
+    assert len(after.action_times) == counted
+    assert after.pending == ()
 
 
 def test_healthy_cluster_status_is_identical_poll_after_poll() -> None:
@@ -464,3 +531,44 @@ def test_the_policy_doc_lists_every_reason_code() -> None:
     for enum_cls in _Meaning.__subclasses__():
         for member in enum_cls:  # type: ignore[var-annotated]
             assert f"`{member.value}`" in doc, member
+
+
+# ------------------------------------------------------------ incomplete primary scrape
+INCOMPLETE = [
+    ("the breaker series of the critical replica", {"node2": ("stemedb_circuit_breaker_tripped",)},
+     "stemedb_circuit_breaker_tripped for node2"),
+    ("the sync series of a healthy replica", {"node3": ("stemedb_merkle_sync_running",)},
+     "stemedb_merkle_sync_running for node3"),
+    ("everything after a cut, for every replica",
+     {r: ("stemedb_circuit_breaker_tripped", "stemedb_merkle_sync_corruption_detected_total",
+          "stemedb_merkle_sync_errors_total", "stemedb_replica_restarts_total")
+      for r in ("node2", "node3")},
+     "stemedb_circuit_breaker_tripped for node2, node3; "
+     "stemedb_merkle_sync_corruption_detected_total for node2, node3; "
+     "stemedb_merkle_sync_errors_total for node2, node3; and 1 more series"),
+]
+
+
+@pytest.mark.parametrize(("missing", "named"), [c[1:] for c in INCOMPLETE],
+                         ids=[c[0] for c in INCOMPLETE])
+def test_a_scrape_without_a_series_the_decisions_need_is_never_acted_on(
+    missing: dict[str, tuple[str, ...]], named: str
+) -> None:
+    """Issue 14, item 9's class: a body cut at a line boundary parses; the replicas'
+    series after the cut are missing, and the policy acted on the rest. Now the poll is
+    blind: no action, MetricsAvailable False naming what was missing; the next
+    complete scrape acts."""
+    h = _h(2)
+    h.cluster.lags["node2"] = 20.0
+    h.cluster.tripped = {"agent-node2"}
+    h.run(170)  # above critical for just under its window
+    h.cluster.missing = missing
+    h.run(60)
+    assert h.log == []
+    assert h.cond("MetricsAvailable") == (False, "PrimaryMetricsIncomplete")
+    message = next(c.message for c in h.plans[-1].conditions
+                   if c.type is ConditionType.METRICS_AVAILABLE)
+    assert named in message and "no action" in message
+    h.cluster.missing = {}
+    h.run(10)
+    assert h.kinds() == ["ResetBreaker:node2"]

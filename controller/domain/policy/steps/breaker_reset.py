@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from controller.domain.conditions import EventReason, EventType, Reason
 from controller.domain.memory import ActionKind, ReplicaMemory, Step
+from controller.domain.observation import NOT_READ
 from controller.domain.policy.plan import Outcome
 from controller.domain.policy.steps.base import (
     LadderStep,
@@ -43,6 +44,11 @@ class BreakerReset(LadderStep):
         remembered = ctx.remembered
         agent = ctx.replica.agent_id
         tripped = ctx.work.observation.tripped_agents
+        if tripped is NOT_READ:
+            # The only decision that reads the list (issue 14, item 6): ask for it, and
+            # the poll is decided again with it. Nothing else in this pass is kept.
+            ctx.work.wants_tripped_breakers = True
+            return Progress.WAIT
         if tripped is None:
             ctx.note(EventType.NORMAL, EventReason.BREAKER_STATE_UNKNOWN,
                      "the tripped-breakers list could not be read; skipping the breaker step",
