@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from controller.domain import Mode, RebuildPolicy, Spec, parse_spec
+from controller.domain import Mode, RebuildPolicy, Spec, backoff, parse_spec
 from tests.campaign.incidents import raw_spec
 from tests.campaign.world import EPOCH, Poll, Request, Trace
 
@@ -152,7 +152,9 @@ def admin_request_rate(trace: Trace, spec: Spec) -> list[Violation]:
                                  f"{i - j + 1} admin requests in the minute before "
                                  f"(bound {ADMIN_REQUESTS_PER_MINUTE})"))
             break
-    writes = sorted(r.t for p in trace.polls for r in _writes(p))
+    retries, early = _restore_retries(trace)
+    out += early
+    writes = sorted(r.t for p in trace.polls for r in _writes(p) if id(r) not in retries)
     limit = spec.remediation.max_actions_per_hour
     for i, t in enumerate(writes):
         n = sum(1 for u in writes[: i + 1] if u > t - 3600.0)
@@ -162,6 +164,48 @@ def admin_request_rate(trace: Trace, spec: Spec) -> list[Violation]:
                                  f"(maxActionsPerHour {limit})"))
             break
     return out
+
+
+def _failed(r: Request) -> bool:
+    return r.status is None or r.status >= 500
+
+
+def _limit(r: Request) -> float:
+    value = r.body.get("max_assertions_per_sec") if isinstance(r.body, dict) else None
+    return float("inf") if value is None else float(value)
+
+
+def _restore_retries(trace: Trace) -> tuple[set[int], list[Violation]]:
+    """The rate-limit writes that repeat a failed restore (a POST raising the limit, or
+    lifting it), and any that came sooner than the backoff allows.
+
+    Lifting the operator's own throttle is never held by a budget (leaving ingestion
+    throttled is the worse harm), so these repeats are not counted against
+    maxActionsPerHour; what bounds them is the backoff: the k-th consecutive failure
+    waits at least half of min(CAP, BASE * 2^(k-1)) (equal jitter)."""
+    retries: set[int] = set()
+    early: list[Violation] = []
+    previous: float | None = None  # the last attempted limit (a timed-out write may land)
+    failed: Request | None = None  # the last restore write, while it failed
+    failures = 0
+    for r in (r for p in trace.polls for r in _writes(p) if r.path == "/v1/admin/rate-limit"):
+        value = r.body.get("max_assertions_per_sec") if isinstance(r.body, dict) else None
+        retry = failed is not None and (value is None or value >= _limit(failed))
+        if retry and failed is not None:
+            retries.add(id(r))
+            least = min(backoff.CAP_SECONDS, backoff.BASE_SECONDS * 2.0 ** (failures - 1)) / 2
+            if r.t - failed.t < least - 1e-6:
+                early.append(Violation("admin_writes_per_hour", r.t,
+                                       f"a failed restore repeated after {r.t - failed.t:.1f} s,"
+                                       f" sooner than its backoff ({least:g} s after "
+                                       f"{failures} failures)"))
+        raising = value is None or (previous is not None and value > previous)
+        if (retry or raising) and _failed(r):
+            failed, failures = r, failures + 1
+        else:
+            failed, failures = None, 0
+        previous = value
+    return retries, early
 
 
 def rate_restored(trace: Trace, spec: Spec) -> list[Violation]:
