@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.campaign.incidents import Incident, generate  # noqa: E402
-from tests.campaign.outcomes import table  # noqa: E402
+from tests.campaign.outcomes import exercise_counts, table  # noqa: E402
 from tests.campaign.runner import KNOWN, quiet, run_seeds, violations  # noqa: E402
 from tests.campaign.shrink import failing_like, shrink  # noqa: E402
 
@@ -69,6 +69,7 @@ def main() -> int:
     print(f"{len(outcomes)} incidents (seeds {args.start}..{args.start + args.incidents - 1}) "
           f"in {elapsed:.0f} s\n")
     print(table(outcomes))
+    print(exercise_counts(outcomes) + "\n")
     by_known: Counter[str] = Counter()
     new: list[tuple[int, str]] = []
     for o in outcomes:
@@ -91,6 +92,8 @@ def main() -> int:
     (out / "campaign.json").write_text(json.dumps({
         "incidents": len(outcomes), "seconds": round(elapsed, 1),
         "known": dict(by_known), "new": new[:200],
+        "exercised": {name: sum(name in o.exercised for o in outcomes)
+                      for name in ("tripped_breaker_reset", "fair_share")},
     }, indent=2))
     return 1 if new else 0
 

@@ -110,6 +110,8 @@ def quieted() -> Iterator[None]:
 
 
 def evaluate(incident: Incident) -> Outcome:
+    """One incident with the operator and without it (the same seed), its violations and
+    which invariants it exercised."""
     with quieted():
         trace = run(incident)
         nothing = run(incident, operator=False)
