@@ -266,15 +266,21 @@ def _storm(seed: int) -> Incident:
                                             "breaker_trip"]), [rep],
                            round(max(1.0, t0 + rng.choice([-40.0, -20.0, -10.0, 0.0, 10.0])), 1))
                     for rep in lagging]
+    partners = [_lasting(f, 180.0) for f in partners]  # overlapping the trip's critical window
     for f in partners:
-        # long enough to overlap the trip's critical window
-        if "duration_seconds" in f.args:
-            f.args["duration_seconds"] = max(f.args["duration_seconds"], 180.0)
         last = max(last, f.at + f.args.get("duration_seconds", 30.0))
     events += partners + _people(rng, ids, last)
     events.sort(key=lambda e: e.at)
     return Incident(seed=seed, replicas=replicas, spec=spec, events=tuple(events),
                     horizon=round(last + TAIL, 1), initial_rate=rng.choice([None, None, 5000]))
+
+
+def _lasting(fault: Event, seconds: float, *, exactly: bool = False) -> Event:
+    """The fault lasting at least (or `exactly`) `seconds`; one without an end stays so."""
+    if "duration_seconds" not in fault.args:
+        return fault
+    longer = seconds if exactly else max(fault.args["duration_seconds"], seconds)
+    return Event(fault.at, fault.what, {**fault.args, "duration_seconds": longer})
 
 
 def _fleet(seed: int) -> Incident:
@@ -295,6 +301,7 @@ def _fleet(seed: int) -> Incident:
         n_ids = [f"node{j}" for j in range(2, n_replicas + 2)]
         failure = rng.choice(["http_error", "admin_timeout", "connection_reset"])
         broken = _fault(rng, failure, n_ids, 0.0)
+        # the admin API fails for the whole incident, every answer (no 50 % of 500s)
         args = {**broken.args, "duration_seconds": horizon, "node": "node1"}
         if failure == "http_error":
             args.update(probability=1.0, status=500)
@@ -302,14 +309,12 @@ def _fleet(seed: int) -> Incident:
             args["endpoint"] = "admin"
         lag = _fault(rng, rng.choice(["breaker_trip", "disk_saturation", "stuck_replica"]), n_ids,
                      round(rng.uniform(10.0, t0), 1))
-        lag_args = {**lag.args, "duration_seconds": horizon} if "duration_seconds" in lag.args \
-            else lag.args
         neighbours.append(Neighbour(
             name=f"nb{k + 1}", replicas=n_replicas,
             spec={"detection.pollIntervalSeconds": rng.choice([5.0, 10.0, 15.0]),
                   "detection.critical.forSeconds": 0.0,
                   "remediation.maxActionsPerHour": 60},
-            events=(Event(0.0, failure, args), Event(lag.at, lag.what, lag_args))))
+            events=(Event(0.0, failure, args), _lasting(lag, horizon, exactly=True))))
     events += _people(rng, ids, last)
     events.sort(key=lambda e: e.at)
     return Incident(seed=seed, replicas=replicas, spec=spec, events=tuple(events),

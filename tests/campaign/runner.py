@@ -142,9 +142,19 @@ def _untraced() -> None:
 
 
 def run_seeds(seeds: Iterable[int], workers: int | None = None) -> list[Outcome]:
+    return list(iter_seeds(seeds, workers))
+
+
+def iter_seeds(seeds: Iterable[int], workers: int | None = None) -> Iterator[Outcome]:
+    """The outcomes in seed order as they come (a long run can stop early and keep what
+    it has: closing the iterator cancels the chunks not started)."""
     seeds = list(seeds)
     workers = workers or min(4, os.cpu_count() or 1)
     if workers <= 1:
-        return [_evaluate_seed(s) for s in seeds]
-    with ProcessPoolExecutor(workers, initializer=_untraced) as pool:
-        return list(pool.map(_evaluate_seed, seeds, chunksize=25))
+        yield from (_evaluate_seed(s) for s in seeds)
+        return
+    pool = ProcessPoolExecutor(workers, initializer=_untraced)
+    try:
+        yield from pool.map(_evaluate_seed, seeds, chunksize=25)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
