@@ -33,8 +33,8 @@ from controller.domain.budget import ActionBudget
 from controller.reconcile import Reconciler
 from stemedb_sim import ManualClock, Simulation
 from stemedb_sim.inprocess import Answer, InProcessNodes, Outcome
-from stemedb_sim.model import ClusterConfig
-from tests.campaign.incidents import LOAD, Incident, raw_spec
+from stemedb_sim.model import ClusterConfig, ClusterModel
+from tests.campaign.incidents import LOAD, Event, Incident, raw_spec
 from tests.unit.test_reconcile import merge_patch  # the API server's merge patch, one copy
 
 CLUSTER = "inc"
@@ -195,9 +195,9 @@ class Other:
     """A neighbour cluster while it runs: its model, its object, its polls."""
 
     name: str
-    model: Any
+    model: ClusterModel
     body: dict[str, Any]
-    events: list[Any]
+    events: list[Event]
     polls: list[Poll] = field(default_factory=list)
     current: Poll = field(default_factory=lambda: Poll(-1, 0.0))
     next_t: float = 0.0
