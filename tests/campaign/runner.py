@@ -52,6 +52,18 @@ KNOWN: tuple[Known, ...] = (
     Known("acts_on_truncated_metrics", "no_action_on_bad_data", r"", "item 9 (class)", 2467,
           "a /metrics body cut at a line boundary parses: the series after the cut (sync "
           "progress, errors, breaker) are missing and the policy acts on the rest"),
+    Known("rebuild_marked_during_human_sync", "no_rebuild_while_sync_progresses", r"",
+          "item 1 (class)", 4986,
+          "a replica whose breaker re-trips every 5 s (resets and syncs used up, rebuild "
+          "approved) is marked for rebuild while a sync a human started 7 s before "
+          "progresses 0 -> 0.45 (found in a fleet incident; shrunk to one cluster with a "
+          "restart: breaker_retrip, approve, restart, human_sync)"),
+    Known("backoff_hold_unreported_after_pause", "held_action_reported",
+          r"AdminApiBackingOff", "item 8 (class)", 4779,
+          "after a 30 s pause the restore's SetRateLimit is held by the admin backoff again, "
+          "but RemediationAllowed names ClusterBudgetExhausted and the backoff's "
+          "once-per-failure-count notice was given before the pause (shrunk: admin API "
+          "refusing connections, a breaker trip, a pause, maxActionsPerHour 6)"),
 )
 
 # Defects the campaign found and the controller has since fixed: each seed must stay
