@@ -6,12 +6,16 @@ known (an issue-14 defect not fixed yet) or new. docs/incident-campaign.md.
     .venv/bin/python bench/campaign.py [--incidents 10000] [--start 0] [--workers 2]
     .venv/bin/python bench/campaign.py --seed N [--shrink]     # one incident, exactly
     .venv/bin/python bench/campaign.py --incident '{"seed": ...}'   # a shrunk one
+
+Progress goes to stderr every 500 incidents; SIGINT or SIGTERM (to this process) stops
+the run and prints the table of the incidents done so far, marked as partial.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections import Counter
@@ -21,8 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.campaign.incidents import Incident, generate  # noqa: E402
-from tests.campaign.outcomes import table  # noqa: E402
-from tests.campaign.runner import KNOWN, quiet, run_seeds, violations  # noqa: E402
+from tests.campaign.outcomes import exercise_counts, table  # noqa: E402
+from tests.campaign.runner import KNOWN, iter_seeds, quiet, violations  # noqa: E402
 from tests.campaign.shrink import failing_like, shrink  # noqa: E402
 
 
@@ -50,6 +54,10 @@ def one(incident: Incident, do_shrink: bool) -> int:
     return 1
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--incidents", type=int, default=10_000)
@@ -63,12 +71,26 @@ def main() -> int:
         return one(generate(args.seed), args.shrink)
     if args.incident:
         return one(Incident.from_json(args.incident), args.shrink)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # also in the background, where SIGINT is
+        signal.signal(sig, _stop)               # ignored unless a handler is set
     started = time.perf_counter()
-    outcomes = run_seeds(range(args.start, args.start + args.incidents), args.workers or None)
+    outcomes = []
+    running = iter_seeds(range(args.start, args.start + args.incidents), args.workers or None)
+    try:
+        for o in running:
+            outcomes.append(o)
+            if len(outcomes) % 500 == 0:
+                print(f"{len(outcomes)} incidents, {time.perf_counter() - started:.0f} s",
+                      file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        running.close()
     elapsed = time.perf_counter() - started
-    print(f"{len(outcomes)} incidents (seeds {args.start}..{args.start + args.incidents - 1}) "
-          f"in {elapsed:.0f} s\n")
+    partial = "" if len(outcomes) == args.incidents else (
+        f" (PARTIAL: interrupted, {args.incidents} asked)")
+    print(f"{len(outcomes)} incidents (seeds {args.start}..{args.start + len(outcomes) - 1}) "
+          f"in {elapsed:.0f} s{partial}\n")
     print(table(outcomes))
+    print(exercise_counts(outcomes) + "\n")
     by_known: Counter[str] = Counter()
     new: list[tuple[int, str]] = []
     for o in outcomes:
@@ -91,6 +113,8 @@ def main() -> int:
     (out / "campaign.json").write_text(json.dumps({
         "incidents": len(outcomes), "seconds": round(elapsed, 1),
         "known": dict(by_known), "new": new[:200],
+        "exercised": {name: sum(name in o.exercised for o in outcomes)
+                      for name in ("tripped_breaker_reset", "fair_share")},
     }, indent=2))
     return 1 if new else 0
 

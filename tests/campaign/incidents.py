@@ -20,6 +20,9 @@ FAULT_WEIGHTS: dict[str, int] = {
     "connection_reset": 1, "garbled_metrics": 1, "truncated_metrics": 1, "slow_sync": 2,
 }
 HUMAN = ("approve", "approve_bare", "pause", "human_sync", "rotate_token")
+# The seed's last digit picks the incident's family; the rest are "single". Seeds of
+# the known and fixed defects' regression cases (runner.py) keep their incidents.
+FAMILIES: dict[int, str] = {3: "storm", 6: "fleet"}
 LOAD = 2000.0
 # After the last fault ends: time to recover, to ramp the rate back and to be seen quiet.
 TAIL = 500.0
@@ -36,6 +39,17 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Neighbour:
+    """Another cluster of the same operator: its own model and spec, sharing the
+    reconciler and the operator-wide budget with the incident's cluster."""
+
+    name: str
+    replicas: int
+    spec: dict[str, Any]
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True)
 class Incident:
     seed: int
     replicas: int
@@ -44,6 +58,8 @@ class Incident:
     horizon: float
     initial_rate: int | None = None
     token: bool = True
+    neighbours: tuple[Neighbour, ...] = ()
+    operator_budget: int = 100  # the operator-wide actions per hour (ActionBudget)
 
     @property
     def fault_kinds(self) -> list[str]:
@@ -56,6 +72,9 @@ class Incident:
     def from_json(cls, text: str) -> Incident:
         d = json.loads(text)
         d["events"] = tuple(Event(**e) for e in d["events"])
+        d["neighbours"] = tuple(
+            Neighbour(**{**n, "events": tuple(Event(**e) for e in n["events"])})
+            for n in d.get("neighbours", ()))
         return cls(**d)
 
 
@@ -159,27 +178,32 @@ def _fault(rng: random.Random, label: str, replicas: list[str], at: float) -> Ev
 
 
 def generate(seed: int) -> Incident:
-    """The incident of `seed`: the same seed always gives the same incident."""
-    rng = random.Random(f"campaign:{seed}")
-    replicas = rng.choice([2, 2, 3, 3, 4])
+    """The incident of `seed`: the same seed always gives the same incident. The seed's
+    last digit picks its family (`FAMILIES`): most are `single`, the original mix."""
+    family = FAMILIES.get(seed % 10, "single")
+    if family == "storm":
+        return _storm(seed)
+    if family == "fleet":
+        return _fleet(seed)
+    return _single(seed)
+
+
+def _cluster(rng: random.Random, sizes: list[int]) -> tuple[int, list[str], dict[str, Any]]:
+    """Replica count, replica ids and a spec the CRD accepts."""
+    replicas = rng.choice(sizes)
     ids = [f"node{k}" for k in range(2, replicas + 2)]
     while True:
         spec = _spec(rng, replicas)
         try:
             parse_spec(raw_spec(spec, replicas))
-            break
+            return replicas, ids, spec
         except SpecError:
             continue
-    labels, weights = zip(*FAULT_WEIGHTS.items(), strict=True)
-    events: list[Event] = []
-    t = rng.uniform(20.0, 120.0)
-    last = t
-    for _ in range(rng.choice([1, 1, 2, 2, 3, 4])):
-        label = rng.choices(labels, weights)[0]
-        fault = _fault(rng, label, ids, round(t, 1))
-        events.append(fault)
-        last = max(last, t + fault.args.get("duration_seconds", 30.0))
-        t += rng.choice([0.0, 10.0, 60.0, 200.0])
+
+
+def _people(rng: random.Random, ids: list[str], last: float) -> list[Event]:
+    """0-2 operator restarts and 0-3 human actions, up to a while after the last fault."""
+    events = []
     for _ in range(rng.choice([0, 0, 1, 2])):
         # "crash": the process dies right after its next admin write was applied,
         # before the outcome is recorded (the intent is in status); "restart": between polls.
@@ -196,12 +220,106 @@ def generate(seed: int) -> Incident:
         if what == "rotate_token":
             args["secret_delay"] = rng.choice([0.0, 0.0, 5.0])
         events.append(Event(at, what, args))
+    return events
+
+
+def _single(seed: int) -> Incident:
+    """1-4 faults of any kind at random times, restarts and human actions."""
+    rng = random.Random(f"campaign:{seed}")
+    replicas, ids, spec = _cluster(rng, [2, 2, 3, 3, 4])
+    labels, weights = zip(*FAULT_WEIGHTS.items(), strict=True)
+    events: list[Event] = []
+    t = rng.uniform(20.0, 120.0)
+    last = t
+    for _ in range(rng.choice([1, 1, 2, 2, 3, 4])):
+        label = rng.choices(labels, weights)[0]
+        fault = _fault(rng, label, ids, round(t, 1))
+        events.append(fault)
+        last = max(last, t + fault.args.get("duration_seconds", 30.0))
+        t += rng.choice([0.0, 10.0, 60.0, 200.0])
+    events += _people(rng, ids, last)
     events.sort(key=lambda e: e.at)
     return Incident(
         seed=seed, replicas=replicas, spec=spec, events=tuple(events),
         horizon=round(last + TAIL, 1),
         initial_rate=rng.choice([None, None, 5000]),
     )
+
+
+def _storm(seed: int) -> Incident:
+    """A breaker trip inside a storm (issue 14 item 3): one replica's breaker trips while
+    enough others lag from another cause to be critical in the same polls."""
+    rng = random.Random(f"campaign-storm:{seed}")
+    replicas, ids, spec = _cluster(rng, [3, 3, 4])
+    t0 = round(rng.uniform(20.0, 120.0), 1)
+    tripped = rng.choice(ids)
+    events = [_fault(rng, rng.choice(["breaker_trip", "breaker_trip", "breaker_retrip"]),
+                     [tripped], t0)]
+    others = [i for i in ids if i != tripped]
+    last = t0 + events[0].args.get("duration_seconds", 30.0)
+    if rng.random() < 0.25:  # the whole cluster lags: the primary cannot send
+        partners = [_fault(rng, "primary_overload", ids, round(t0 + rng.choice([-20.0, 0.0]), 1))]
+    else:  # other replicas lag on their own, starting a little before or with the trip
+        least = max(1, min(len(others), spec["detection.stormReplicas"] - 1))
+        lagging = rng.sample(others, rng.randint(least, len(others)))
+        partners = [_fault(rng, rng.choice(["disk_saturation", "stuck_replica", "stuck_replica",
+                                            "breaker_trip"]), [rep],
+                           round(max(1.0, t0 + rng.choice([-40.0, -20.0, -10.0, 0.0, 10.0])), 1))
+                    for rep in lagging]
+    partners = [_lasting(f, 180.0) for f in partners]  # overlapping the trip's critical window
+    for f in partners:
+        last = max(last, f.at + f.args.get("duration_seconds", 30.0))
+    events += partners + _people(rng, ids, last)
+    events.sort(key=lambda e: e.at)
+    return Incident(seed=seed, replicas=replicas, spec=spec, events=tuple(events),
+                    horizon=round(last + TAIL, 1), initial_rate=rng.choice([None, None, 5000]))
+
+
+def _lasting(fault: Event, seconds: float, *, exactly: bool = False) -> Event:
+    """The fault lasting at least (or `exactly`) `seconds`; one without an end stays so."""
+    if "duration_seconds" not in fault.args:
+        return fault
+    longer = seconds if exactly else max(fault.args["duration_seconds"], seconds)
+    return Event(fault.at, fault.what, {**fault.args, "duration_seconds": longer})
+
+
+def _fleet(seed: int) -> Incident:
+    """Several clusters under one operator (issue 14 item 4, second half): this
+    incident's cluster has a healthy admin API and a tripped breaker; 1-3 neighbours
+    whose admin API fails (500s, timeouts, resets) lag too and keep trying, all on one
+    operator-wide budget."""
+    rng = random.Random(f"campaign-fleet:{seed}")
+    replicas, ids, spec = _cluster(rng, [2, 3, 4])
+    t0 = round(rng.uniform(60.0, 150.0), 1)
+    events = [_fault(rng, rng.choice(["breaker_trip", "breaker_trip", "breaker_retrip"]), ids, t0)]
+    last = t0 + events[0].args.get("duration_seconds", 30.0)
+    # Shorter than TAIL after the trip: three more clusters cost as much as three incidents.
+    horizon = round(last + 300.0, 1)
+    neighbours = []
+    for k in range(rng.choice([1, 2, 3])):
+        n_replicas = rng.choice([2, 3])
+        n_ids = [f"node{j}" for j in range(2, n_replicas + 2)]
+        failure = rng.choice(["http_error", "admin_timeout", "connection_reset"])
+        broken = _fault(rng, failure, n_ids, 0.0)
+        # the admin API fails for the whole incident, every answer (no 50 % of 500s)
+        args = {**broken.args, "duration_seconds": horizon, "node": "node1"}
+        if failure == "http_error":
+            args.update(probability=1.0, status=500)
+        if "endpoint" in args:
+            args["endpoint"] = "admin"
+        lag = _fault(rng, rng.choice(["breaker_trip", "disk_saturation", "stuck_replica"]), n_ids,
+                     round(rng.uniform(10.0, t0), 1))
+        neighbours.append(Neighbour(
+            name=f"nb{k + 1}", replicas=n_replicas,
+            spec={"detection.pollIntervalSeconds": rng.choice([5.0, 10.0, 15.0]),
+                  "detection.critical.forSeconds": 0.0,
+                  "remediation.maxActionsPerHour": 60},
+            events=(Event(0.0, failure, args), _lasting(lag, horizon, exactly=True))))
+    events += _people(rng, ids, last)
+    events.sort(key=lambda e: e.at)
+    return Incident(seed=seed, replicas=replicas, spec=spec, events=tuple(events),
+                    horizon=horizon, initial_rate=rng.choice([None, None, 5000]),
+                    neighbours=tuple(neighbours), operator_budget=rng.choice([12, 20, 100]))
 
 
 def raw_spec(overrides: dict[str, Any], replicas: int, admin_url: str = "http://sim/c/inc/node1",

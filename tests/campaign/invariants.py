@@ -5,19 +5,28 @@ violations it found; `check` runs them all."""
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 from controller.domain import Mode, RebuildPolicy, Spec, backoff, parse_spec
+from controller.domain.budget import DEFAULT_SHARE
+from controller.domain.memory import Memory, MemoryFormatError, Severity, Step
 from tests.campaign.incidents import raw_spec
-from tests.campaign.world import EPOCH, Poll, Request, Trace
+from tests.campaign.world import EPOCH, NAME, NS, Poll, Request, Trace
 
 # Admin requests one cluster may receive in any minute, failures and retries
 # included (issue 14 saw ~150 while the admin API answered 500).
 ADMIN_REQUESTS_PER_MINUTE = 30
 REBUILD_ANNOTATION = "stemedb.io/rebuild-requested"
+# Polls in a row a visibly tripped breaker may wait for its reset while nothing holds it
+# (the policy resets in the poll that finds the replica critical; two more for slack).
+RESET_WITHIN_POLLS = 3
+OWNER = f"{NS}/{NAME}"  # the incident's cluster as the operator-wide budget names it
 API_FAULTS = frozenset({"http_error", "admin_timeout", "connection_reset", "garbled_metrics",
                         "truncated_metrics"})
 
@@ -353,6 +362,141 @@ def token_rotation(trace: Trace, spec: Spec) -> list[Violation]:
     return out
 
 
+def _memory(status: dict) -> Memory | None:
+    """The operator's memory as this poll stored it (None before the first write)."""
+    text = status.get("memory")
+    return _parsed_memory(text) if isinstance(text, str) else None
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_memory(text: str) -> Memory | None:
+    try:
+        return Memory.from_text(text)
+    except MemoryFormatError:
+        return None
+
+
+def _tripped_shown(poll: Poll) -> frozenset[str]:
+    """Replicas whose tripped breaker this poll's primary scrape showed (truth at the
+    scrape); nothing while the scrape was unusable."""
+    if blind(poll):
+        return frozenset()
+    scrape = next(r for r in reversed(poll.requests) if r.path == "/metrics" and r.node == "node1")
+    return scrape.tripped or frozenset()
+
+
+def _storm(memory: Memory, spec: Spec) -> bool:
+    critical = sum(r.severity is Severity.CRITICAL for r in memory.replicas)
+    return memory.storm or critical >= spec.detection.storm_replicas
+
+
+def _reset_owed(p: Poll, memory: Memory | None, rid: str, spec: Spec) -> bool:
+    """After poll `p`, `rid`'s breaker reset is owed and nothing may hold it: the breaker
+    is tripped and the scrape shows it, the replica is critical with its ladder not past
+    a reset it has not tried yet, no cooldown, corruption or pending action of its own,
+    not paused, and in this poll no reset was held by a gate (budget, backoff, mode) and
+    no admin request failed (the tripped list may have been unreadable)."""
+    if memory is None or p.paused or rid not in _tripped_shown(p):
+        return False
+    rm = next((r for r in memory.replicas if r.replica_id == rid), None)
+    now = EPOCH + p.t
+    if (rm is None or rm.severity is not Severity.CRITICAL
+            or rm.step not in (Step.NONE, Step.RESET_BREAKER) or rm.step_attempts
+            or (rm.cooldown_until is not None and now < rm.cooldown_until)
+            or rm.corrupted_at is not None
+            or any(i.replica_id == rid for i in memory.pending)):
+        return False
+    if any(action in ("ResetBreaker", "any") for action, _ in p.suppressed):
+        return False
+    return not any(r.status is None or r.status >= 500 or r.status == 401 for r in _admin(p))
+
+
+def tripped_breaker_reset(trace: Trace, spec: Spec) -> list[Violation]:
+    """A visibly tripped breaker of a critical replica is reset within a few polls when
+    the operator can act, storm or not (issue 14 item 3: a storm held it for minutes)."""
+    rem = spec.remediation
+    if rem.mode is not Mode.AUTO or not rem.breaker_reset.enabled:
+        return []
+    out = []
+    owed: dict[str, list[Poll]] = {}
+    for p in trace.polls:
+        memory = _memory(p.status)
+        for replica in spec.replicas:
+            rid = replica.id
+            if not _reset_owed(p, memory, rid, spec):
+                owed.pop(rid, None)
+                continue
+            owed.setdefault(rid, []).append(p)
+            if len(owed[rid]) == RESET_WITHIN_POLLS:
+                assert memory is not None
+                first = owed[rid][0]
+                out.append(Violation(
+                    "tripped_breaker_reset", p.t,
+                    f"{rid}'s breaker tripped and shown in the metrics, {rid} critical, "
+                    f"nothing holding a reset: none requested in {RESET_WITHIN_POLLS} polls "
+                    f"(t={first.t:g}s..{p.t:g}s)"
+                    + ("; a storm is on" if _storm(memory, spec) else "")))
+    return out
+
+
+def fair_share(trace: Trace, spec: Spec) -> list[Violation]:
+    """A broken cluster never takes a healthy cluster's remediation with it: with at most
+    1/share clusters on one operator, a cluster is refused for the operator-wide budget
+    only once it has itself spent its fair share (issue 14 item 4, second half)."""
+    neighbours = trace.incident.neighbours
+    limit = trace.budget[0]
+    fair = max(1, math.ceil(limit * DEFAULT_SHARE))
+    if not neighbours or (len(neighbours) + 1) * fair > limit:
+        return []
+    out = []
+    for p in trace.polls:
+        if not any(g == "OperatorBudgetExhausted" for _, g in p.suppressed):
+            continue
+        since = max([p.t - 3600.0, *(t for t in trace.restarts if t <= p.t)])
+        mine = sum(1 for t, o in trace.spends if o == OWNER and since <= t < p.t)
+        # this poll's own actions come out of the same share before the refused one
+        mine += len({(r.path, json.dumps(r.body, sort_keys=True)) for r in _writes(p)})
+        mine += sum(REBUILD_ANNOTATION in ann for _, ann in p.annotations)
+        if mine < fair:
+            others = sum(1 for t, o in trace.spends if o != OWNER and since <= t < p.t)
+            out.append(Violation("fair_share", p.t,
+                                 f"an action refused for OperatorBudgetExhausted after this "
+                                 f"cluster spent {mine} of its fair share {fair} (budget "
+                                 f"{limit}/h); {len(neighbours)} other clusters spent {others}"))
+            break
+    return out
+
+
+def exercised(trace: Trace) -> frozenset[str]:
+    """The invariants this run put to the test (not merely vacuous): a visibly tripped
+    breaker of a critical replica, its ladder not past the reset, in a storm while the
+    operator could act; the healthy cluster acting while its neighbours spent at least a
+    fair share of the operator-wide budget."""
+    spec = _spec(trace)
+    found = set()
+    rem = spec.remediation
+    if rem.mode is Mode.AUTO and rem.breaker_reset.enabled:
+        for p in trace.polls:
+            memory = _memory(p.status)
+            if memory is None or p.paused or not _storm(memory, spec):
+                continue
+            shown = _tripped_shown(p)
+            if any(r.replica_id in shown and r.severity is Severity.CRITICAL
+                   and r.step in (Step.NONE, Step.RESET_BREAKER) for r in memory.replicas):
+                found.add("tripped_breaker_reset")
+                break
+    if trace.incident.neighbours:
+        fair = max(1, math.ceil(trace.budget[0] * DEFAULT_SHARE))
+        for p in trace.polls:
+            if not _writes(p):
+                continue
+            since = max([p.t - 3600.0, *(t for t in trace.restarts if t <= p.t)])
+            if sum(1 for t, o in trace.spends if o != OWNER and since <= t < p.t) >= fair:
+                found.add("fair_share")
+                break
+    return frozenset(found)
+
+
 CHECKS: dict[str, Callable[[Trace, Spec], list[Violation]]] = {
     "no_action_on_bad_data": no_action_on_bad_data,
     "throttle_floor": throttle_floor,
@@ -364,6 +508,8 @@ CHECKS: dict[str, Callable[[Trace, Spec], list[Violation]]] = {
     "messages_match_numbers": messages_match_numbers,
     "unknown_while_blind": unknown_while_blind,
     "token_rotation": token_rotation,
+    "tripped_breaker_reset": tripped_breaker_reset,
+    "fair_share": fair_share,
 }
 INVARIANTS = (
     "no_action_on_bad_data", "throttle_floor", "one_sync_per_replica",
@@ -371,6 +517,7 @@ INVARIANTS = (
     "rebuild_keeps_in_sync_replicas", "rebuild_needs_fresh_approval",
     "admin_requests_per_minute", "admin_writes_per_hour", "rate_restored",
     "held_action_reported", "messages_match_numbers", "unknown_while_blind", "token_rotation",
+    "tripped_breaker_reset", "fair_share",
 )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from controller.domain import parse_spec
 from tests.campaign.incidents import FAULT_WEIGHTS, raw_spec
-from tests.campaign.invariants import Violation, blind
+from tests.campaign.invariants import Violation, blind, exercised
 from tests.campaign.world import Trace
 
 NEEDS_A_HUMAN = {"corruption"}  # data integrity: the runbook escalates at once
@@ -29,6 +29,8 @@ class Outcome:
     level: int  # highest escalation level shown
     needed_human: bool
     violations: tuple[Violation, ...] = ()
+    exercised: tuple[str, ...] = ()  # invariants this run put to the test (exercised())
+    clusters: int = 1  # the incident's cluster and its neighbours
 
 
 def time_to_recover(samples: list[tuple[float, dict[str, float]]], start: float,
@@ -85,11 +87,24 @@ def outcome(trace: Trace, nothing: Trace, violations: Iterable[Violation] = ()) 
                    for p in trace.polls), default=0),
         needed_human=needed,
         violations=tuple(violations),
+        exercised=tuple(sorted(exercised(trace))),
+        clusters=1 + len(inc.neighbours),
     )
 
 
 def _median(xs: list[float]) -> str:
     return f"{statistics.median(xs):.0f}" if xs else "-"
+
+
+def exercise_counts(outcomes: list[Outcome]) -> str:
+    """How often the invariants that need a particular situation met it."""
+    storm = sum("tripped_breaker_reset" in o.exercised for o in outcomes)
+    fleet = [o for o in outcomes if o.clusters > 1]
+    fair = sum("fair_share" in o.exercised for o in outcomes)
+    return (f"tripped_breaker_reset exercised in {storm} incidents (a visibly tripped breaker "
+            f"of a critical replica in a storm, the operator able to act); fair_share in "
+            f"{fair} of {len(fleet)} multi-cluster incidents (the healthy cluster acted after "
+            "its neighbours had spent a fair share of the operator-wide budget)")
 
 
 def table(outcomes: list[Outcome]) -> str:

@@ -39,6 +39,8 @@ def _candidates(inc: Incident) -> list[Incident]:
                 continue
             smaller = Event(e.at, e.what, {k: v for k, v in e.args.items() if k != arg})
             out.append(replace(inc, events=(*inc.events[:i], smaller, *inc.events[i + 1:])))
+    for i in range(len(inc.neighbours)):
+        out.append(replace(inc, neighbours=inc.neighbours[:i] + inc.neighbours[i + 1:]))
     used = {e.args.get("replica") for e in inc.events}
     if inc.replicas > 2 and f"node{inc.replicas + 1}" not in used:
         out.append(replace(inc, replicas=inc.replicas - 1))

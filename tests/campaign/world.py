@@ -6,6 +6,10 @@ Fakes only at our own seams: the HTTP transport under `StemeDBClient` answers fr
 `SimKube` stands in for `KubeClient` (status as merge-patched by the API server,
 Secrets with the real adapter's 30 s cache, Pod annotations recorded). What happened
 is kept in a `Trace` for the invariants (invariants.py) and the outcomes (outcomes.py).
+
+An incident with neighbours runs them as more clusters of the same operator: one
+`Reconciler`, one client, one operator-wide budget, each cluster polled at its own
+interval on the same clock; only the incident's own cluster is traced in full.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from controller.domain.budget import ActionBudget
 from controller.reconcile import Reconciler
 from stemedb_sim import ManualClock, Simulation
 from stemedb_sim.inprocess import Answer, InProcessNodes, Outcome
-from stemedb_sim.model import ClusterConfig
-from tests.campaign.incidents import LOAD, Incident, raw_spec
+from stemedb_sim.model import ClusterConfig, ClusterModel
+from tests.campaign.incidents import LOAD, Event, Incident, raw_spec
 from tests.unit.test_reconcile import merge_patch  # the API server's merge patch, one copy
 
 CLUSTER = "inc"
@@ -55,6 +59,7 @@ class Request:
     status: int | None  # None: reset; 504: hang
     bad_metrics: bool = False  # a /metrics answer the operator must not act on
     sync_running: dict[str, bool] | None = None  # truth shown by a good primary scrape
+    tripped: frozenset[str] | None = None  # replicas whose breaker that scrape shows tripped
     running_sync: str | None = None  # the sync a 409 names
 
 
@@ -71,6 +76,7 @@ class Poll:
     sync: dict[str, tuple[bool, float]] = field(default_factory=dict)  # running, progress
     approvals: str | None = None  # the approve-rebuild annotation seen by this poll
     after_restart: bool = False
+    paused: bool = False  # spec.remediation.paused as this poll read it
 
 
 @dataclass
@@ -85,6 +91,9 @@ class Trace:
     final_rate: float | None = None
     rate_limited_total: float = 0.0
     paused_until: float = 0.0
+    neighbours: dict[str, list[Poll]] = field(default_factory=dict)  # name -> its polls
+    spends: list[tuple[float, str]] = field(default_factory=list)  # operator-wide budget
+    budget: tuple[int, int] = (100, 25)  # its limit and one cluster's fair share
 
 
 class OperatorCrash(BaseException):
@@ -104,6 +113,17 @@ class RecordingMetrics(OperatorMetrics):
         self.held.append((action, reason))
 
 
+@dataclass
+class RecordingBudget(ActionBudget):
+    """The real operator-wide budget; each spend is also kept (time, cluster)."""
+
+    spends: list[tuple[float, str]] = field(default_factory=list)
+
+    def spend(self, now: float, owner: str = "") -> None:
+        super().spend(now, owner)
+        self.spends.append((now - EPOCH, owner))
+
+
 class SimTransport(httpx.AsyncBaseTransport):
     """httpx transport into `InProcessNodes`: a reset or a hang becomes the transport
     error a socket would give."""
@@ -118,8 +138,8 @@ class SimTransport(httpx.AsyncBaseTransport):
         answer = w.nodes.serve(request.method, path, request.headers.get("authorization"), raw,
                                OPERATOR_UA)
         w.note(request.method, path, raw, answer)
-        if (w.crash_armed and request.method == "POST" and answer.outcome is Outcome.ANSWER
-                and answer.status < 500):
+        if (w.crash_armed and w.active is None and request.method == "POST"
+                and answer.outcome is Outcome.ANSWER and answer.status < 500):
             w.crash_armed = False
             raise OperatorCrash
         if answer.outcome is Outcome.RESET:
@@ -135,13 +155,17 @@ class SimKube:
 
     def __init__(self, world: World) -> None:
         self.world = world
-        self.stored: dict[str, Any] = {}
+        self.stored: dict[str, Any] = {}  # the incident's cluster
+        self.others: dict[str, dict[str, Any]] = {}  # neighbours, by name
         self.secret: dict[str, bytes] = {}
         self.cached: tuple[float, dict[str, bytes]] | None = None
         self.patches = 0
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         # The Reconciler builds a new status dict per patch and never changes it after.
+        if name != NAME:
+            self.others[name] = merge_patch(self.others.get(name, {}), status)
+            return
         self.stored = merge_patch(self.stored, status)
         self.patches += 1
 
@@ -158,14 +182,32 @@ class SimKube:
         self.cached = None
 
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
-        self.world.current.annotations.append((name, dict(annotations)))
-        if self.world.crash_armed:
+        w = self.world
+        (w.current if w.active is None else w.active.current).annotations.append(
+            (name, dict(annotations)))
+        if w.crash_armed and w.active is None:
             self.world.crash_armed = False
             raise OperatorCrash
 
 
+@dataclass
+class Other:
+    """A neighbour cluster while it runs: its model, its object, its polls."""
+
+    name: str
+    model: ClusterModel
+    body: dict[str, Any]
+    events: list[Event]
+    polls: list[Poll] = field(default_factory=list)
+    current: Poll = field(default_factory=lambda: Poll(-1, 0.0))
+    next_t: float = 0.0
+
+
 class World:
-    def __init__(self, incident: Incident, *, operator: bool = True) -> None:
+    def __init__(self, incident: Incident, *, operator: bool = True,
+                 budget_share: float | None = None) -> None:
+        """`budget_share`: the operator-wide budget's fair share (its default unless
+        given; a test turns fairness off to see the fleet invariant catch it)."""
         self.incident = incident
         self.operator = operator
         self.sim = Simulation(ManualClock(), seed=incident.seed, epoch=EPOCH,
@@ -173,6 +215,16 @@ class World:
                                                            dt=1.0))
         self.model = self.sim.create_cluster(CLUSTER)
         self.model.rate_limit = incident.initial_rate
+        self.others = [
+            Other(n.name, self.sim.create_cluster(
+                n.name, ClusterConfig(replicas=n.replicas, load=LOAD, dt=1.0)),
+                {"metadata": {"namespace": NS, "name": n.name, "generation": 1,
+                              "annotations": {}},
+                 "spec": raw_spec(n.spec, n.replicas, admin_url=f"http://sim/c/{n.name}/node1")},
+                sorted(n.events, key=lambda e: e.at))
+            for n in incident.neighbours]
+        self.active: Other | None = None  # the neighbour being polled; None: the incident's
+        self.budget_share = budget_share
         self.token_n = 1
         self.nodes = InProcessNodes(self.sim, token=self.token() if incident.token else None,
                                     seed=incident.seed)
@@ -193,11 +245,19 @@ class World:
         # the injected transport; there is no TLS in process, so skip it.
         self.stemedb._default = transport
         self.metrics = RecordingMetrics()
-        self.budget = ActionBudget(100)
+        self.budget = self._budget()
+        self.trace.budget = (self.budget.limit, self.budget.per_owner)
         self.reconciler = self._reconciler()
         self.after_restart = False
         self.human_watching = False
         self.crash_armed = False
+
+    def _budget(self) -> RecordingBudget:
+        """A fresh operator-wide budget (a new process), recording into the trace."""
+        if self.budget_share is None:
+            return RecordingBudget(self.incident.operator_budget, spends=self.trace.spends)
+        return RecordingBudget(self.incident.operator_budget, share=self.budget_share,
+                               spends=self.trace.spends)
 
     def token(self) -> str:
         return f"token-{self.incident.seed}-{self.token_n}"
@@ -212,14 +272,22 @@ class World:
 
     def _post_event(self, body: Mapping[str, Any], type: str, reason: EventReason,
                     message: str) -> None:
-        self.current.events.append((type, reason.value, message))
+        name = body.get("metadata", {}).get("name")
+        other = next((o for o in self.others if o.name == name), None)
+        (self.current if other is None else other.current).events.append(
+            (type, reason.value, message))
 
     # -- what the transport saw -------------------------------------------------------
     def note(self, method: str, path: str, raw: bytes, answer: Answer) -> None:
-        node = path.split("/")[3]
+        cluster, node = path.split("/")[2:4]
         tail = "/" + path.split("/", 4)[4]
         status = answer.status if answer.outcome is Outcome.ANSWER else (
             504 if answer.outcome is Outcome.HANG else None)
+        other = next((o for o in self.others if o.name == cluster), None)
+        if other is not None:
+            other.current.requests.append(Request(self.sim.now(), other.current.index, method,
+                                                  node, tail, None, status))
+            return
         req = Request(self.sim.now(), self.current.index, method, node, tail,
                       json.loads(raw) if raw else None, status)
         if tail == "/metrics" and node == "node1":
@@ -228,6 +296,8 @@ class World:
             req.bad_metrics = status != 200 or faulted
             if not req.bad_metrics:
                 req.sync_running = {r: s.sync_running for r, s in self.model.replicas.items()}
+                req.tripped = frozenset(r for r, s in self.model.replicas.items()
+                                        if s.breaker.tripped)
         if tail == "/v1/admin/cluster/sync" and status in (202, 409) and answer.body:
             answered = json.loads(answer.body)
             if status == 202:
@@ -275,10 +345,13 @@ class World:
         """A new operator process: memory comes back from the stored status only."""
         self.trace.restarts.append(self.sim.now())
         if self.operator:
-            self.budget = ActionBudget(100)
+            self.budget = self._budget()
             self.reconciler = self._reconciler()
             if self.kube.stored:
                 self.body["status"] = self.kube.stored
+            for other in self.others:
+                if other.name in self.kube.others:
+                    other.body["status"] = self.kube.others[other.name]
             self.after_restart = True
 
     def _annotate(self, value: str) -> None:
@@ -303,6 +376,8 @@ class World:
         index = 0
         poll_interval = self.spec.detection.poll_interval_seconds
         while t <= inc.horizon:
+            if self.operator:
+                await self._poll_others(t)
             self.sim.advance_to(t)
             while next_sample <= t:
                 self.trace.samples.append(
@@ -318,7 +393,8 @@ class World:
             if not self.operator:
                 t += SAMPLE_EVERY
                 continue
-            self.current = Poll(index, t, after_restart=self.after_restart)
+            self.current = Poll(index, t, after_restart=self.after_restart,
+                                paused=bool(self.body["spec"]["remediation"].get("paused")))
             self.current.approvals = self.body["metadata"]["annotations"].get(
                 "stemedb.io/approve-rebuild")
             self.after_restart = False
@@ -343,10 +419,35 @@ class World:
                     self._annotate(shown)
             index += 1
             t += max(delay, 0.5)
+        self.trace.neighbours = {o.name: o.polls for o in self.others}
         self.trace.final_rate = self.model.rate_limit
         self.trace.rate_limited_total = self.model.rate_limited_total
         await self.stemedb.aclose()
         return self.trace
+
+
+    async def _poll_others(self, until: float) -> None:
+        """Poll each neighbour due by `until`, in time order, at its own time."""
+        while self.others:
+            other = min(self.others, key=lambda o: o.next_t)
+            if other.next_t > until:
+                return
+            self.sim.advance_to(max(other.next_t, self.sim.now()))
+            while other.events and other.events[0].at <= self.sim.now():
+                other.model.add_fault(dict(other.events.pop(0).args))
+            other.current = Poll(len(other.polls), self.sim.now())
+            self.active = other
+            self.metrics.held = []
+            try:
+                delay = await self.reconciler.poll(other.body)
+            finally:
+                self.active = None
+            other.current.suppressed = self.metrics.held
+            other.current.status = self.kube.others.get(other.name, {})
+            other.polls.append(other.current)
+            if other.current.status:
+                other.body["status"] = other.current.status
+            other.next_t += max(delay, 0.5)
 
 
 @dataclass(frozen=True)
@@ -369,5 +470,6 @@ async def _no_sleep(seconds: float) -> None:
     return None
 
 
-def run(incident: Incident, *, operator: bool = True) -> Trace:
-    return asyncio.run(World(incident, operator=operator).run())
+def run(incident: Incident, *, operator: bool = True,
+        budget_share: float | None = None) -> Trace:
+    return asyncio.run(World(incident, operator=operator, budget_share=budget_share).run())

@@ -170,6 +170,38 @@ def test_min_in_sync_replicas(min_in_sync: int, marked: bool) -> None:
     assert ("MarkRebuild:node2" in h.kinds()) is marked
 
 
+def _awaiting_approval(**kw: Any) -> tuple[Harness, str]:
+    """node2's forced syncs all stalled (the fake's sync never moves) and, under
+    Manual, its rebuild waits for approval: the harness and the request to approve."""
+    h = _h(2, remediation__throttle__enabled=False, remediation__rebuild__policy="Manual",
+           remediation__minInSyncReplicas=1, **kw)
+    h.cluster.lags["node2"] = 30.0
+    while "RebuildNeedsApproval" not in h.events():
+        h.poll()
+        assert h.now - T0 < 3000, "the rebuild never asked for approval"
+    asked = next(e.message for p in h.plans for e in p.events
+                 if e.reason.value == "RebuildNeedsApproval")
+    return h, asked.rsplit("=", 1)[1].split(";")[0].strip()
+
+
+@pytest.mark.parametrize(("moves", "marked"), [
+    ([0.0] * 6, True),  # the ladder's own stalled sync, still shown running: no reason to wait
+    ([0.05, 0.1, 0.2, 0.4, 0.6, 0.8], False),  # a sync a human started keeps moving
+    ([0.05, 0.1] + [0.1] * 8, True),  # then it stalls for stallTimeoutSeconds: rebuild
+], ids=["own stalled sync", "progressing sync holds the rebuild", "then stalls"])
+def test_no_rebuild_mark_while_a_sync_progresses(moves: list[float], marked: bool) -> None:
+    h, request = _awaiting_approval(remediation__merkleSync__stallTimeoutSeconds=60)
+    h.cluster.sync_running["node2"] = True
+    h.cluster.approved = frozenset({request})
+    for progress in moves:
+        h.cluster.sync_progress["node2"] = progress
+        h.poll(advance=10.0)
+    assert ("MarkRebuild:node2" in h.kinds()) is marked
+    if not marked:
+        assert any("a sync of it is running and progressing" in e.message
+                   for p in h.plans for e in p.events)
+
+
 def test_max_concurrent_rebuilds_is_never_exceeded() -> None:
     h = _h(4, remediation__throttle__enabled=False, remediation__rebuild__policy="Automatic",
            detection__stormReplicas=3)

@@ -45,6 +45,8 @@ class Rebuild(LadderStep):
 
     def act(self, ctx: StepContext) -> Progress:
         work, replica_id = ctx.work, ctx.replica.id
+        if self._sync_progressing(ctx):
+            return Progress.WAIT
         marked = sum(1 for other in work.replicas.values() if other.rebuild_marked)
         limit = work.spec.remediation.max_concurrent_rebuilds
         if marked >= limit:
@@ -70,6 +72,31 @@ class Rebuild(LadderStep):
                         replica=ctx.replica):
             work.update_replica(replica_id, rebuild_marked=True, step_started_at=work.now)
         return Progress.WAIT
+
+    def _sync_progressing(self, ctx: StepContext) -> bool:
+        """A sync of the replica runs and its progress moved within stallTimeoutSeconds
+        (one a human started after the ladder's own syncs failed, say): a sync that
+        works is not replaced by a rebuild. Progress that *changes* counts, not only
+        progress that rises: a new sync starts again from 0. The ladder's own stalled
+        sync, unchanged since, does not hold the rebuild."""
+        work, replica_id = ctx.work, ctx.replica.id
+        seen = ctx.seen
+        if seen is None or not seen.sync_running:
+            return False
+        remembered = ctx.remembered
+        progress = seen.sync_progress
+        if progress is not None and progress != remembered.sync_last_progress:
+            remembered = work.update_replica(replica_id, sync_last_progress=progress,
+                                             sync_progress_at=work.now)
+        stall = work.spec.remediation.merkle_sync.stall_timeout_seconds
+        if (remembered.sync_progress_at is None
+                or work.now - remembered.sync_progress_at >= stall):
+            return False
+        work.notice(replica_id, f"{self.notice_key}-sync-running", EventReason.ACTION_SKIPPED,
+                    f"{replica_id}: not marked for rebuild, a sync of it is running and "
+                    f"progressing (progress {number_text(progress or 0.0)}); the rebuild waits "
+                    f"until it ends or stalls for {number_text(stall)} s", EventType.NORMAL)
+        return True
 
     def _approved(self, ctx: StepContext) -> bool:
         """Policy Automatic, or an annotation names this episode's request; else say
