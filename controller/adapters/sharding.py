@@ -1,0 +1,225 @@
+"""Sharding across replicas: each holds its own Lease, the live ones form a ring,
+and each cluster is acted on by one replica at a time, the one its claim names.
+
+The rules are pure (`controller.domain.sharding`); this module does the I/O:
+
+- the replica's own shard Lease is a `LeaderElector` that nobody else competes
+  for: it renews every 2 s, self-fences at its renew deadline (cancelling the
+  polls in flight) and releases on shutdown, exactly as the leader Lease;
+- every second it lists the ring's Leases (one LIST by label) and recomputes the
+  members; a change wakes every cluster's daemon to look at its cluster again;
+- the claim (`status.shard`) is written with the resourceVersion the replica
+  read, so two writers never both succeed; a replica acts only on claims it has
+  itself confirmed with such a write since it last started acting, so a claim
+  taken from it while it was cut off is never acted on from a stale copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from controller.adapters.kube import KubeError, NotLoggedIn
+from controller.adapters.leadership import LeaderElector, LeaseName, LeaseStore, record_of
+from controller.domain.leadership import LeaseTimings
+from controller.domain.sharding import (
+    RING_LABEL,
+    ClaimMove,
+    RingView,
+    gone,
+    identity_of,
+    lease_name,
+    live,
+    next_claim_move,
+    owner,
+    update,
+)
+
+log = structlog.get_logger("stemedb.sharding")
+
+
+class ShardStore(LeaseStore, Protocol):
+    """The Kubernetes calls a shard needs (`KubeClient` has them)."""
+
+    async def list_leases(self, namespace: str,
+                          selector: tuple[str, str]) -> list[dict[str, Any]]: ...
+
+    async def claim_cluster(self, namespace: str, name: str, resource_version: str,
+                            shard: str) -> str: ...
+
+
+def claim_of(body: Mapping[str, Any]) -> str | None:
+    """Whom the object's claim names (None: nobody, or not a string)."""
+    shard = (body.get("status") or {}).get("shard")
+    return shard if isinstance(shard, str) and shard else None
+
+
+class Shards:
+    """This replica's place in the ring and its claims."""
+
+    def __init__(
+        self,
+        store: ShardStore,
+        namespace: str,
+        ring: str,
+        identity: str,
+        timings: LeaseTimings | None = None,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store, self.namespace, self.ring, self.identity = store, namespace, ring, identity
+        self.timings = timings or LeaseTimings()
+        self._clock = clock
+        self.elector = LeaderElector(
+            store, LeaseName(namespace, lease_name(ring, identity)), identity, self.timings,
+            clock=clock, on_change=self._acting_changed, labels={RING_LABEL: ring})
+        self.view = RingView()
+        self.members: frozenset[str] = frozenset()
+        self._term = 0  # counts the times this replica started acting
+        self._confirmed: dict[str, int] = {}  # uid -> the term its claim was confirmed in
+        self._wakers: dict[str, asyncio.Event] = {}
+        self._clusters = Gauge("stemedb_operator_shard_clusters",
+                               "Clusters this shard holds a confirmed claim on and acts on",
+                               ["shard"], registry=registry).labels(identity)
+        self._members = Gauge("stemedb_operator_shard_members",
+                              "Live shards this replica sees in its ring (itself included)",
+                              ["shard"], registry=registry).labels(identity)
+        self._polls = Counter("stemedb_operator_shard_polls",
+                              "Polls of StemeDB clusters made by this shard",
+                              ["shard"], registry=registry).labels(identity)
+
+    # The ring.
+
+    async def run(self, after_first_attempt: Callable[[], None] | None = None) -> None:
+        """Hold this replica's Lease and follow the ring, until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.elector.run(after_first_attempt), name="shard lease")
+            group.create_task(self._follow_ring(), name="shard ring")
+
+    async def _follow_ring(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.timings.renew_deadline):
+                    leases = await self.store.list_leases(self.namespace, (RING_LABEL, self.ring))
+            except NotLoggedIn:
+                await asyncio.sleep(0.1)
+                continue
+            except (KubeError, TimeoutError) as err:
+                log.warning("listing the shard ring failed", ring=self.ring,
+                            error=str(err) or "timed out")
+            else:
+                records = {}
+                for lease in leases:
+                    who = identity_of(self.ring, str((lease.get("metadata") or {}).get("name")))
+                    if who is not None:
+                        records[who] = record_of(lease)
+                self.view = update(self.view, records, self._clock())
+                self._recompute()
+            await asyncio.sleep(self.timings.standby_retry_period)
+
+    def _recompute(self) -> None:
+        members = set(live(self.view)) - {self.identity}
+        if self.elector.acting:
+            members.add(self.identity)
+        if members != self.members:
+            log.info("shard ring changed", ring=self.ring, shard=self.identity,
+                     members=sorted(members), was=sorted(self.members))
+            self.members = frozenset(members)
+            self._members.set(len(members))
+            self._wake_all()
+
+    def _acting_changed(self, acting: bool) -> None:
+        if acting:
+            self._term += 1
+        else:
+            # Fenced (or stopping): every claim must be confirmed again before use.
+            self._confirmed.clear()
+            self._clusters.set(0)
+        self._recompute()
+
+    def _wake_all(self) -> None:
+        for event in self._wakers.values():
+            event.set()
+
+    # One cluster.
+
+    def touched(self, uid: str) -> None:
+        """The object changed (a watch event): its daemon looks again."""
+        event = self._wakers.get(uid)
+        if event is not None:
+            event.set()
+
+    def forget(self, uid: str) -> None:
+        self._wakers.pop(uid, None)
+        if self._confirmed.pop(uid, None) is not None:
+            self._clusters.set(len(self._confirmed))
+
+    async def wait(self, uid: str, timeout: float) -> None:
+        """Sleep up to `timeout`, less if the object or the ring changes meanwhile
+        (`settle` before deciding, so no change between the two is missed)."""
+        event = self._wakers.setdefault(uid, asyncio.Event())
+        if timeout <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await event.wait()
+
+    def settle(self, uid: str) -> None:
+        """Forget the changes seen so far: the next decision reads them."""
+        self._wakers.setdefault(uid, asyncio.Event()).clear()
+
+    def owner_of(self, body: Mapping[str, Any]) -> str | None:
+        return owner(str(body["metadata"]["uid"]), self.members)
+
+    def move(self, body: Mapping[str, Any]) -> tuple[ClaimMove, str | None]:
+        """What to do about this cluster now, and the ring's owner of it."""
+        if not self.elector.acting:
+            return ClaimMove.WAIT, None
+        uid = str(body["metadata"]["uid"])
+        ring_owner = owner(uid, self.members)
+        claim = claim_of(body)
+        confirmed = self._confirmed.get(uid) == self._term
+        claim_gone = claim is not None and claim != self.identity and gone(
+            self.view, claim, self.timings.lease_duration)
+        return next_claim_move(self.identity, ring_owner, claim, confirmed, claim_gone), \
+            ring_owner
+
+    async def claim(self, body: Mapping[str, Any], to: str) -> bool:
+        """Write the claim for `to` (this replica, or the ring's owner on a hand-over)
+        over the version read; False if someone wrote first (or the write failed)."""
+        meta = body["metadata"]
+        uid = str(meta["uid"])
+        term = self._term
+        if not self.elector.acting:
+            return False
+        mine = to == self.identity
+        if not mine:
+            # Stop first, write second: from here this replica never acts on it.
+            self._confirmed.pop(uid, None)
+            self._clusters.set(len(self._confirmed))
+        try:
+            await self.store.claim_cluster(str(meta["namespace"]), str(meta["name"]),
+                                           str(meta["resourceVersion"]), to)
+        except KubeError as err:
+            if err.status != 409:
+                log.warning("claim not written", namespace=meta["namespace"],
+                            name=meta["name"], shard=self.identity, to=to, error=str(err))
+            return False
+        if mine and term == self._term and self.elector.acting:
+            self._confirmed[uid] = term
+            self._clusters.set(len(self._confirmed))
+        log.info("claimed" if mine else "handed over", namespace=meta["namespace"],
+                 name=meta["name"], shard=self.identity, to=to)
+        return mine and self._confirmed.get(uid) == self._term
+
+    def count_poll(self) -> None:
+        self._polls.inc()
+
+    async def release(self) -> None:
+        await self.elector.release()
