@@ -254,9 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "(or set $POD_NAMESPACE)", file=sys.stderr)
             return 2
         shard_id = shard_identity() if args.sharding else ""
-        for flag, name in (("--shard-ring", f"{args.shard_ring}-shard-{shard_id}"),
-                           ("--leader-election-namespace", shard_ns),
-                           ("$POD_NAME", shard_id)):
+        for flag, name in (("$POD_NAME", shard_id),
+                           ("--shard-ring", f"{args.shard_ring}-shard-{shard_id}"),
+                           ("--leader-election-namespace", shard_ns)):
             bad = object_name_problem(name) if args.sharding and name else None
             if bad is None and args.sharding and name and len(name) > 63 and \
                     flag == "$POD_NAME":
