@@ -106,22 +106,26 @@ class Shards:
         while True:
             try:
                 async with asyncio.timeout(self.timings.renew_deadline):
-                    leases = await self.store.list_leases(self.namespace, (RING_LABEL, self.ring))
+                    await self.refresh()
             except NotLoggedIn:
                 await asyncio.sleep(0.1)
                 continue
             except (KubeError, TimeoutError) as err:
+                # The view stays as last listed, and is judged as of then.
                 log.warning("listing the shard ring failed", ring=self.ring,
                             error=str(err) or "timed out")
-            else:
-                records = {}
-                for lease in leases:
-                    who = identity_of(self.ring, str((lease.get("metadata") or {}).get("name")))
-                    if who is not None:
-                        records[who] = record_of(lease)
-                self.view = update(self.view, records, self._clock())
-                self._recompute()
             await asyncio.sleep(self.timings.standby_retry_period)
+
+    async def refresh(self) -> None:
+        """List the ring's Leases once and recompute the members."""
+        leases = await self.store.list_leases(self.namespace, (RING_LABEL, self.ring))
+        records = {}
+        for lease in leases:
+            who = identity_of(self.ring, str((lease.get("metadata") or {}).get("name")))
+            if who is not None:
+                records[who] = record_of(lease)
+        self.view = update(self.view, records, self._clock())
+        self._recompute()
 
     def _recompute(self) -> None:
         members = set(live(self.view)) - {self.identity}
