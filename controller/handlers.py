@@ -458,6 +458,7 @@ async def _poll_shard(body: kopf.Body, spec: kopf.Spec, stopped: kopf.DaemonStop
     key = ClusterKey.of(body)
     due = time.monotonic() + random.uniform(0, _interval(spec))
     acting = False
+    _FirstPolls.started(key)
     try:
         while not stopped:
             shards.settle(uid)
@@ -477,6 +478,8 @@ async def _poll_shard(body: kopf.Body, spec: kopf.Spec, stopped: kopf.DaemonStop
             if move is ClaimMove.HAND_OVER and ring_owner is not None:
                 await shards.claim(body, ring_owner)
             if move is not ClaimMove.ACT:
+                if move is ClaimMove.WAIT and shards.members:
+                    _FirstPolls.done(key)  # another shard's: settled for now
                 await shards.wait(uid, SHARD_WAIT_SECONDS)
                 continue
             acting = True
@@ -491,8 +494,10 @@ async def _poll_shard(body: kopf.Body, spec: kopf.Spec, stopped: kopf.DaemonStop
                       shard=shards.identity, started=started, ended=time.time(),
                       cancelled=acted is None)
             if acted is not None:
+                _FirstPolls.done(key)
                 due = time.monotonic() + acted
     finally:
+        _FirstPolls.done(key)
         shards.forget(uid)
 
 
