@@ -307,7 +307,7 @@ def _start_sharding(memo: kopf.Memo) -> Shards | None:
     if config is None:
         return None
     shards = Shards(_lease_kube(memo), config.namespace, config.ring, config.identity,
-                    config.timings, registry=memo.metrics.registry)
+                    config.timings, registry=memo.metrics.registry, claims=_kube(memo))
     _release_on_signal(memo, shards.elector, shards.run)
     return shards
 

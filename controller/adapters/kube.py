@@ -371,6 +371,14 @@ class KubeClient:
                                  f"{path}?labelSelector={quote(f'{key}={value}', safe='')}")
         return [i for i in (found or {}).get("items") or [] if isinstance(i, dict)]
 
+    async def delete_lease(self, namespace: str, name: str, resource_version: str) -> None:
+        """Delete a Lease, only if it is still at `resource_version` (else HTTP 409)."""
+        await self._call(f"deleting Lease {namespace}/{name}", "DELETE",
+                         _lease_path(namespace, name),
+                         {"apiVersion": "v1", "kind": "DeleteOptions",
+                          "preconditions": {"resourceVersion": resource_version}},
+                         decode=False)
+
     async def claim_cluster(self, namespace: str, name: str, resource_version: str,
                             shard: str) -> str:
         """Write `status.shard`, only if the object is still at `resource_version`

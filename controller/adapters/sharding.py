@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -32,6 +32,7 @@ from controller.domain.sharding import (
     RING_LABEL,
     ClaimMove,
     RingView,
+    collectable,
     gone,
     identity_of,
     lease_name,
@@ -42,13 +43,22 @@ from controller.domain.sharding import (
 )
 
 log = structlog.get_logger("stemedb.sharding")
+# A shard Lease released or expired, unchanged this long, belongs to a replica gone
+# for good (a rollout's old Pods): deleted, so Leases do not pile up.
+LEASE_GC_SECONDS = 600.0
 
 
-class ShardStore(LeaseStore, Protocol):
-    """The Kubernetes calls a shard needs (`KubeClient` has them)."""
+class RingStore(LeaseStore, Protocol):
+    """The Lease calls a shard needs (`KubeClient` has them)."""
 
     async def list_leases(self, namespace: str,
                           selector: tuple[str, str]) -> list[dict[str, Any]]: ...
+
+    async def delete_lease(self, namespace: str, name: str, resource_version: str) -> None: ...
+
+
+class ClaimStore(Protocol):
+    """The claim's write (`KubeClient` has it)."""
 
     async def claim_cluster(self, namespace: str, name: str, resource_version: str,
                             shard: str) -> str: ...
@@ -65,15 +75,20 @@ class Shards:
 
     def __init__(
         self,
-        store: ShardStore,
+        store: RingStore,
         namespace: str,
         ring: str,
         identity: str,
         timings: LeaseTimings | None = None,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
+        claims: ClaimStore | None = None,
     ) -> None:
         self.store, self.namespace, self.ring, self.identity = store, namespace, ring, identity
+        # Claims go through another client than the Lease: a start-up burst of claim
+        # writes must never hold up a renewal (that fences the shard, which drops
+        # every claim, which makes the next burst).
+        self.claims: ClaimStore = claims if claims is not None else cast(ClaimStore, store)
         self.timings = timings or LeaseTimings()
         self._clock = clock
         self.elector = LeaderElector(
@@ -126,10 +141,30 @@ class Shards:
                 records[who] = record_of(lease)
         self.view = update(self.view, records, self._clock())
         self._recompute()
+        if self.elector.acting:
+            await self._collect()
+
+    async def _collect(self) -> None:
+        """Delete the Leases of shards gone for good (released or expired, unchanged
+        for `LEASE_GC_SECONDS`); the resourceVersion precondition spares one that
+        came back meanwhile, and of several replicas trying, one succeeds."""
+        for who in collectable(self.view, LEASE_GC_SECONDS):
+            obs = self.view.seen[who]
+            try:
+                await self.store.delete_lease(self.namespace, lease_name(self.ring, who),
+                                              obs.record.resource_version)
+            except KubeError as err:
+                if err.status not in (404, 409):
+                    log.warning("deleting a gone shard's Lease failed", shard=who,
+                                error=str(err))
+                continue
+            log.info("deleted a gone shard's Lease", ring=self.ring, shard=who)
 
     def _recompute(self) -> None:
         members = set(live(self.view)) - {self.identity}
-        if self.elector.acting:
+        # Not before the first listing: alone in a ring it has not read, a replica
+        # would claim every free cluster only to hand most of them over a second later.
+        if self.elector.acting and self.view.listed_at is not None:
             members.add(self.identity)
         if members != self.members:
             log.info("shard ring changed", ring=self.ring, shard=self.identity,
@@ -208,7 +243,7 @@ class Shards:
             self._confirmed.pop(uid, None)
             self._clusters.set(len(self._confirmed))
         try:
-            await self.store.claim_cluster(str(meta["namespace"]), str(meta["name"]),
+            await self.claims.claim_cluster(str(meta["namespace"]), str(meta["name"]),
                                            str(meta["resourceVersion"]), to)
         except KubeError as err:
             if err.status != 409:

@@ -106,6 +106,17 @@ def gone(view: RingView, shard: str, lease_duration: float) -> bool:
     return at >= view.gone_since.get(shard, view.listing_since) + lease_duration
 
 
+def collectable(view: RingView, after: float) -> list[str]:
+    """Shards whose Lease has stayed released or expired, unchanged, for `after`
+    seconds: left by replicas gone for good (every rollout names new Pods), so
+    their Leases can be deleted (at that resourceVersion only)."""
+    at = view.listed_at
+    if at is None:
+        return []
+    return sorted(who for who, obs in view.seen.items()
+                  if (obs.record.holder != who or expired(obs, at)) and at - obs.since >= after)
+
+
 class ClaimMove(Enum):
     """What a replica does about one cluster now."""
 

@@ -49,9 +49,10 @@ def test_the_shard_role_grants_only_leases_in_the_release_namespace(render: Rend
     docs = render(namespace="db-ops", release="ops", sets=["sharding.enabled=true"])
     role = _roles(docs)["ops-stemedb-operator-sharding"]
     assert role["metadata"]["namespace"] == "db-ops"
-    # list: the ring; get/update: its own Lease (named after the Pod); no watch, no delete.
+    # list: the ring; get/update: its own Lease (named after the Pod); delete: a gone
+    # replica's; no watch.
     assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                              "verbs": ["create", "get", "list", "update"]}]
+                              "verbs": ["create", "delete", "get", "list", "update"]}]
     binding = next(b for b in by_kind(docs, "RoleBinding")
                    if b["metadata"]["name"] == "ops-stemedb-operator-sharding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]

@@ -12,6 +12,7 @@ from controller.domain.leadership import LeaseRecord
 from controller.domain.sharding import (
     ClaimMove,
     RingView,
+    collectable,
     gone,
     identity_of,
     lease_name,
@@ -178,3 +179,25 @@ def test_only_a_confirmed_claim_the_ring_agrees_with_is_acted_on(
     if move is ClaimMove.CLAIM:
         # Never over a live shard's claim.
         assert claim in (None, "me") or claim_gone
+
+
+@pytest.mark.parametrize(
+    ("steps", "collect"),
+    [
+        # Released 600 s ago and unchanged since: a replica gone for good.
+        ([(0, {"a": _rec(None, "2", 1)}), (600, {"a": _rec(None, "2", 1)})], ["a"]),
+        ([(0, {"a": _rec(None, "2", 1)}), (599, {"a": _rec(None, "2", 1)})], []),
+        # Expired (a crash) and unchanged as long.
+        ([(0, {"a": _rec("a", "1")}), (600, {"a": _rec("a", "1")})], ["a"]),
+        # Renewed: never collected, however old.
+        ([(0, {"a": _rec("a", "1")}), (600, {"a": _rec("a", "9")})], []),
+        # Taken again by its replica (a StatefulSet Pod back) just now.
+        ([(0, {"a": _rec(None, "2", 1)}), (600, {"a": _rec("a", "3")})], []),
+    ],
+    ids=["released long ago", "released not long enough", "expired long ago", "renewed",
+         "back"],
+)
+def test_only_leases_of_shards_gone_for_good_are_collected(
+    steps: list[tuple[float, dict[str, LeaseRecord]]], collect: list[str]
+) -> None:
+    assert collectable(_listed(*steps), 600.0) == collect

@@ -202,3 +202,35 @@ async def test_a_failed_listing_keeps_the_last_view() -> None:
     body = _owned_by(store, "me", ["me", "other"], claim="other")
     # Sixty seconds without news of "other" is not "other expired".
     assert shards.move(body)[0] is ClaimMove.WAIT
+
+
+async def test_a_gone_shards_lease_is_deleted_at_the_version_seen_only() -> None:
+    store, clock = FakeStore(), Clock()
+    store.shard_lease("old", None)  # released by a replica of the last rollout
+    store.shard_lease("back", None)
+    deleted: list[tuple[str, str]] = []
+
+    async def delete_lease(namespace: str, name: str, resource_version: str) -> None:
+        current = store.leases[name]["metadata"]["resourceVersion"]
+        if current != resource_version:
+            raise KubeError("conflict", status=409)
+        deleted.append((name, resource_version))
+        del store.leases[name]
+
+    store.delete_lease = delete_lease  # type: ignore[attr-defined]
+    shards = await _acting(store, clock)
+    clock.now += 600
+    assert await shards.elector._attempt()
+    shards.elector._lead(clock.now)
+    real_list = store.list_leases
+
+    async def list_then_come_back(namespace: str,
+                                  selector: tuple[str, str]) -> list[dict[str, Any]]:
+        listed = await real_list(namespace, selector)
+        store.shard_lease("back", "back")  # renewed between our read and our delete
+        return listed
+
+    store.list_leases = list_then_come_back  # type: ignore[method-assign]
+    await shards.refresh()
+    assert [n for n, _ in deleted] == [lease_name(RING, "old")]
+    assert lease_name(RING, "back") in store.leases and lease_name(RING, "me") in store.leases
