@@ -233,19 +233,31 @@ def log(what: str, data: dict[str, Any]) -> None:
     print(f"[sharding] {what}: {data}", file=sys.stderr)
 
 
+def per_poll_ms(w: dict[str, Any]) -> float:
+    """Operator CPU per poll: comparable when a loaded machine keeps a process from
+    making every poll it should."""
+    polls = sum(w["polls"].values())
+    return 1000 * sum(w["cpu_s"].values()) / polls if polls else float("nan")
+
+
 def summary_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     single_cpu = r["single"]["cpu_total_pct"]
-    rows = [("single process: polls, CPU", f"{r['single']['polls']['single']:.0f}, "
-                                           f"{single_cpu:.1f} %")]
+    single_ms = per_poll_ms(r["single"])
+    expected = r["clusters"] * r["window_seconds"] / r["poll_seconds"]
+    rows = [("single process: polls (of expected), CPU, CPU per poll",
+             f"{r['single']['polls']['single']:.0f} ({expected:.0f}), {single_cpu:.1f} %, "
+             f"{single_ms:.2f} ms")]
     for key, label in (("two", "2 shards"), ("three", "3 shards"),
                        ("two_after_kill", "2 shards after a kill")):
         w = r[key]
         rows.append((f"{label}: polls per shard",
                      ", ".join(f"{n} {v:.0f} ({w['polls_vs_even_pct'][n]:+.1f} %)"
                                for n, v in w["polls"].items())))
-        rows.append((f"{label}: total CPU (vs single)",
-                     f"{w['cpu_total_pct']:.1f} % ({w['cpu_total_pct'] - single_cpu:+.1f} "
-                     f"points, {100 * w['cpu_total_pct'] / single_cpu - 100:+.0f} %)"))
+        cpu_vs = 100 * w["cpu_total_pct"] / single_cpu - 100
+        ms_vs = 100 * per_poll_ms(w) / single_ms - 100
+        rows.append((f"{label}: total CPU (vs single), CPU per poll (vs single)",
+                     f"{w['cpu_total_pct']:.1f} % ({cpu_vs:+.0f} %), {per_poll_ms(w):.2f} ms "
+                     f"({ms_vs:+.0f} %); {sum(w['polls'].values()):.0f} polls"))
         rows.append((f"{label}: double polls (clusters)",
                      f"{w['double_polls']} ({w['clusters_double_polled']})"))
         rows.append((f"{label}: RSS MiB", ", ".join(f"{v}" for v in w["rss_mib"].values())))
@@ -267,7 +279,15 @@ def main() -> int:
     ap.add_argument("--poll", type=float, default=10.0, help="pollIntervalSeconds")
     ap.add_argument("--window", type=float, default=60.0, help="seconds per steady window")
     ap.add_argument("--name", default=None, help="result file name (default sharding-N)")
+    ap.add_argument("--summary", metavar="JSON", help="print the summary of a result file")
     args = ap.parse_args()
+    if args.summary:
+        import json
+        from pathlib import Path
+
+        result = json.loads(Path(args.summary).read_text())
+        print(table(summary_rows(result), f"{args.summary}"))
+        return 0
     install_sigterm()
     name = args.name or f"sharding-{args.clusters}"
     result = run(args.clusters, args.poll, args.window, name)

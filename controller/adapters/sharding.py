@@ -43,6 +43,10 @@ from controller.domain.sharding import (
 )
 
 log = structlog.get_logger("stemedb.sharding")
+# Claim writes in flight at once. The rest wait here, not in the client's pool, where
+# their 30 s timeout would run while queued: at 3,000 clusters the start-up claims
+# timed out by the thousand and held up status writes behind them.
+CLAIMS_IN_FLIGHT = 2
 # A shard Lease released or expired, unchanged this long, belongs to a replica gone
 # for good (a rollout's old Pods): deleted, so Leases do not pile up.
 LEASE_GC_SECONDS = 600.0
@@ -99,6 +103,7 @@ class Shards:
         self._term = 0  # counts the times this replica started acting
         self._confirmed: dict[str, int] = {}  # uid -> the term its claim was confirmed in
         self._wakers: dict[str, asyncio.Event] = {}
+        self._writing = asyncio.Semaphore(CLAIMS_IN_FLIGHT)
         self._clusters = Gauge("stemedb_operator_shard_clusters",
                                "Clusters this shard holds a confirmed claim on and acts on",
                                ["shard"], registry=registry).labels(identity)
@@ -233,6 +238,10 @@ class Shards:
         """Write the claim for `to` (this replica, or the ring's owner on a hand-over)
         over the version read; False if someone wrote first (or the write failed)."""
         meta = body["metadata"]
+        # The version the decision was made on (the body is a live view): a claim
+        # written later over a newer version could overwrite another shard's.
+        namespace, name, rv = str(meta["namespace"]), str(meta["name"]), \
+            str(meta["resourceVersion"])
         uid = str(meta["uid"])
         term = self._term
         if not self.elector.acting:
@@ -243,18 +252,20 @@ class Shards:
             self._confirmed.pop(uid, None)
             self._clusters.set(len(self._confirmed))
         try:
-            await self.claims.claim_cluster(str(meta["namespace"]), str(meta["name"]),
-                                           str(meta["resourceVersion"]), to)
+            async with self._writing:
+                if mine and not self.elector.acting:
+                    return False  # fenced while waiting for its turn
+                await self.claims.claim_cluster(namespace, name, rv, to)
         except KubeError as err:
             if err.status != 409:
-                log.warning("claim not written", namespace=meta["namespace"],
-                            name=meta["name"], shard=self.identity, to=to, error=str(err))
+                log.warning("claim not written", namespace=namespace, name=name,
+                            shard=self.identity, to=to, error=str(err))
             return False
         if mine and term == self._term and self.elector.acting:
             self._confirmed[uid] = term
             self._clusters.set(len(self._confirmed))
-        log.info("claimed" if mine else "handed over", namespace=meta["namespace"],
-                 name=meta["name"], shard=self.identity, to=to)
+        log.info("claimed" if mine else "handed over", namespace=namespace, name=name,
+                 shard=self.identity, to=to)
         return mine and self._confirmed.get(uid) == self._term
 
     def count_poll(self) -> None:

@@ -4,6 +4,7 @@ current term, stops before handing over, and takes only a gone shard's claims.""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -234,3 +235,19 @@ async def test_a_gone_shards_lease_is_deleted_at_the_version_seen_only() -> None
     await shards.refresh()
     assert [n for n, _ in deleted] == [lease_name(RING, "old")]
     assert lease_name(RING, "back") in store.leases and lease_name(RING, "me") in store.leases
+
+
+async def test_a_claim_is_written_over_the_version_it_was_decided_on() -> None:
+    """Claims queue for their turn; one decided on a version that has changed
+    meanwhile (another shard took the cluster) must fail, not overwrite."""
+    store, clock = FakeStore(), Clock()
+    shards = await _acting(store, clock)
+    body = _owned_by(store, "me", ["me"])
+    live = body  # the object as the watch keeps it up to date
+    async with shards._writing, shards._writing:  # every slot busy
+        pending = asyncio.ensure_future(shards.claim(live, "me"))
+        await asyncio.sleep(0)
+        live["metadata"]["resourceVersion"] = store._rv()  # someone else wrote
+        live["status"] = {"shard": "other"}
+    assert not await pending
+    assert store.claims == []
