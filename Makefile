@@ -33,7 +33,8 @@ shellcheck: $(STAMP)
 	$(VENV)/bin/shellcheck -x hack/*.sh hack/lib/*.sh .ci/run
 
 # The CRD's .spec schema is generated from the spec dataclasses (controller/domain/spec.py);
-# `make crd` rewrites crds/ and the chart's copy, `crd-drift` fails when either is stale.
+# `make crd` rewrites crds/ and the chart's copy, `crd-drift` fails when either is stale
+# (the chart's templates/crds.yaml renders that copy: no third file).
 crd: $(STAMP)
 	$(PY) hack/gen-crd.py
 	bash hack/sync-crd.sh

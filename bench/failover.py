@@ -134,11 +134,14 @@ def wait(what: str, probe: Any, timeout: float, interval: float = 0.2) -> Any:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def one_round(st: Stack, leader: Replica, standby: Replica, mode: str) -> dict[str, Any]:
-    """Take `leader` away by `mode`; measure until `standby` polls."""
+def one_round(st: Stack, leader: Replica, standby: Replica, mode: str,
+              heal: bool = False) -> dict[str, Any]:
+    """Take `leader` away by `mode`; measure until `standby` polls. With `heal`, a
+    cut leader is reconnected afterwards and stays up (the next standby) instead of
+    being stopped."""
     old_before = leader.polls() or 0.0
     new_before = standby.polls() or 0.0
-    assert new_before == 0.0, f"the standby {standby.name} polled before taking over"
+    assert heal or new_before == 0.0, f"the standby {standby.name} polled before taking over"
     # Wait for a poll on the old leader so "last poll" is fresh at the event.
     wait("a poll on the leader", lambda: (leader.polls() or 0.0) > old_before, 30,
          SAMPLE_SECONDS)
@@ -181,6 +184,9 @@ def one_round(st: Stack, leader: Replica, standby: Replica, mode: str) -> dict[s
     }
     if mode == "term":
         result["old_exit_code"] = leader.proc.proc.wait(timeout=30)
+    elif mode == "cut" and heal:
+        assert leader.relay is not None
+        leader.relay.heal()
     else:
         leader.proc.stop()
     return result

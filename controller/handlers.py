@@ -293,9 +293,16 @@ def _start_election(memo: kopf.Memo) -> LeaderElector | None:
     gauge = Gauge("stemedb_operator_leader",
                   "1 while this replica holds the leader Lease and acts, else 0",
                   registry=memo.metrics.registry)
+
+    def on_change(acting: bool) -> None:
+        gauge.set(1 if acting else 0)
+        reconciler: Reconciler | None = getattr(memo, "reconciler", None)
+        if acting and reconciler is not None:
+            # Called before any poll may start: the daemons wait on the election.
+            reconciler.took_over()
+
     elector = LeaderElector(_lease_kube(memo), LeaseName(config.namespace, config.lease),
-                            config.identity, config.timings,
-                            on_change=lambda acting: gauge.set(1 if acting else 0))
+                            config.identity, config.timings, on_change=on_change)
     _release_on_signal(memo, elector, elector.run)
     return elector
 

@@ -77,6 +77,7 @@ log = structlog.get_logger("stemedb.reconcile")
 REBUILD_ANNOTATION = "stemedb.io/rebuild-requested"
 REBUILD_REASON_ANNOTATION = "stemedb.io/rebuild-reason"
 INVALID_SPEC_RETRY_SECONDS = 30.0
+RETRY_READ_SECONDS = 2.0  # a status that could not be read after a takeover
 # Runtime failures name the spec field whose value was used (issue 11: "bad URL
 # or request" alone did not say which of the URLs was bad).
 ADMIN_URL = "spec.primary.adminUrl"
@@ -152,6 +153,9 @@ class Reconciler:
         self._memories: dict[ClusterKey, tuple[Any, Memory, Any]] = {}
         self._webhook_problems: dict[ClusterKey, str] = {}
         self._looked: set[ClusterKey] = set()  # clusters this process has observed
+        # Leadership terms begun (`took_over`), and the term each status was read in.
+        self._term = 0
+        self._read_in_term: dict[ClusterKey, int] = {}
         self._reported: dict[ClusterKey, tuple[Spec, Memory, tuple[Condition, ...], int,
                                                Mapping[str, Any]]] = {}
 
@@ -173,10 +177,39 @@ class Reconciler:
         self._specs.pop(key, None)
         self._memories.pop(key, None)
         self._reported.pop(key, None)
+        self._read_in_term.pop(key, None)
         self._denied.pop(key, None)
         self._webhook_problems.pop(key, None)
         self._looked.discard(key)
         self.metrics.forget_cluster(key.namespace, key.name)
+
+    def took_over(self) -> None:
+        """This replica has begun acting (again) as the leader. Neither what it wrote
+        before nor its watch is a guide any more: another leader may have acted and
+        written since, and its watch may not have delivered that yet (a standby
+        reconnecting after a partition). Memory from before would repeat that
+        leader's actions or forget its throttle. So each cluster's first poll of
+        this term reads the status from the API server, and looks afresh."""
+        self._written.clear()
+        self._reported.clear()
+        self._looked.clear()
+        self._term += 1
+
+    async def _read_status_once_per_term(self, key: ClusterKey) -> bool:
+        """The status as the API server has it, once per leadership term (none
+        without leader election); False if it could not be read (then nothing is
+        done this poll: deciding on an older status could repeat an action)."""
+        if self._read_in_term.get(key, 0) == self._term:
+            return True
+        try:
+            current = await self.kube.get_cluster(key.namespace, key.name)
+        except KubeError as err:
+            log.warning("status not read after taking over; no action this poll",
+                        namespace=key.namespace, name=key.name, error=str(err))
+            return False
+        self._written[key] = dict(current.get("status") or {})
+        self._read_in_term[key] = self._term
+        return True
 
     def _status(self, key: ClusterKey, body: Mapping[str, Any]) -> Mapping[str, Any]:
         """What this process last wrote, else the body's status: the watch may lag a
@@ -200,6 +233,8 @@ class Reconciler:
         return delay
 
     async def _poll(self, key: ClusterKey, body: Mapping[str, Any]) -> float:
+        if not await self._read_status_once_per_term(key):
+            return RETRY_READ_SECONDS
         now = self.clock()
         generation = int(body.get("metadata", {}).get("generation") or 0)
         status = self._status(key, body)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fail (exit 1) when the chart's copy of the CRD differs from crds/, the one
 # source. Fix with hack/sync-crd.sh. Byte-for-byte: the copy is never edited.
+# It also covers the templated CRD (crds.install), rendered from this copy.
 # Env: CRD_SRC / CRD_DST override the paths (used by the tests).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -2,7 +2,8 @@
 # Copy the one source of the CRD, crds/stemedbclusters.stemedb.io.yaml, into
 # the chart (charts/stemedb-operator/crds/). `make crd` runs it after
 # hack/gen-crd.py (which writes crds/ from the spec dataclasses); commit both.
-# hack/check-crd-drift.sh fails CI when they differ.
+# hack/check-crd-drift.sh fails CI when they differ. templates/crds.yaml
+# (crds.install=true) renders this same copy, so it has none of its own.
 # Env: CRD_SRC / CRD_DST override the paths (used by the tests).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

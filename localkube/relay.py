@@ -2,7 +2,7 @@
 
 After `cut()` every connection stays open and nothing is forwarded, new ones are
 accepted and never answered: what a dead network path looks like to a client
-(no reset, no error, only silence until its own timeouts).
+(no reset, no error, only silence until its own timeouts). `heal()` ends it.
 """
 
 from __future__ import annotations
@@ -45,6 +45,16 @@ class Relay:
 
     def cut(self) -> None:
         self.cut_event.set()
+
+    def heal(self) -> None:
+        """Forward again, as a partition that ends: the connections open across the
+        cut are reset (their streams lost bytes; clients reconnect), new ones reach
+        the target."""
+        old, self.sockets = self.sockets, []
+        for s in old:
+            with suppress(OSError):
+                s.close()
+        self.cut_event.clear()
 
     def close(self) -> None:
         self.listener.close()

@@ -306,7 +306,8 @@ class KubeClient:
         )
         _check_identity(what, pod, namespace, name)
 
-    # For `kubectl stemedb` (controller/kubectl_plugin): the operator does not call these.
+    # For `kubectl stemedb` (controller/kubectl_plugin); the operator calls only
+    # get_cluster, once per cluster when it takes over as the leader.
 
     async def get_cluster(self, namespace: str, name: str) -> dict[str, Any]:
         """One StemeDBCluster (KubeError with status 404 when there is none)."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.chart.conftest import Render, by_kind, one
+from tests.chart.conftest import CHART, Render, by_kind, one
 
 
 def _args(docs: list[dict[str, Any]]) -> list[str]:
@@ -98,22 +98,47 @@ def test_replicas_spread_across_nodes(render: Render, sets: list[str], keys: lis
     assert [c["topologyKey"] for c in found] == keys
 
 
-def test_common_labels_and_annotations_reach_every_object(render: Render) -> None:
-    docs = render(values=None, sets=["commonLabels.team=data", "commonAnnotations.owner=db",
-                                     "serviceAccount.annotations.iam=role",
-                                     "serviceMonitor.enabled=true",
-                                     "networkPolicy.enabled=true"])
+# Every optional object on (ci/all-flags-on-values.yaml, the templated CRD), so a
+# template that forgets the common metadata is among those checked.
+_EVERY_OBJECT = ["crds.install=true", "podDisruptionBudget.enabled=true",
+                 "notifications.alertmanager.urls={http://am:9093}"]
+_CLUSTER_WIDE = {"ClusterRole", "ClusterRoleBinding"}
+_NAMESPACED = {"Role", "RoleBinding"}
+_ALWAYS = {"CustomResourceDefinition", "ServiceAccount", "Deployment", "Service",
+           "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule", "NetworkPolicy",
+           "ConfigMap", "Role", "RoleBinding"}
+
+
+@pytest.mark.parametrize(
+    ("extra_sets", "kinds"),
+    [
+        ([], _ALWAYS | _CLUSTER_WIDE),
+        (["watch.allNamespaces=false"], _ALWAYS | _NAMESPACED),
+    ],
+    ids=["all namespaces", "namespaced"],
+)
+def test_common_labels_and_annotations_reach_every_object(
+    render: Render, extra_sets: list[str], kinds: set[str]
+) -> None:
+    docs = render(values=CHART / "ci" / "all-flags-on-values.yaml",
+                  sets=[*_EVERY_OBJECT, *extra_sets, "commonLabels.team=data",
+                        "commonAnnotations.owner=db", "serviceAccount.annotations.iam=role"])
+    assert {d["kind"] for d in docs} == kinds, "an optional object was not rendered"
     missing = [(d["kind"], d["metadata"]["name"]) for d in docs
-               if d["kind"] != "PrometheusRule"
-               and (d["metadata"].get("labels", {}).get("team") != "data"
-                    or d["metadata"].get("annotations", {}).get("owner") != "db")]
+               if d["metadata"].get("labels", {}).get("team") != "data"
+               or d["metadata"].get("annotations", {}).get("owner") != "db"]
     assert missing == []
     sa = one(docs, "ServiceAccount")
-    assert sa["metadata"]["annotations"] == {"owner": "db", "iam": "role"}
+    assert sa["metadata"]["annotations"] == {"owner": "db", "iam": "role",
+                                             "example.com/owner": "platform"}
+    # The object's own annotations stay beside the common ones.
+    assert one(docs, "ConfigMap")["metadata"]["annotations"] == {"owner": "db",
+                                                                "grafana_folder": "StemeDB"}
     deploy = one(docs, "Deployment")
     assert deploy["spec"]["selector"]["matchLabels"].get("team") is None, \
         "selectors are immutable: common labels stay out of them"
     assert deploy["spec"]["template"]["metadata"]["labels"]["team"] == "data"
+    assert deploy["spec"]["template"]["metadata"]["annotations"]["owner"] == "db"
 
 
 def test_openshift_can_drop_the_fixed_uids(render: Render) -> None:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,33 +235,101 @@ def test_a_leader_cut_off_from_the_api_server_stops_before_the_standby_starts(
         relay.close()
 
 
-def _sync_posts(pair: Pair) -> list[dict[str, Any]]:
-    return [c for c in pair.env.writes() if c["endpoint"].endswith("/cluster/sync")]
-
-
-def test_a_leader_killed_mid_remediation_is_succeeded_without_a_repeated_action(
-    pair: Pair,
+def test_a_leader_cut_off_and_reconnected_goes_on_from_what_its_successor_did(
+    pair: Pair, tmp_path: Path
 ) -> None:
-    """The forced sync is the runbook's non-idempotent action: the new leader reads
-    the step in progress from status and watches it, never posting a second one."""
-    pair.env.apply(fast_spec(pair.env.sim, pair.env.cluster,
-                             remediation={"throttle": {"enabled": False}}))
+    """The partition ends and the old leader stands by; when it leads again, it goes on
+    from the status its successor wrote meanwhile (read from the API server, not from
+    its own last write or a watch still reconnecting): the successor's throttle is
+    lifted back to unlimited in the end, and no reset or sync is sent twice."""
+    env = pair.env
+    server = urlparse(env.cp.server)
+    relay = Relay((server.hostname or "127.0.0.1", server.port or 443))
+    try:
+        via_relay = tmp_path / "via-relay.kubeconfig"
+        via_relay.write_text(env.kubeconfig.read_text().replace(
+            env.cp.server, f"https://127.0.0.1:{relay.port}"))
+        first = pair.start("op-a", kubeconfig=via_relay)
+        assert pair.leader() is first
+        env.wait_status("a healthy status written by op-a", lambda o: any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (o.get("status") or {}).get("conditions", [])))
+        second = pair.start("op-b")
+        wait_for("op-b serving metrics", lambda: second.metrics(), timeout=30)
+
+        relay.cut()
+        wait_for("op-b acting", lambda: second.polls() > 0, timeout=40)
+        disk = env.fault("disk_saturation", replica="node2", capacity_factor=0.4)
+        wait_for("op-b's throttle", lambda: env.sim.state(env.cluster)["rate_limit"]
+                 is not None, timeout=90)
+        relay.heal()
+        os.killpg(second.proc.pid, signal.SIGTERM)  # released: op-a takes it over
+        wait_for("op-a leading again", first.leading, timeout=30)
+        env.clear_fault(disk)
+        env.wait_status("recovered, the throttle lifted", lambda o: (
+            (o["status"].get("throttle") or {}).get("phase") == "None"
+            and env.sim.state(env.cluster)["rate_limit"] is None), timeout=150)
+    finally:
+        relay.close()
+    rates = [c["body"]["max_assertions_per_sec"] for c in env.writes()
+             if c["endpoint"].endswith("/rate-limit")]
+    assert rates[-1] is None, rates
+    repeated = [call for call, n in Counter(map(str, _non_idempotent(pair))).items() if n > 1]
+    assert not repeated, pair.logs()
+
+
+# The runbook's non-idempotent admin calls: sent twice, a reset or a sync acts twice.
+NON_IDEMPOTENT = ("/v1/admin/circuit-breaker/reset", "/v1/admin/cluster/sync")
+
+
+def _non_idempotent(pair: Pair) -> list[tuple[str, Any]]:
+    """(endpoint, body) of every reset and sync request the simulator received."""
+    return [(c["endpoint"].rsplit("/v1/admin/", 1)[-1], c["body"]) for c in pair.env.writes()
+            if c["endpoint"].endswith(NON_IDEMPOTENT)]
+
+
+@pytest.mark.parametrize("kill_after", [
+    pytest.param("circuit-breaker/reset", id="killed right after the breaker reset"),
+    pytest.param("cluster/sync", id="killed while the forced sync runs"),
+])
+def test_a_leader_killed_mid_remediation_is_succeeded_without_a_repeated_action(
+    pair: Pair, kill_after: str,
+) -> None:
+    """Two non-idempotent steps, a breaker reset and then a forced sync; the leader is
+    killed right after one of them. The new leader reads the step in progress from
+    status and goes on from there: the simulator's admin log shows each request once."""
+    env = pair.env
+    # A slow Merkle sync (4 MB of tree at 100 kB/s: 40 s) runs across the takeover.
+    env.sim.sim("DELETE", f"/clusters/{env.cluster}")
+    env.sim.sim("POST", "/clusters", {"name": env.cluster, "replicas": 2,
+                                      "sync_bandwidth": 100_000})
+    env.apply(fast_spec(env.sim, env.cluster, remediation={
+        "throttle": {"enabled": False},
+        "merkleSync": {"timeoutSeconds": 90, "stallTimeoutSeconds": 30, "maxAttempts": 2}}))
     pair.start("op-a")
     pair.start("op-b")
     leader = pair.leader()
     standby = pair.other(leader)
-    disk = pair.env.fault("disk_saturation", replica="node2", capacity_factor=0.3)
-    pair.env.wait_status("a forced sync", lambda o: _sync_posts(pair), timeout=90)
-    pair.env.wait_status("the sync seen running",
-                         lambda o: o["status"].get("currentStep") == "ForceSync(node2)")
+    env.fault("breaker_trip", replica="node2")
+    disk = env.fault("disk_saturation", replica="node2", capacity_factor=0.3)
+    wait_for(f"a {kill_after} request", lambda: any(
+        endpoint == kill_after for endpoint, _ in _non_idempotent(pair)), timeout=90)
     os.killpg(leader.proc.pid, signal.SIGKILL)
     wait_for("the standby acting", lambda: standby.polls() > 0, timeout=30)
-    pair.env.clear_fault(disk)
-    pair.env.wait_status("recovery under the new leader", lambda o: any(
+    if kill_after == "cluster/sync":
+        sync = env.sim.state(env.cluster)["replicas"]["node2"]["sync"]
+        assert sync["state"] == "running", f"the sync ended before the takeover: {sync}"
+    wait_for("the forced sync", lambda: any(
+        endpoint == "cluster/sync" for endpoint, _ in _non_idempotent(pair)), timeout=90)
+    env.clear_fault(disk)
+    env.wait_status("recovery under the new leader", lambda o: any(
         c.get("type") == "Ready" and c.get("status") == "True"
-        for c in o["status"].get("conditions", [])), timeout=120)
-    notes = [(e["reason"], e["message"]) for e in events(pair.env.cp, pair.env.namespace, "db")]
-    assert [s["body"] for s in _sync_posts(pair)] == [{"replica_id": "node2", "force": True}], notes
+        for c in o["status"].get("conditions", [])), timeout=150)
+    notes = [(e["reason"], e["message"]) for e in events(env.cp, env.namespace, "db")]
+    assert _non_idempotent(pair) == [
+        ("circuit-breaker/reset", {"agent_id": "agent-node2"}),
+        ("cluster/sync", {"replica_id": "node2", "force": True}),
+    ], notes
 
 
 def test_a_deletion_with_two_replicas_is_finished_by_the_leader(pair: Pair) -> None:

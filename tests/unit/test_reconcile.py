@@ -238,6 +238,7 @@ class FakeKube:
         self.secrets: dict[tuple[str, str], dict[str, bytes]] = {}
         # Raised by the next patches, in order (None: that patch succeeds).
         self.patch_errors: list[KubeError | None] = []
+        self.get_errors: list[KubeError | None] = []  # the same, for get_cluster
         self.annotate_error: KubeError | None = None
         # With `caching`, a Secret read once is served from here until forgotten,
         # as KubeClient's SecretCache does within its TTL.
@@ -255,6 +256,14 @@ class FakeKube:
             raise error
         key = (namespace, name)
         self.stored[key] = merge_patch(self.stored.get(key, {}), copy.deepcopy(status))
+
+    async def get_cluster(self, namespace: str, name: str) -> dict[str, Any]:
+        self.calls.append(Call("kube", "get_cluster", (namespace, name)))
+        error = self.get_errors.pop(0) if self.get_errors else None
+        if error is not None:
+            raise error
+        return {"metadata": {"namespace": namespace, "name": name},
+                "status": copy.deepcopy(self.stored.get((namespace, name), {}))}
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
         self.calls.append(Call("kube", "read_secret_key", (namespace, name, key)))
@@ -536,6 +545,60 @@ async def test_a_poll_whose_body_lags_the_last_write_does_not_repeat_the_action(
 
     assert [c.method for c in world.admin_calls()] == [method]
     assert [p.kind for p in memory_of(world.patches()[0]).pending] == [kind]
+
+
+# Another leader acted while this replica was cut off; then this one leads again.
+TAKEOVERS = [
+    pytest.param(raw_spec, ["agent-node2"], "reset_breaker", True,
+                 id="the other leader reset the breaker"),
+    pytest.param(lambda: raw_spec(remediation__breakerReset__enabled=False), [],
+                 "set_rate_limit", True, id="the other leader throttled ingestion"),
+    pytest.param(raw_spec, ["agent-node2"], "reset_breaker", False,
+                 id="a breaker reset the watch has not delivered yet"),
+    pytest.param(lambda: raw_spec(remediation__breakerReset__enabled=False), [],
+                 "set_rate_limit", False, id="a throttle the watch has not delivered yet"),
+]
+
+
+@pytest.mark.parametrize(("make_spec", "tripped", "method", "delivered"), TAKEOVERS)
+async def test_a_replica_leading_again_goes_on_from_what_the_leader_in_between_wrote(
+    make_spec: Callable[[], dict[str, Any]], tripped: list[str], method: str,
+    delivered: bool,
+) -> None:
+    world = World(make_spec())
+    await world.poll()  # replica A leads: a healthy status, written by A
+    replica_a = world.reconciler
+    replica_a.took_over()
+    world.reconciler = world.new_reconciler()  # A cut off; replica B leads
+    world.reconciler.took_over()
+    world.stemedb.scrape = primary(NODE2_CRITICAL)
+    world.stemedb.tripped = tripped
+    await world.poll(advance=1.0, deliver=delivered)  # B acts
+    assert world.methods("stemedb").count(method) == 1
+
+    world.reconciler = replica_a  # B gone, A leads again
+    replica_a.took_over()
+    await world.poll(advance=1.0)
+
+    assert world.methods("stemedb").count(method) == 1, world.methods("stemedb")
+    assert memory_of(world.kube.stored[(NS, NAME)]).replica("node2").step.value != "None"
+
+
+async def test_a_status_unreadable_after_taking_over_holds_every_action() -> None:
+    world = World()
+    world.stemedb.scrape = primary(NODE2_CRITICAL)
+    world.stemedb.tripped = ["agent-node2"]
+    world.reconciler.took_over()
+    world.kube.get_errors = [KubeError("reading StemeDBCluster db/demo: HTTP 503", status=503)]
+
+    await world.poll()
+    assert world.methods() == ["get_cluster"]
+
+    await world.poll()  # read on the next poll, then acted on
+    assert world.methods("kube")[1] == "get_cluster"
+    assert [c.method for c in world.admin_calls()] == ["reset_breaker"]
+    await world.poll()
+    assert world.methods("kube").count("get_cluster") == 2, "once per term"
 
 
 # --------------------------------------------------------------------------- (4) failed action
