@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
+import re
 import socket
 import sys
 import uuid
@@ -24,6 +25,7 @@ from controller.notifications import RESEND_SECONDS
 
 SECRET_LABEL = "stemedb.io/credentials=true"
 LEASE_NAME = "stemedb-operator-leader"
+SHARD_RING = "stemedb-operator"
 LOGIN_HELP = """\
 login:
   In a Pod, the ServiceAccount (unless --kubeconfig or --context is given).
@@ -134,12 +136,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     election.add_argument(
         "--leader-election-namespace", metavar="NS",
-        help="the Lease's namespace (default: $POD_NAMESPACE, else the single --namespace)",
+        help="the Lease's namespace, the shard Leases' with --sharding (default: "
+             "$POD_NAMESPACE, else the single --namespace)",
     )
     election.add_argument(
         "--leader-election-id", default=LEASE_NAME, metavar="NAME",
         help="the Lease's name: replicas with the same one elect one leader "
              "(default: %(default)s)",
+    )
+    sharding = run.add_argument_group("sharding (several replicas, each acting on a part)")
+    sharding.add_argument(
+        "--sharding", action="store_true",
+        help="each replica holds its own Lease (<ring>-shard-<identity>) and acts on the "
+             "clusters the live Leases' hash ring gives it, claimed in status.shard; a "
+             "dead replica's clusters move to the others within about 20 s (default: off; "
+             "not with --leader-election)",
+    )
+    sharding.add_argument(
+        "--shard-ring", default=SHARD_RING, metavar="NAME",
+        help="replicas with the same ring name (in the same namespace) share the "
+             "clusters (default: %(default)s)",
     )
     run.add_argument(
         "--alertmanager-url", action="append", default=[], metavar="URL",
@@ -165,6 +181,16 @@ def identity() -> str:
     """This replica's name in the Lease: the Pod's name (downward API, $POD_NAME), else
     host_uuid, so two processes on one machine never share it (as controller-runtime)."""
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}_{uuid.uuid4()}"
+
+
+def shard_identity() -> str:
+    """This replica's name in the shard ring and in `status.shard`: the Pod's name,
+    else the host's name and a random suffix (part of a Lease name, so lowercase)."""
+    pod = os.environ.get("POD_NAME")
+    if pod:
+        return pod
+    host = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-")[:40]
+    return f"{host or 'operator'}-{uuid.uuid4().hex[:8]}"
 
 
 def lease_namespace(args: argparse.Namespace) -> str | None:
@@ -218,6 +244,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as err:
             print(f"stemedb-operator run: --secret-label: {err}", file=sys.stderr)
             return 2
+        if args.sharding and args.leader_election:
+            print("stemedb-operator run: --sharding and --leader-election are exclusive: "
+                  "a shard acts on its part, a leader on everything", file=sys.stderr)
+            return 2
+        shard_ns = lease_namespace(args) if args.sharding else None
+        if args.sharding and shard_ns is None:
+            print("stemedb-operator run: --sharding: give --leader-election-namespace "
+                  "(or set $POD_NAMESPACE)", file=sys.stderr)
+            return 2
+        shard_id = shard_identity() if args.sharding else ""
+        for flag, name in (("$POD_NAME", shard_id),
+                           ("--shard-ring", f"{args.shard_ring}-shard-{shard_id}"),
+                           ("--leader-election-namespace", shard_ns)):
+            bad = object_name_problem(name) if args.sharding and name else None
+            if bad is None and args.sharding and name and len(name) > 63 and \
+                    flag == "$POD_NAME":
+                bad = f"is {len(name)} characters long; a shard's name has at most 63"
+            if bad is not None:
+                print(f"stemedb-operator run: --sharding: {flag}: {bad}", file=sys.stderr)
+                return 2
         election_ns = lease_namespace(args) if args.leader_election else None
         if args.leader_election and election_ns is None:
             print("stemedb-operator run: --leader-election: give --leader-election-namespace "
@@ -253,6 +299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                lease=args.leader_election_id,
                                                identity=identity())
 
+        sharding = None
+        if shard_ns is not None:
+            sharding = handlers.Sharding(namespace=shard_ns, ring=args.shard_ring,
+                                         identity=shard_id)
+
         return handlers.run(
             namespaces=tuple(args.namespace),
             all_namespaces=args.all_namespaces,
@@ -264,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             kubeconfig_file=kubeconfig_file,
             context=args.context,
             leader_election=election,
+            sharding=sharding,
             alertmanager_urls=alertmanagers,
             alertmanager_credentials=args.alertmanager_credentials,
             resend_seconds=args.notification_resend_seconds,

@@ -21,7 +21,7 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from controller.adapters.kube import KubeClient, KubeEndpoint, KubeError
 from controller.adapters.leadership import LeaderElector, LeaseName
 from controller.adapters.notify import Notifier, Pager
 from controller.adapters.operator_metrics import OperatorMetrics
+from controller.adapters.sharding import Shards
 from controller.adapters.stemedb import ClientConfig, StemeDBClient
 from controller.adapters.stemedb_errors import StemeDBError
 from controller.domain import (
@@ -50,6 +51,7 @@ from controller.domain import (
 from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy
 from controller.domain.leadership import LeaseTimings
+from controller.domain.sharding import ClaimMove
 from controller.domain.spec import DetectionSpec
 from controller.notifications import Timing
 from controller.reconcile import ClusterKey, Reconciler
@@ -68,6 +70,9 @@ KUBE_API_CONNECTIONS = 8
 # After taking over, the clusters whose poll fell due while this replica stood by
 # poll within this many seconds (spread, not all in one burst).
 TAKEOVER_SPREAD_SECONDS = 1.0
+# A sharded replica's daemon that is not polling looks at its cluster again at least
+# this often (a change of the object or of the ring wakes it at once).
+SHARD_WAIT_SECONDS = 10.0
 
 log = structlog.get_logger("stemedb.handlers")
 
@@ -85,6 +90,7 @@ class _Config:
     alertmanager_credentials: str | None = None
     timing = Timing()
     leader_election: LeaderElection | None = None  # None: act alone (--no-leader-election)
+    sharding: Sharding | None = None  # None: not sharded (--sharding is off)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +99,16 @@ class LeaderElection:
 
     namespace: str
     lease: str
+    identity: str
+    timings: LeaseTimings = dataclasses.field(default_factory=LeaseTimings)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sharding:
+    """Which ring of shard Leases this replica joins, and who it is in it."""
+
+    namespace: str
+    ring: str
     identity: str
     timings: LeaseTimings = dataclasses.field(default_factory=LeaseTimings)
 
@@ -250,6 +266,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.background.cancellation_polling = 5
     memo.leader = _start_election(memo)
+    memo.shards = _start_sharding(memo)
     memo.reconciler = Reconciler(
         stemedb=StemeDBClient(ClientConfig(), metrics=memo.metrics,
                               destinations=_Config.destinations),
@@ -269,15 +286,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 def _start_election(memo: kopf.Memo) -> LeaderElector | None:
     """Start competing for the Lease (None: leader election is off), and take over
-    SIGTERM/SIGINT from Kopf: stop acting and release the Lease first, then let Kopf
-    stop. Kopf's own order (watchers, then daemons, then cleanup handlers) would
-    hold the Lease for seconds after the last action, and a standby waits for it."""
+    SIGTERM/SIGINT from Kopf (`_release_on_signal`)."""
     config = _Config.leader_election
     if config is None:
         return None
     gauge = Gauge("stemedb_operator_leader",
                   "1 while this replica holds the leader Lease and acts, else 0",
                   registry=memo.metrics.registry)
+
     def on_change(acting: bool) -> None:
         gauge.set(1 if acting else 0)
         reconciler: Reconciler | None = getattr(memo, "reconciler", None)
@@ -287,6 +303,28 @@ def _start_election(memo: kopf.Memo) -> LeaderElector | None:
 
     elector = LeaderElector(_lease_kube(memo), LeaseName(config.namespace, config.lease),
                             config.identity, config.timings, on_change=on_change)
+    _release_on_signal(memo, elector, elector.run)
+    return elector
+
+
+def _start_sharding(memo: kopf.Memo) -> Shards | None:
+    """Join the shard ring (None: sharding is off); SIGTERM releases this shard's
+    Lease first, so the others take its clusters within a second."""
+    config = _Config.sharding
+    if config is None:
+        return None
+    shards = Shards(_lease_kube(memo), config.namespace, config.ring, config.identity,
+                    config.timings, registry=memo.metrics.registry, claims=_kube(memo))
+    _release_on_signal(memo, shards.elector, shards.run)
+    return shards
+
+
+def _release_on_signal(memo: kopf.Memo, elector: LeaderElector,
+                       run: Callable[[Callable[[], None]], Coroutine[Any, Any, None]]) -> None:
+    """Run `run` (the election, or the shard ring) and take over SIGTERM/SIGINT
+    from Kopf: stop acting and release the Lease first, then let Kopf stop. Kopf's
+    own order (watchers, then daemons, then cleanup handlers) would hold the Lease
+    for seconds after the last action, and the others wait for it."""
 
     async def shut_down(sig: signal.Signals) -> None:
         log.info("signal received: releasing the Lease, then stopping", signal=sig.name)
@@ -309,16 +347,15 @@ def _start_election(memo: kopf.Memo) -> LeaderElector | None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
 
-    running = asyncio.create_task(elector.run(after_first_attempt=take_over_signals),
-                                  name="leader election")
+    running = asyncio.create_task(run(take_over_signals), name="lease")
     memo.election_task = running
-    return elector
+    memo.elector = elector
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     task: asyncio.Task[None] | None = memo.get("election_task")
-    leader: LeaderElector | None = getattr(memo, "leader", None)
+    leader: LeaderElector | None = memo.get("elector")
     if task is not None and leader is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -382,7 +419,11 @@ async def poll(
     """
     reconciler: Reconciler = memo.reconciler
     leader: LeaderElector | None = getattr(memo, "leader", None)
+    shards: Shards | None = getattr(memo, "shards", None)
     key = ClusterKey.of(body)
+    if shards is not None:
+        await _poll_shard(body, spec, stopped, reconciler, shards)
+        return
     _FirstPolls.started(key)
     try:
         # A random first delay spreads the polls of many clusters over the interval.
@@ -412,6 +453,71 @@ async def poll(
         _FirstPolls.done(key)
 
 
+async def _poll_shard(body: kopf.Body, spec: kopf.Spec, stopped: kopf.DaemonStopped,
+                      reconciler: Reconciler, shards: Shards) -> None:
+    """The daemon of a sharded replica: poll while the ring and a confirmed claim
+    name this replica; take a claim the ring gives it when it is free or its
+    holder is gone; hand a claim the ring moved away over once no poll is running
+    (this task is the only one that polls the cluster, so between two polls there
+    is none). Woken by a change of the object or of the ring, else at the next
+    poll or after `SHARD_WAIT_SECONDS`."""
+    uid = str(body["metadata"]["uid"])
+    key = ClusterKey.of(body)
+    due = time.monotonic() + random.uniform(0, _interval(spec))
+    acting = False
+    _FirstPolls.started(key)
+    try:
+        while not stopped:
+            shards.settle(uid)
+            move, ring_owner = shards.move(body)
+            if move is ClaimMove.CLAIM:
+                if not await shards.claim(body, shards.identity):
+                    # Someone wrote first (the change wakes this daemon) or it failed.
+                    await shards.wait(uid, shards.timings.retry_period)
+                    continue
+                # Taken: poll soon, spread (a dead shard's clusters come at once).
+                due = min(due, time.monotonic() + random.uniform(
+                    0, min(TAKEOVER_SPREAD_SECONDS, _interval(spec))))
+                move = ClaimMove.ACT
+            if move is not ClaimMove.ACT and acting:
+                acting = False
+                reconciler.release(key)
+            if move is ClaimMove.HAND_OVER and ring_owner is not None:
+                await shards.claim(body, ring_owner)
+            if move is not ClaimMove.ACT:
+                if move is ClaimMove.WAIT and shards.members:
+                    _FirstPolls.done(key)  # another shard's: settled for now
+                await shards.wait(uid, SHARD_WAIT_SECONDS)
+                continue
+            acting = True
+            if time.monotonic() < due:
+                await shards.wait(uid, due - time.monotonic())
+                continue
+            reconciler.metrics.observe_slip(time.monotonic() - due)
+            shards.count_poll()
+            started = time.time()
+            acted = await shards.elector.guarded(reconciler.poll(body))
+            log.debug("polled", namespace=key.namespace, name=key.name,
+                      shard=shards.identity, started=started, ended=time.time(),
+                      cancelled=acted is None)
+            if acted is not None:
+                _FirstPolls.done(key)
+                due = time.monotonic() + acted
+    finally:
+        _FirstPolls.done(key)
+        shards.forget(uid)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=lambda **_: _Config.sharding is not None)
+def claim_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A sharded replica's daemon waits for its object to change (a claim handed
+    to it) rather than re-reading it on a timer."""
+    shards: Shards | None = getattr(memo, "shards", None)
+    uid = (body.get("metadata") or {}).get("uid")
+    if shards is not None and isinstance(uid, str):
+        shards.touched(uid)
+
+
 def _rate_to_restore(body: Mapping[str, Any]) -> str:
     try:
         memory = Memory.from_text((body.get("status") or {}).get("memory"))
@@ -429,6 +535,9 @@ async def restore_rate(
     reconciler: Reconciler = memo.reconciler
     leader: LeaderElector | None = getattr(memo, "leader", None)
     key = ClusterKey.of(body)
+    shards: Shards | None = getattr(memo, "shards", None)
+    if shards is not None:
+        leader = await _deleting_shard(body, shards)
     if leader is not None and not leader.acting:
         # The leader restores the rate and removes the finalizer; a standby must not
         # call StemeDB, and must not let Kopf drop the finalizer either.
@@ -471,6 +580,21 @@ async def restore_rate(
     reconciler.forget(key)
 
 
+async def _deleting_shard(body: kopf.Body, shards: Shards) -> LeaderElector:
+    """The elector to act under for a deletion, once this shard holds the claim;
+    else a temporary error (the cluster's owner restores the rate and removes the
+    finalizer; a non-owner must not let Kopf drop it)."""
+    move, ring_owner = shards.move(body)
+    if move is ClaimMove.CLAIM and await shards.claim(body, shards.identity):
+        return shards.elector
+    if move is ClaimMove.ACT:
+        return shards.elector
+    if move is ClaimMove.HAND_OVER and ring_owner is not None:
+        await shards.claim(body, ring_owner)
+    raise kopf.TemporaryError("another shard owns this cluster: it restores the rate",
+                              delay=shards.timings.retry_period)
+
+
 def run(
     *,
     namespaces: tuple[str, ...],
@@ -486,6 +610,7 @@ def run(
     alertmanager_credentials: str | None = None,
     resend_seconds: float | None = None,
     leader_election: LeaderElection | None = None,
+    sharding: Sharding | None = None,
 ) -> int:
     """Run the operator until SIGINT/SIGTERM."""
     _Config.alertmanager_urls = alertmanager_urls
@@ -495,6 +620,7 @@ def run(
     _Config.kubeconfig_file = kubeconfig_file
     _Config.context = context
     _Config.leader_election = leader_election
+    _Config.sharding = sharding
     _Config.destinations = Destinations(destinations)
     _Config.secret_label = secret_label
     metrics = OperatorMetrics()

@@ -165,6 +165,14 @@ class Reconciler:
         return self._locks.setdefault(key, asyncio.Lock())
 
     def forget(self, key: ClusterKey) -> None:
+        self.release(key)
+        if self.notifier is not None:
+            self.notifier.gone(ClusterRef(key.namespace, key.name), {}, self.clock())
+
+    def release(self, key: ClusterKey) -> None:
+        """Drop what this process knows of a cluster another replica now acts on (a
+        shard handing it over): taken back later, it starts from status, as a new
+        leader does, and its metrics are exported by one replica only."""
         self._locks.pop(key, None)
         self._written.pop(key, None)
         self._specs.pop(key, None)
@@ -175,8 +183,6 @@ class Reconciler:
         self._webhook_problems.pop(key, None)
         self._looked.discard(key)
         self.metrics.forget_cluster(key.namespace, key.name)
-        if self.notifier is not None:
-            self.notifier.gone(ClusterRef(key.namespace, key.name), {}, self.clock())
 
     def took_over(self) -> None:
         """This replica has begun acting (again) as the leader. Neither what it wrote

@@ -363,6 +363,37 @@ class KubeClient:
         return dict(written)
 
 
+    async def list_leases(self, namespace: str, selector: tuple[str, str]) -> list[dict[str, Any]]:
+        """The Leases of a namespace carrying the label `selector` (the shard ring)."""
+        key, value = selector
+        path = _path("apis", "coordination.k8s.io", "v1", "namespaces",
+                     ("namespace", namespace), "leases")
+        found = await self._call(f"listing Leases in {namespace}", "GET",
+                                 f"{path}?labelSelector={quote(f'{key}={value}', safe='')}")
+        return [i for i in (found or {}).get("items") or [] if isinstance(i, dict)]
+
+    async def delete_lease(self, namespace: str, name: str, resource_version: str) -> None:
+        """Delete a Lease, only if it is still at `resource_version` (else HTTP 409)."""
+        await self._call(f"deleting Lease {namespace}/{name}", "DELETE",
+                         _lease_path(namespace, name),
+                         {"apiVersion": "v1", "kind": "DeleteOptions",
+                          "preconditions": {"resourceVersion": resource_version}},
+                         decode=False)
+
+    async def claim_cluster(self, namespace: str, name: str, resource_version: str,
+                            shard: str) -> str:
+        """Write `status.shard`, only if the object is still at `resource_version`
+        (else HTTP 409): the sharded operator's claim. The new resourceVersion."""
+        what = f"claiming StemeDBCluster {namespace}/{name}"
+        obj = await self._call(what, "PATCH", _path(
+            "apis", GROUP, VERSION, "namespaces", ("namespace", namespace), PLURAL,
+            ("StemeDBCluster", name), "status"),
+            {"metadata": {"resourceVersion": resource_version}, "status": {"shard": shard}},
+            MERGE_PATCH)
+        _check_identity(what, obj, namespace, name)
+        return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
 def _lease_path(namespace: str, name: str) -> str:
     return _path("apis", "coordination.k8s.io", "v1", "namespaces", ("namespace", namespace),
                  "leases", ("Lease", name))

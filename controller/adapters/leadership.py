@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -90,8 +90,10 @@ class LeaderElector:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_change: Callable[[bool], None] | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         self.store, self.lease, self.identity = store, lease, identity
+        self._labels = dict(labels or {})  # on the Lease (a shard ring's selector)
         self.timings = timings or LeaseTimings()
         self._clock, self._wall, self._on_change = clock, wall, on_change
         self._seen: Observation | None = None
@@ -186,6 +188,8 @@ class LeaderElector:
         metadata: dict[str, Any] = {"name": self.lease.name, "namespace": self.lease.namespace}
         if current is not None:
             metadata = {**current.get("metadata", {}), **metadata}
+        if self._labels:
+            metadata["labels"] = {**(metadata.get("labels") or {}), **self._labels}
         spec = dict((current or {}).get("spec") or {})
         if move is not Move.RENEW or not spec.get("acquireTime"):
             spec["acquireTime"] = now

@@ -104,6 +104,39 @@ def test_leader_election_needs_a_lease_it_can_name(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "pod_name", "message"), [
+    (["run", "-n", "a", "--sharding", "--leader-election"], "op-a",
+     "--sharding and --leader-election are exclusive"),
+    (["run", "-A", "--sharding"], "op-a", "--sharding: give --leader-election-namespace"),
+    (["run", "-n", "a", "--sharding", "--shard-ring", "Bad_Ring"], "op-a",
+     "--sharding: --shard-ring: 'Bad_Ring-shard-op-a' is not a Kubernetes object name"),
+    (["run", "-n", "a", "--sharding"], "Op_A",
+     "--sharding: $POD_NAME: 'Op_A' is not a Kubernetes object name"),
+    (["run", "-n", "a", "--sharding"], "p" * 64,
+     "--sharding: $POD_NAME: is 64 characters long; a shard's name has at most 63"),
+], ids=["with leader election", "no namespace for the Leases", "a bad ring name",
+        "a Pod name that cannot be in a Lease name", "a Pod name too long for status.shard"])
+def test_sharding_needs_leases_and_a_name_it_can_use(
+    argv: list[str], pod_name: str, message: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    monkeypatch.setenv("POD_NAME", pod_name)
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_shard_without_a_pod_name_gets_a_lease_name_it_can_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("POD_NAME", raising=False)
+    monkeypatch.setattr(cli.socket, "gethostname", lambda: "Build_Host.example.com")
+    first, second = cli.shard_identity(), cli.shard_identity()
+    assert first != second, "two processes on one host never share it"
+    assert first.startswith("build-host-example-com-")
+    assert cli.object_name_problem(f"ring-shard-{first}") is None and len(first) <= 63
+
+
 @pytest.mark.parametrize(("argv", "pod_namespace", "lease_ns"), [
     (["run", "-n", "a", "--leader-election-namespace", "ops"], "sys", "ops"),
     (["run", "-A"], "sys", "sys"),

@@ -135,7 +135,7 @@ def test_names_printer_columns_and_status_subresource() -> None:
     version = crd["spec"]["versions"][0]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     cols = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert cols == ["Ready", "Max Lag", "Lagging", "Step", "Escalated", "Age"]
+    assert cols == ["Ready", "Max Lag", "Lagging", "Step", "Escalated", "Shard", "Age"]
 
 
 @pytest.mark.parametrize("field", ["maxLagSeconds", "laggingReplicas", "currentStep"])

@@ -125,7 +125,17 @@ destinations.allow when it is set. A test compares this list with the code's.
 {{- default (printf "%s-leader" (include "stemedb-operator.fullname" .)) .Values.leaderElection.leaseName }}
 {{- end }}
 
-{{/* Replicas: replicaCount with leader election, else at most 1 (two would act twice). */}}
+{{/* Replicas: replicaCount with leader election or sharding, else at most 1 (two would act twice). */}}
 {{- define "stemedb-operator.replicas" -}}
-{{- if .Values.leaderElection.enabled }}{{ int .Values.replicaCount }}{{ else }}{{ min 1 (int .Values.replicaCount) }}{{ end }}
+{{- if or .Values.leaderElection.enabled .Values.sharding.enabled }}{{ int .Values.replicaCount }}{{ else }}{{ min 1 (int .Values.replicaCount) }}{{ end }}
+{{- end }}
+
+{{/* Leader election is on unless sharding replaces it ("true" or ""). */}}
+{{- define "stemedb-operator.elects" -}}
+{{- if and .Values.leaderElection.enabled (not .Values.sharding.enabled) }}true{{ end }}
+{{- end }}
+
+{{/* The shard ring's name (`--shard-ring`): its Leases are <ring>-shard-<pod>. */}}
+{{- define "stemedb-operator.shardRing" -}}
+{{- default (include "stemedb-operator.fullname" .) .Values.sharding.ring }}
 {{- end }}

@@ -1,0 +1,275 @@
+"""Sharding across replicas: each holds its own Lease, the live ones form a ring,
+and each cluster is acted on by one replica at a time, the one its claim names.
+
+The rules are pure (`controller.domain.sharding`); this module does the I/O:
+
+- the replica's own shard Lease is a `LeaderElector` that nobody else competes
+  for: it renews every 2 s, self-fences at its renew deadline (cancelling the
+  polls in flight) and releases on shutdown, exactly as the leader Lease;
+- every second it lists the ring's Leases (one LIST by label) and recomputes the
+  members; a change wakes every cluster's daemon to look at its cluster again;
+- the claim (`status.shard`) is written with the resourceVersion the replica
+  read, so two writers never both succeed; a replica acts only on claims it has
+  itself confirmed with such a write since it last started acting, so a claim
+  taken from it while it was cut off is never acted on from a stale copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, cast
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from controller.adapters.kube import KubeError, NotLoggedIn
+from controller.adapters.leadership import LeaderElector, LeaseName, LeaseStore, record_of
+from controller.domain.leadership import LeaseTimings
+from controller.domain.sharding import (
+    RING_LABEL,
+    ClaimMove,
+    RingView,
+    collectable,
+    gone,
+    identity_of,
+    lease_name,
+    live,
+    next_claim_move,
+    owner,
+    update,
+)
+
+log = structlog.get_logger("stemedb.sharding")
+# Claim writes in flight at once. The rest wait here, not in the client's pool, where
+# their 30 s timeout would run while queued: at 3,000 clusters the start-up claims
+# timed out by the thousand and held up status writes behind them.
+CLAIMS_IN_FLIGHT = 2
+# A shard Lease released or expired, unchanged this long, belongs to a replica gone
+# for good (a rollout's old Pods): deleted, so Leases do not pile up.
+LEASE_GC_SECONDS = 600.0
+
+
+class RingStore(LeaseStore, Protocol):
+    """The Lease calls a shard needs (`KubeClient` has them)."""
+
+    async def list_leases(self, namespace: str,
+                          selector: tuple[str, str]) -> list[dict[str, Any]]: ...
+
+    async def delete_lease(self, namespace: str, name: str, resource_version: str) -> None: ...
+
+
+class ClaimStore(Protocol):
+    """The claim's write (`KubeClient` has it)."""
+
+    async def claim_cluster(self, namespace: str, name: str, resource_version: str,
+                            shard: str) -> str: ...
+
+
+def claim_of(body: Mapping[str, Any]) -> str | None:
+    """Whom the object's claim names (None: nobody, or not a string)."""
+    shard = (body.get("status") or {}).get("shard")
+    return shard if isinstance(shard, str) and shard else None
+
+
+class Shards:
+    """This replica's place in the ring and its claims."""
+
+    def __init__(
+        self,
+        store: RingStore,
+        namespace: str,
+        ring: str,
+        identity: str,
+        timings: LeaseTimings | None = None,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        claims: ClaimStore | None = None,
+    ) -> None:
+        self.store, self.namespace, self.ring, self.identity = store, namespace, ring, identity
+        # Claims go through another client than the Lease: a start-up burst of claim
+        # writes must never hold up a renewal (that fences the shard, which drops
+        # every claim, which makes the next burst).
+        self.claims: ClaimStore = claims if claims is not None else cast(ClaimStore, store)
+        self.timings = timings or LeaseTimings()
+        self._clock = clock
+        self.elector = LeaderElector(
+            store, LeaseName(namespace, lease_name(ring, identity)), identity, self.timings,
+            clock=clock, on_change=self._acting_changed, labels={RING_LABEL: ring})
+        self.view = RingView()
+        self.members: frozenset[str] = frozenset()
+        self._term = 0  # counts the times this replica started acting
+        self._confirmed: dict[str, int] = {}  # uid -> the term its claim was confirmed in
+        self._wakers: dict[str, asyncio.Event] = {}
+        self._writing = asyncio.Semaphore(CLAIMS_IN_FLIGHT)
+        self._clusters = Gauge("stemedb_operator_shard_clusters",
+                               "Clusters this shard holds a confirmed claim on and acts on",
+                               ["shard"], registry=registry).labels(identity)
+        self._members = Gauge("stemedb_operator_shard_members",
+                              "Live shards this replica sees in its ring (itself included)",
+                              ["shard"], registry=registry).labels(identity)
+        self._polls = Counter("stemedb_operator_shard_polls",
+                              "Polls of StemeDB clusters made by this shard",
+                              ["shard"], registry=registry).labels(identity)
+
+    # The ring.
+
+    async def run(self, after_first_attempt: Callable[[], None] | None = None) -> None:
+        """Hold this replica's Lease and follow the ring, until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.elector.run(after_first_attempt), name="shard lease")
+            group.create_task(self._follow_ring(), name="shard ring")
+
+    async def _follow_ring(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.timings.renew_deadline):
+                    await self.refresh()
+            except NotLoggedIn:
+                await asyncio.sleep(0.1)
+                continue
+            except (KubeError, TimeoutError) as err:
+                # The view stays as last listed, and is judged as of then.
+                log.warning("listing the shard ring failed", ring=self.ring,
+                            error=str(err) or "timed out")
+            await asyncio.sleep(self.timings.standby_retry_period)
+
+    async def refresh(self) -> None:
+        """List the ring's Leases once and recompute the members."""
+        leases = await self.store.list_leases(self.namespace, (RING_LABEL, self.ring))
+        records = {}
+        for lease in leases:
+            who = identity_of(self.ring, str((lease.get("metadata") or {}).get("name")))
+            if who is not None:
+                records[who] = record_of(lease)
+        self.view = update(self.view, records, self._clock())
+        self._recompute()
+        if self.elector.acting:
+            await self._collect()
+
+    async def _collect(self) -> None:
+        """Delete the Leases of shards gone for good (released or expired, unchanged
+        for `LEASE_GC_SECONDS`); the resourceVersion precondition spares one that
+        came back meanwhile, and of several replicas trying, one succeeds."""
+        for who in collectable(self.view, LEASE_GC_SECONDS):
+            obs = self.view.seen[who]
+            try:
+                await self.store.delete_lease(self.namespace, lease_name(self.ring, who),
+                                              obs.record.resource_version)
+            except KubeError as err:
+                if err.status not in (404, 409):
+                    log.warning("deleting a gone shard's Lease failed", shard=who,
+                                error=str(err))
+                continue
+            log.info("deleted a gone shard's Lease", ring=self.ring, shard=who)
+
+    def _recompute(self) -> None:
+        members = set(live(self.view)) - {self.identity}
+        # Not before the first listing: alone in a ring it has not read, a replica
+        # would claim every free cluster only to hand most of them over a second later.
+        if self.elector.acting and self.view.listed_at is not None:
+            members.add(self.identity)
+        if members != self.members:
+            log.info("shard ring changed", ring=self.ring, shard=self.identity,
+                     members=sorted(members), was=sorted(self.members))
+            self.members = frozenset(members)
+            self._members.set(len(members))
+            self._wake_all()
+
+    def _acting_changed(self, acting: bool) -> None:
+        if acting:
+            self._term += 1
+        else:
+            # Fenced (or stopping): every claim must be confirmed again before use.
+            self._confirmed.clear()
+            self._clusters.set(0)
+        self._recompute()
+
+    def _wake_all(self) -> None:
+        for event in self._wakers.values():
+            event.set()
+
+    # One cluster.
+
+    def touched(self, uid: str) -> None:
+        """The object changed (a watch event): its daemon looks again."""
+        event = self._wakers.get(uid)
+        if event is not None:
+            event.set()
+
+    def forget(self, uid: str) -> None:
+        self._wakers.pop(uid, None)
+        if self._confirmed.pop(uid, None) is not None:
+            self._clusters.set(len(self._confirmed))
+
+    async def wait(self, uid: str, timeout: float) -> None:
+        """Sleep up to `timeout`, less if the object or the ring changes meanwhile
+        (`settle` before deciding, so no change between the two is missed)."""
+        event = self._wakers.setdefault(uid, asyncio.Event())
+        if timeout <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await event.wait()
+
+    def settle(self, uid: str) -> None:
+        """Forget the changes seen so far: the next decision reads them."""
+        self._wakers.setdefault(uid, asyncio.Event()).clear()
+
+    def owner_of(self, body: Mapping[str, Any]) -> str | None:
+        return owner(str(body["metadata"]["uid"]), self.members)
+
+    def move(self, body: Mapping[str, Any]) -> tuple[ClaimMove, str | None]:
+        """What to do about this cluster now, and the ring's owner of it."""
+        if not self.elector.acting:
+            return ClaimMove.WAIT, None
+        uid = str(body["metadata"]["uid"])
+        ring_owner = owner(uid, self.members)
+        claim = claim_of(body)
+        confirmed = self._confirmed.get(uid) == self._term
+        claim_gone = claim is not None and claim != self.identity and gone(
+            self.view, claim, self.timings.lease_duration)
+        return next_claim_move(self.identity, ring_owner, claim, confirmed, claim_gone), \
+            ring_owner
+
+    async def claim(self, body: Mapping[str, Any], to: str) -> bool:
+        """Write the claim for `to` (this replica, or the ring's owner on a hand-over)
+        over the version read; False if someone wrote first (or the write failed)."""
+        meta = body["metadata"]
+        # The version the decision was made on (the body is a live view): a claim
+        # written later over a newer version could overwrite another shard's.
+        namespace, name, rv = str(meta["namespace"]), str(meta["name"]), \
+            str(meta["resourceVersion"])
+        uid = str(meta["uid"])
+        term = self._term
+        if not self.elector.acting:
+            return False
+        mine = to == self.identity
+        if not mine:
+            # Stop first, write second: from here this replica never acts on it.
+            self._confirmed.pop(uid, None)
+            self._clusters.set(len(self._confirmed))
+        try:
+            async with self._writing:
+                if mine and not self.elector.acting:
+                    return False  # fenced while waiting for its turn
+                await self.claims.claim_cluster(namespace, name, rv, to)
+        except KubeError as err:
+            if err.status != 409:
+                log.warning("claim not written", namespace=namespace, name=name,
+                            shard=self.identity, to=to, error=str(err))
+            return False
+        if mine and term == self._term and self.elector.acting:
+            self._confirmed[uid] = term
+            self._clusters.set(len(self._confirmed))
+        log.info("claimed" if mine else "handed over", namespace=namespace, name=name,
+                 shard=self.identity, to=to)
+        return mine and self._confirmed.get(uid) == self._term
+
+    def count_poll(self) -> None:
+        self._polls.inc()
+
+    async def release(self) -> None:
+        await self.elector.release()

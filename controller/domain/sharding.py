@@ -1,0 +1,142 @@
+"""Which replica acts on which StemeDBCluster when the operator is sharded: pure rules.
+
+Every replica (a shard) holds its own Lease, renewed and self-fenced like the
+leader Lease (`controller.domain.leadership`). The live Leases are the ring's
+members; a cluster belongs to the member with the highest rendezvous weight for
+its UID, so a member joining takes about 1/N of the clusters from the others and
+a member leaving gives only its own away.
+
+The ring only says who *should* act. Who *may* act is the claim written on the
+object (`status.shard`) with the API server's optimistic concurrency: a replica
+acts on a cluster only while the ring names it, the claim names it and it has
+itself confirmed that claim with a fenced write since it last started acting. A
+claim changes hands only by its holder (after it stopped polling: the drain
+acknowledgement) or by the ring's owner when the holder's Lease is released or
+expired, which its holder's self-fencing has already made safe.
+
+Times are seconds on the replica's own monotonic clock, passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from controller.domain.leadership import LeaseRecord, Observation, expired, observe
+
+RING_LABEL = "stemedb.io/shard-ring"  # on every shard Lease: which ring it belongs to
+LEASE_INFIX = "-shard-"
+
+
+def lease_name(prefix: str, identity: str) -> str:
+    """The shard Lease of replica `identity` in ring `prefix`."""
+    return f"{prefix}{LEASE_INFIX}{identity}"
+
+
+def identity_of(prefix: str, name: str) -> str | None:
+    """Whose shard Lease `name` is (None: not one of this ring's)."""
+    head = f"{prefix}{LEASE_INFIX}"
+    if not name.startswith(head) or len(name) == len(head):
+        return None
+    return name[len(head):]
+
+
+def weight(member: str, uid: str) -> int:
+    """Rendezvous weight of `member` for the object `uid` (stable across processes
+    and Python versions: not `hash()`, which is salted per process)."""
+    digest = hashlib.blake2b(f"{member}\0{uid}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def owner(uid: str, members: Iterable[str]) -> str | None:
+    """The member that owns `uid`: the highest weight (ties broken by name). Removing
+    a member moves only its own objects; adding one moves only objects to it."""
+    return max(members, key=lambda m: (weight(m, uid), m), default=None)
+
+
+@dataclass(frozen=True)
+class RingView:
+    """The shard Leases one replica has listed: each with when it first saw that
+    version (its own clock), since when it has listed at all, and when it last did.
+
+    Everything is judged as of the last listing that succeeded, never as of "now":
+    a replica that cannot list keeps its last judgement instead of seeing every
+    other Lease expire while its own renewals still succeed.
+    """
+
+    listing_since: float | None = None
+    listed_at: float | None = None
+    seen: Mapping[str, Observation] = field(default_factory=dict)
+    gone_since: Mapping[str, float] = field(default_factory=dict)
+
+
+def update(view: RingView, leases: Mapping[str, LeaseRecord], now: float) -> RingView:
+    """The view after listing the ring's Leases (by identity) at `now`."""
+    seen = {who: observe(view.seen.get(who), record, now) for who, record in leases.items()}
+    gone = {who: view.gone_since.get(who, now)
+            for who in (*view.seen, *view.gone_since) if who not in leases}
+    since = view.listing_since if view.listing_since is not None else now
+    return RingView(since, now, seen, gone)
+
+
+def live(view: RingView) -> frozenset[str]:
+    """The members: Leases held by their own replica and not expired as last listed."""
+    at = view.listed_at
+    return frozenset(who for who, obs in view.seen.items()
+                     if at is not None and obs.record.holder == who and not expired(obs, at))
+
+
+def gone(view: RingView, shard: str, lease_duration: float) -> bool:
+    """Whether `shard` can no longer be acting, so its claims may be taken.
+
+    Its Lease released (no holder) or held by another name: it stopped before
+    that write. Expired: unchanged for its whole duration, longer than its renew
+    deadline. No Lease at all: absent for a whole Lease duration (a live shard
+    re-creates a deleted Lease on its next renewal), counted from when it
+    disappeared or, never seen, from this replica's first listing.
+    """
+    at = view.listed_at
+    if at is None or view.listing_since is None:
+        return False
+    obs = view.seen.get(shard)
+    if obs is not None:
+        return obs.record.holder != shard or expired(obs, at)
+    return at >= view.gone_since.get(shard, view.listing_since) + lease_duration
+
+
+def collectable(view: RingView, after: float) -> list[str]:
+    """Shards whose Lease has stayed released or expired, unchanged, for `after`
+    seconds: left by replicas gone for good (every rollout names new Pods), so
+    their Leases can be deleted (at that resourceVersion only)."""
+    at = view.listed_at
+    if at is None:
+        return []
+    return sorted(who for who, obs in view.seen.items()
+                  if (obs.record.holder != who or expired(obs, at)) and at - obs.since >= after)
+
+
+class ClaimMove(Enum):
+    """What a replica does about one cluster now."""
+
+    ACT = "act"  # the ring and a claim it confirmed name it: poll
+    CLAIM = "claim"  # the ring names it and the claim is free, a gone shard's, or
+    #                  its own but not yet confirmed since it started acting
+    HAND_OVER = "hand over"  # its claim, another's per the ring: stop, then name it
+    WAIT = "wait"  # another shard's business, for now
+
+
+def next_claim_move(me: str, ring_owner: str | None, claim: str | None,
+                    confirmed: bool, claim_gone: bool) -> ClaimMove:
+    """The move for replica `me` (acting: within its renew deadline) on a cluster
+    the ring gives to `ring_owner`, claimed by `claim` (None: nobody)."""
+    if ring_owner is None:
+        return ClaimMove.WAIT
+    if claim == me:
+        if ring_owner != me:
+            return ClaimMove.HAND_OVER
+        return ClaimMove.ACT if confirmed else ClaimMove.CLAIM
+    if ring_owner == me and (not claim or claim_gone):
+        return ClaimMove.CLAIM
+    return ClaimMove.WAIT

@@ -1,0 +1,289 @@
+"""Several operator processes with `--sharding` split the clusters, never act on one
+cluster at the same time, and take over a dead one's clusters.
+
+The operators run as they ship (`stemedb-operator run --sharding`) under the
+chart's ServiceAccount with the chart's sharding Role, against the real API server
+and the simulator. Who polled what and when is read from each process's own log
+(one `polled` line per poll, at debug level, with its wall-clock start and end);
+who holds what from `status.shard` and `kubectl get sdb`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from harness import OPERATOR_NS, RELEASE, REPO, Env, Operator, fast_spec, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.domain.sharding import owner
+from localkube import ControlPlane
+from localkube.processes import free_port
+
+pytestmark = pytest.mark.e2e
+
+CLUSTERS = 12
+
+
+@pytest.fixture(scope="session")
+def shard_role(control_plane: ControlPlane, bin_dir: Path, operator_identity: str) -> None:
+    """The chart's sharding Role and RoleBinding, rendered and applied as shipped."""
+    rendered = subprocess.run(
+        [str(bin_dir / "helm"), "template", RELEASE, str(REPO / "charts" / "stemedb-operator"),
+         "--namespace", OPERATOR_NS, "--set", "sharding.enabled=true",
+         "--show-only", "templates/rbac.yaml"],
+        check=True, capture_output=True, text=True).stdout
+    docs = [d for d in yaml.safe_load_all(rendered)
+            if d and d["metadata"]["name"].endswith("-sharding")]
+    assert {d["kind"] for d in docs} == {"Role", "RoleBinding"}
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": docs}))
+
+
+@dataclass(frozen=True)
+class Poll:
+    cluster: str
+    shard: str
+    started: float
+    ended: float
+
+
+@dataclass
+class Shard:
+    name: str
+    proc: Operator
+    metrics_port: int
+
+    def polls(self) -> list[Poll]:
+        found = []
+        for line in self.proc.logs().splitlines():
+            if '"polled"' not in line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("event") == "polled":
+                found.append(Poll(rec["name"], rec["shard"], rec["started"], rec["ended"]))
+        return found
+
+    def metric(self, name: str) -> float | None:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels.get("shard") == self.name:
+                    return float(sample.value)
+        return None
+
+
+@dataclass
+class Fleet:
+    env: Env
+    ring: str
+    sim_clusters: list[str]
+    shards: dict[str, Shard] = field(default_factory=dict)
+
+    def start(self, name: str) -> Shard:
+        port = free_port()
+        proc = Operator.spawn(
+            [str(Path(sys.executable).parent / "stemedb-operator"), "run",
+             "--namespace", self.env.namespace, "--metrics-port", str(port),
+             "--health-port", "0", "--log-format", "json", "--log-level", "debug",
+             "--sharding", "--leader-election-namespace", OPERATOR_NS,
+             "--shard-ring", self.ring],
+            self.env.workdir / f"operator-{name}.log",
+            env={**os.environ, "KUBECONFIG": str(self.env.kubeconfig), "POD_NAME": name})
+        self.env.operators.append(proc)
+        shard = self.shards[name] = Shard(name, proc, port)
+        return shard
+
+    def clusters(self) -> list[dict[str, Any]]:
+        out = self.env.cp.kubectl("-n", self.env.namespace, "get", "stemedbclusters",
+                                  "-o", "json").stdout
+        return list(json.loads(out)["items"])
+
+    def claims(self) -> dict[str, str | None]:
+        return {c["metadata"]["name"]: (c.get("status") or {}).get("shard")
+                for c in self.clusters()}
+
+    def ring_says(self, members: list[str]) -> dict[str, str | None]:
+        return {c["metadata"]["name"]: owner(c["metadata"]["uid"], members)
+                for c in self.clusters()}
+
+    def settled(self, members: list[str]) -> dict[str, str | None]:
+        """Wait until every claim names the owner the ring gives `members`."""
+        want = self.ring_says(members)
+        wait_for(f"claims as the ring of {members} says", lambda: self.claims() == want,
+                 timeout=60, interval=0.5)
+        return want
+
+    def polls(self) -> list[Poll]:
+        return sorted((p for s in self.shards.values() for p in s.polls()),
+                      key=lambda p: p.started)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {s.name}\n{s.proc.logs()[-3000:]}" for s in self.shards.values())
+
+
+@pytest.fixture
+def fleet(env: Env, shard_role: None) -> Iterator[Fleet]:
+    ring = f"e2e-{secrets.token_hex(3)}"
+    sims = [f"{env.namespace}-c{i}" for i in range(CLUSTERS)]
+    for i, sim in enumerate(sims):
+        env.sim.sim("POST", "/clusters", {"name": sim, "replicas": 2, "load": 2000})
+        env.apply(fast_spec(env.sim, sim), name=f"c{i}")
+    f = Fleet(env, ring, sims)
+    try:
+        yield f
+    finally:
+        for s in f.shards.values():
+            s.proc.stop()
+        env.cp.kubectl("-n", OPERATOR_NS, "delete", "lease", "-l",
+                       f"stemedb.io/shard-ring={ring}", "--ignore-not-found")
+        for sim in sims:
+            env.sim.sim("DELETE", f"/clusters/{sim}")
+
+
+def _overlaps(polls: list[Poll]) -> list[tuple[Poll, Poll]]:
+    """Pairs of polls of one cluster by two shards that ran at the same time."""
+    found = []
+    by_cluster: dict[str, list[Poll]] = {}
+    for p in polls:
+        by_cluster.setdefault(p.cluster, []).append(p)
+    for mine in by_cluster.values():
+        for i, a in enumerate(mine):
+            for b in mine[i + 1:]:
+                if a.shard != b.shard and a.started < b.ended and b.started < a.ended:
+                    found.append((a, b))
+    return found
+
+
+def _pollers(polls: list[Poll], since: float, until: float = float("inf")) -> dict[str, set[str]]:
+    """Which shards polled each cluster in a window of time."""
+    found: dict[str, set[str]] = {}
+    for p in polls:
+        if since <= p.started < until:
+            found.setdefault(p.cluster, set()).add(p.shard)
+    return found
+
+
+def _owner_switches(polls: list[Poll]) -> dict[str, int]:
+    """How often each cluster's polls changed shard (A, A, B, B: once)."""
+    last: dict[str, str] = {}
+    switches: dict[str, int] = {}
+    for p in polls:
+        if p.cluster in last and last[p.cluster] != p.shard:
+            switches[p.cluster] = switches.get(p.cluster, 0) + 1
+        last[p.cluster] = p.shard
+    return switches
+
+
+def test_shards_split_the_clusters_rebalance_and_take_over_without_overlap(
+    fleet: Fleet,
+) -> None:
+    names = [f"c{i}" for i in range(CLUSTERS)]
+    fleet.start("op-a")
+    fleet.start("op-b")
+    two = fleet.settled(["op-a", "op-b"])
+    assert set(two.values()) == {"op-a", "op-b"}, two
+    wait_for("every cluster polled", lambda: set(_pollers(fleet.polls(), 0)) == set(names),
+             timeout=30)
+    # `kubectl get sdb` shows the owner.
+    table = fleet.env.cp.kubectl("-n", fleet.env.namespace, "get", "sdb").stdout.splitlines()
+    at = table[0].index("SHARD")  # columns are aligned; empty cells are blank
+    shown = {row.split()[0]: row[at:].split()[0] for row in table[1:]}
+    assert shown == two
+    # A metric per shard: how many clusters each acts on.
+    wait_for("the shards' cluster gauges", lambda: {
+        s: fleet.shards[s].metric("stemedb_operator_shard_clusters") for s in ("op-a", "op-b")
+    } == {s: float(list(two.values()).count(s)) for s in ("op-a", "op-b")}, timeout=10)
+    steady = time.time()
+    wait_for("a few polls of each cluster", lambda: all(
+        len([p for p in fleet.polls() if p.cluster == n and p.started > steady]) >= 3
+        for n in names), timeout=30)
+    # Each cluster is polled by its owner only.
+    assert {c: {two[c]} for c in names} == _pollers(fleet.polls(), steady)
+
+    # A third shard joins: only the clusters the ring gives it move, each once.
+    joined = time.time()
+    fleet.start("op-c")
+    three = fleet.settled(["op-a", "op-b", "op-c"])
+    moved = {c for c in names if three[c] != two[c]}
+    assert moved and all(three[c] == "op-c" for c in moved), three
+    after_join = time.time()
+    wait_for("the moved clusters polled by op-c", lambda: all(
+        "op-c" in _pollers(fleet.polls(), after_join).get(c, set()) for c in moved), timeout=30)
+    polls = fleet.polls()
+    rebalance = _pollers(polls, joined)
+    assert all(rebalance[c] == {two[c]} for c in names if c not in moved), rebalance
+    assert all(rebalance[c] <= {two[c], "op-c"} for c in moved), rebalance
+    assert all(n == 1 for n in _owner_switches(
+        [p for p in polls if p.started >= joined]).values())
+
+    # A shard is killed: its clusters go to the others once its Lease expires.
+    victim = "op-a"
+    lost = {c for c in names if three[c] == victim}
+    assert lost, three
+    killed = time.time()
+    os.killpg(fleet.shards[victim].proc.pid, signal.SIGKILL)
+    wait_for("the killed shard's clusters polled by the others", lambda: all(
+        _pollers(fleet.polls(), killed).get(c, set()) - {victim} for c in lost),
+        timeout=40, interval=0.5)
+    taken = max(min(p.started for p in fleet.polls()
+                    if p.cluster == c and p.started >= killed and p.shard != victim)
+                for c in lost)
+    assert taken - killed <= 22.0, f"took {taken - killed:.1f}s\n{fleet.logs()}"
+    after = fleet.settled(["op-b", "op-c"])
+    assert all(after[c] == three[c] for c in names if c not in lost)
+
+    everything = fleet.polls()
+    assert _overlaps(everything) == [], fleet.logs()
+
+
+def test_a_stopped_shard_hands_its_clusters_over_at_once(fleet: Fleet) -> None:
+    """SIGTERM releases the shard's Lease: the others see it released on their
+    next read of the ring (every second), not after 15 s."""
+    fleet.start("op-a")
+    fleet.start("op-b")
+    two = fleet.settled(["op-a", "op-b"])
+    lost = {c for c, s in two.items() if s == "op-a"}
+    wait_for("op-b polling", lambda: fleet.shards["op-b"].polls(), timeout=30)
+    stopped = time.time()
+    os.killpg(fleet.shards["op-a"].proc.pid, signal.SIGTERM)
+    wait_for("op-b polling op-a's clusters", lambda: all(
+        "op-b" in _pollers(fleet.polls(), stopped).get(c, set()) for c in lost),
+        timeout=20, interval=0.2)
+    first = max(min(p.started for p in fleet.polls()
+                    if p.cluster == c and p.shard == "op-b" and p.started >= stopped)
+                for c in lost)
+    assert first - stopped <= 5.0, f"took {first - stopped:.1f}s\n{fleet.logs()}"
+    assert fleet.shards["op-a"].proc.proc.wait(timeout=30) == 0
+    assert _overlaps(fleet.polls()) == [], fleet.logs()
+    fleet.settled(["op-b"])
+
+
+def test_only_the_owner_finishes_a_deletion(fleet: Fleet) -> None:
+    fleet.start("op-a")
+    fleet.start("op-b")
+    fleet.settled(["op-a", "op-b"])
+    for name in ("c0", "c1", "c2"):
+        deleted = fleet.env.cp.kubectl("-n", fleet.env.namespace, "delete", "stemedbcluster",
+                                       name, "--timeout=30s", check=False)
+        assert deleted.returncode == 0, deleted.stderr + fleet.logs()
+    left = {c["metadata"]["name"] for c in fleet.clusters()}
+    assert not left & {"c0", "c1", "c2"}

@@ -1,0 +1,253 @@
+"""A shard's claims at its seam with the API server (a fake store with the API
+server's optimistic concurrency): it acts only on claims it confirmed in its
+current term, stops before handing over, and takes only a gone shard's claims."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from controller.adapters.kube import KubeError
+from controller.adapters.sharding import Shards
+from controller.domain.sharding import RING_LABEL, ClaimMove, lease_name, owner
+
+RING, NS = "ops", "ops-system"
+
+
+class FakeStore:
+    """Shard Leases and StemeDBClusters; a write over a stale version answers 409."""
+
+    def __init__(self) -> None:
+        self.leases: dict[str, dict[str, Any]] = {}
+        self.clusters: dict[str, dict[str, Any]] = {}
+        self.version = 0
+        self.claims: list[tuple[str, str]] = []
+        self.on_claim: Any = None
+
+    def _rv(self) -> str:
+        self.version += 1
+        return str(self.version)
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        lease = self.leases.get(name)
+        return None if lease is None else {**lease}
+
+    async def write_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]:
+        name = lease["metadata"]["name"]
+        current = self.leases.get(name)
+        if (current or {}).get("metadata", {}).get("resourceVersion") != \
+                lease["metadata"].get("resourceVersion"):
+            raise KubeError("conflict", status=409)
+        self.leases[name] = {**lease, "metadata": {**lease["metadata"], "resourceVersion":
+                                                   self._rv()}}
+        return self.leases[name]
+
+    async def list_leases(self, namespace: str,
+                          selector: tuple[str, str]) -> list[dict[str, Any]]:
+        key, value = selector
+        return [dict(v) for v in self.leases.values()
+                if v["metadata"].get("labels", {}).get(key) == value]
+
+    async def claim_cluster(self, namespace: str, name: str, resource_version: str,
+                            shard: str) -> str:
+        if self.on_claim is not None:
+            self.on_claim(name, shard)
+        obj = self.clusters[name]
+        if obj["metadata"]["resourceVersion"] != resource_version:
+            raise KubeError("conflict", status=409)
+        obj["status"] = {**obj.get("status", {}), "shard": shard}
+        obj["metadata"]["resourceVersion"] = self._rv()
+        self.claims.append((name, shard))
+        return str(obj["metadata"]["resourceVersion"])
+
+    def cluster(self, name: str, claim: str | None = None) -> dict[str, Any]:
+        self.clusters[name] = {"metadata": {"name": name, "namespace": "db",
+                                            "uid": str(uuid.uuid4()),
+                                            "resourceVersion": self._rv()},
+                               "status": {"shard": claim} if claim else {}}
+        return self.clusters[name]
+
+    def shard_lease(self, who: str, holder: str | None) -> None:
+        self.leases[lease_name(RING, who)] = {
+            "metadata": {"name": lease_name(RING, who), "namespace": NS,
+                         "labels": {RING_LABEL: RING}, "resourceVersion": self._rv()},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _acting(store: FakeStore, clock: Clock, me: str = "me",
+                  registry: CollectorRegistry | None = None) -> Shards:
+    shards = Shards(store, NS, RING, me, clock=clock, registry=registry)
+    assert await shards.elector._attempt()
+    shards.elector._lead(clock.now)
+    await shards.refresh()
+    return shards
+
+
+def _owned_by(store: FakeStore, who: str, members: list[str], claim: str | None = None
+              ) -> dict[str, Any]:
+    """A cluster whose UID the ring of `members` gives to `who`."""
+    while True:
+        body = store.cluster(f"c{store.version}", claim)
+        if owner(body["metadata"]["uid"], members) == who:
+            return body
+        del store.clusters[body["metadata"]["name"]]
+
+
+async def test_the_shard_lease_is_labelled_for_the_ring_and_makes_it_a_member() -> None:
+    store, clock = FakeStore(), Clock()
+    shards = await _acting(store, clock)
+    assert store.leases[lease_name(RING, "me")]["metadata"]["labels"] == {RING_LABEL: RING}
+    assert shards.members == {"me"}
+
+
+@pytest.mark.parametrize(
+    ("other", "claim", "move"),
+    [
+        ("live", "other", ClaimMove.WAIT),  # the holder hands it over, not us
+        ("released", "other", ClaimMove.CLAIM),
+        ("live", None, ClaimMove.CLAIM),
+        ("live", "me", ClaimMove.CLAIM),  # ours, not yet confirmed in this term
+    ],
+)
+async def test_what_a_shard_does_with_a_cluster_the_ring_gives_it(
+    other: str, claim: str | None, move: ClaimMove
+) -> None:
+    store, clock = FakeStore(), Clock()
+    store.shard_lease("other", "other" if other == "live" else None)
+    shards = await _acting(store, clock)
+    members = ["me", "other"] if other == "live" else ["me"]
+    assert shards.members == set(members)
+    body = _owned_by(store, "me", members, claim)
+    assert shards.move(body)[0] is move
+
+
+async def test_a_claim_over_a_stale_version_is_refused_and_not_acted_on() -> None:
+    store, clock = FakeStore(), Clock()
+    shards = await _acting(store, clock)
+    body = _owned_by(store, "me", ["me"])
+    stale = {**body, "metadata": {**body["metadata"], "resourceVersion": "0"}}
+    assert not await shards.claim(stale, "me")
+    assert shards.move(body)[0] is ClaimMove.CLAIM
+    assert await shards.claim(body, "me")
+    assert shards.move(body)[0] is ClaimMove.ACT
+
+
+async def test_a_fenced_shard_confirms_every_claim_again_before_acting() -> None:
+    """While it was cut off another shard may have taken a claim; its copy of the
+    object may still show the old one: only a fenced write can tell."""
+    store, clock = FakeStore(), Clock()
+    shards = await _acting(store, clock)
+    body = _owned_by(store, "me", ["me"])
+    assert await shards.claim(body, "me")
+    assert shards.move(body)[0] is ClaimMove.ACT
+    shards.elector._stop("no renewal within the renew deadline")
+    assert shards.move(body)[0] is ClaimMove.WAIT
+    assert await shards.elector._attempt()
+    shards.elector._lead(clock.now)
+    assert shards.move(body)[0] is ClaimMove.CLAIM
+    stale = {**body, "metadata": {**body["metadata"], "resourceVersion": "1"}}
+    assert not await shards.claim(stale, "me")  # someone wrote meanwhile
+    assert shards.move(stale)[0] is ClaimMove.CLAIM
+
+
+async def test_a_shard_stops_acting_before_it_hands_a_cluster_over() -> None:
+    store, clock, registry = FakeStore(), Clock(), CollectorRegistry()
+    shards = await _acting(store, clock, registry=registry)
+    body = _owned_by(store, "other", ["me", "other"])
+    assert await shards.claim(body, "me")
+
+    def acting_on() -> float | None:
+        return registry.get_sample_value("stemedb_operator_shard_clusters", {"shard": "me"})
+
+    assert acting_on() == 1.0
+    store.shard_lease("other", "other")
+    await shards.refresh()
+    move, to = shards.move(body)
+    assert (move, to) == (ClaimMove.HAND_OVER, "other")
+    seen: list[float | None] = []
+    store.on_claim = lambda name, shard: seen.append(acting_on())
+    assert not await shards.claim(body, "other")  # True only for its own claims
+    assert store.claims[-1] == (body["metadata"]["name"], "other")
+    # At the moment of the write it no longer counted the cluster as its own.
+    assert seen == [0.0]
+    assert shards.move(body)[0] is ClaimMove.WAIT
+
+
+async def test_a_failed_listing_keeps_the_last_view() -> None:
+    store, clock = FakeStore(), Clock()
+    store.shard_lease("other", "other")
+    shards = await _acting(store, clock)
+    assert shards.members == {"me", "other"}
+
+    async def fail(namespace: str, selector: tuple[str, str]) -> list[dict[str, Any]]:
+        raise KubeError("cannot connect")
+
+    store.list_leases = fail  # type: ignore[method-assign]
+    clock.now += 60
+    with pytest.raises(KubeError):
+        await shards.refresh()
+    assert await shards.elector._attempt()  # its own renewals still succeed
+    shards.elector._lead(clock.now)
+    body = _owned_by(store, "me", ["me", "other"], claim="other")
+    # Sixty seconds without news of "other" is not "other expired".
+    assert shards.move(body)[0] is ClaimMove.WAIT
+
+
+async def test_a_gone_shards_lease_is_deleted_at_the_version_seen_only() -> None:
+    store, clock = FakeStore(), Clock()
+    store.shard_lease("old", None)  # released by a replica of the last rollout
+    store.shard_lease("back", None)
+    deleted: list[tuple[str, str]] = []
+
+    async def delete_lease(namespace: str, name: str, resource_version: str) -> None:
+        current = store.leases[name]["metadata"]["resourceVersion"]
+        if current != resource_version:
+            raise KubeError("conflict", status=409)
+        deleted.append((name, resource_version))
+        del store.leases[name]
+
+    store.delete_lease = delete_lease  # type: ignore[attr-defined]
+    shards = await _acting(store, clock)
+    clock.now += 600
+    assert await shards.elector._attempt()
+    shards.elector._lead(clock.now)
+    real_list = store.list_leases
+
+    async def list_then_come_back(namespace: str,
+                                  selector: tuple[str, str]) -> list[dict[str, Any]]:
+        listed = await real_list(namespace, selector)
+        store.shard_lease("back", "back")  # renewed between our read and our delete
+        return listed
+
+    store.list_leases = list_then_come_back  # type: ignore[method-assign]
+    await shards.refresh()
+    assert [n for n, _ in deleted] == [lease_name(RING, "old")]
+    assert lease_name(RING, "back") in store.leases and lease_name(RING, "me") in store.leases
+
+
+async def test_a_claim_is_written_over_the_version_it_was_decided_on() -> None:
+    """Claims queue for their turn; one decided on a version that has changed
+    meanwhile (another shard took the cluster) must fail, not overwrite."""
+    store, clock = FakeStore(), Clock()
+    shards = await _acting(store, clock)
+    body = _owned_by(store, "me", ["me"])
+    live = body  # the object as the watch keeps it up to date
+    async with shards._writing, shards._writing:  # every slot busy
+        pending = asyncio.ensure_future(shards.claim(live, "me"))
+        await asyncio.sleep(0)
+        live["metadata"]["resourceVersion"] = store._rv()  # someone else wrote
+        live["status"] = {"shard": "other"}
+    assert not await pending
+    assert store.claims == []
