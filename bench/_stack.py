@@ -251,6 +251,17 @@ def table(rows: list[tuple[str, str]], title: str) -> str:
     return "\n".join(lines)
 
 
+def wait(what: str, probe: Any, timeout: float, interval: float = 0.2) -> Any:
+    """Poll `probe` until it returns something true (returned), or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(interval)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
 def install_sigterm() -> None:
     """SIGTERM unwinds like Ctrl-C, so every ExitStack callback runs."""
     def handler(signum: int, frame: object) -> None:

@@ -52,6 +52,7 @@ from _stack import (
     parse_prom,
     stack,
     table,
+    wait,
     write_result,
 )
 
@@ -122,16 +123,6 @@ class Replicas:
 def holder(st: Stack) -> str | None:
     r = st.api.get(f"/apis/coordination.k8s.io/v1/namespaces/{st.namespace}/leases/{LEASE}")
     return (r.json().get("spec") or {}).get("holderIdentity") if r.status_code == 200 else None
-
-
-def wait(what: str, probe: Any, timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out waiting for {what}")
 
 
 def one_round(st: Stack, leader: Replica, standby: Replica, mode: str,

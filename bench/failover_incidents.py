@@ -72,9 +72,10 @@ from _stack import (
     machine,
     stack,
     table,
+    wait,
     write_result,
 )
-from failover import Replica, Replicas, holder, one_round, wait
+from failover import Replica, Replicas, holder, one_round
 
 from localkube.simulator import FAST_DETECTION, FAST_REMEDIATION, cluster_spec
 

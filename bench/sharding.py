@@ -49,6 +49,7 @@ from _stack import (
     parse_prom,
     stack,
     table,
+    wait,
     write_result,
 )
 
@@ -102,16 +103,6 @@ def start(st: Stack, name: str, *extra: str) -> Proc:
 def shard(st: Stack, name: str) -> Proc:
     return start(st, name, "--sharding", "--leader-election-namespace", st.namespace,
                  "--shard-ring", RING)
-
-
-def wait(what: str, probe: Any, timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out waiting for {what}")
 
 
 def claims(st: Stack, members: list[str] | None = None) -> dict[str, str | None]:
