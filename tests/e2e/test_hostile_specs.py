@@ -114,6 +114,10 @@ def _metrics(primary: bool, lagging: bool) -> bytes:
             f'stemedb_replication_lag_seconds{{replica="{node}"}} {value}',
             f'stemedb_replica_up{{replica="{node}"}} 1',
             f'stemedb_merkle_sync_running{{replica="{node}"}} 0',
+            f'stemedb_merkle_sync_progress{{replica="{node}"}} 0',
+            f'stemedb_merkle_sync_errors_total{{replica="{node}"}} 0',
+            f'stemedb_merkle_sync_corruption_detected_total{{replica="{node}"}} 0',
+            f'stemedb_replica_restarts_total{{replica="{node}"}} 0',
             f'stemedb_circuit_breaker_tripped{{replica="{node}",agent_id="agent-{node}"}} 0',
         ]
     return ("\n".join(lines) + "\n").encode()
