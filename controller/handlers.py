@@ -16,12 +16,13 @@ import gc
 import logging
 import os
 import random
+import re
 import signal
 import socket
 import sys
 import time
 import warnings
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +241,34 @@ class _NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+class _ReplicaProgress(kopf.AnnotationsProgressStorage):
+    """Kopf's retry state of a handler, kept per replica (`<handler>.<identity>`).
+
+    With leader election or sharding every replica runs the on.delete handler of a
+    deleting cluster, and the ones that must not act retry it later. Under one
+    shared annotation their retries set the actor's schedule ("delayed until") and
+    counters, and their patches raced its fenced claim write in lockstep: a
+    deletion waited until one replica stopped. Each replica now reads and writes
+    only its own record (and its own touch-dummy); the records of a deleting
+    object go with it.
+    """
+
+    def __init__(self, identity: str) -> None:
+        super().__init__(prefix=GROUP)
+        self.replica = re.sub(r"[^A-Za-z0-9_.-]+", "-", identity).strip("-_.") or "replica"
+
+    def make_keys(self, key: str, *, body: kopf.Body | None = None) -> Iterable[str]:
+        return super().make_keys(f"{key}.{self.replica}", body=body)
+
+
+def _progress_storage() -> kopf.ProgressStorage:
+    """Per replica when several run (leader election or sharding), else shared."""
+    config = _Config.sharding or _Config.leader_election
+    if config is None:
+        return kopf.AnnotationsProgressStorage(prefix=GROUP)
+    return _ReplicaProgress(config.identity)
+
+
 def _post_event(body: Mapping[str, Any], type: str, reason: EventReason, message: str) -> None:
     """Every Event the operator posts: its reason is an EventReason member, listed
     with its meaning in docs/remediation-policy.md."""
@@ -250,7 +279,7 @@ def _post_event(body: Mapping[str, Any], type: str, reason: EventReason, message
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Kopf's own state goes under our prefix, and nothing of it in status.
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.progress_storage = _progress_storage()
     settings.persistence.diffbase_storage = _NoDiffBase()
     # Only explicit Events (ours); Kopf's log lines stay logs.
     settings.posting.enabled = True
@@ -505,7 +534,10 @@ async def _poll_shard(body: kopf.Body, spec: kopf.Spec, stopped: kopf.DaemonStop
                 due = time.monotonic() + acted
     finally:
         _FirstPolls.done(key)
-        shards.forget(uid)
+        # Stopped for a deletion: the on.delete handler acts on this claim next, so
+        # it stays confirmed (a fresh claim write raced the other replicas' writes
+        # to the deleting object); that handler forgets it.
+        shards.forget(uid, keep_claim=_deleting(body))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, when=lambda **_: _Config.sharding is not None)
@@ -578,6 +610,12 @@ async def restore_rate(
     if done:
         _post_event(body, EventType.NORMAL.value, EventReason.RATE_RESTORED, done)
     reconciler.forget(key)
+    if shards is not None:
+        shards.forget(str(body["metadata"]["uid"]))
+
+
+def _deleting(body: Mapping[str, Any]) -> bool:
+    return bool((body.get("metadata") or {}).get("deletionTimestamp"))
 
 
 async def _deleting_shard(body: kopf.Body, shards: Shards) -> LeaderElector:

@@ -199,8 +199,12 @@ class Shards:
         if event is not None:
             event.set()
 
-    def forget(self, uid: str) -> None:
+    def forget(self, uid: str, keep_claim: bool = False) -> None:
+        """Drop what is kept for a cluster; `keep_claim` keeps its confirmed claim
+        (still void once this replica stops acting: `_acting_changed`)."""
         self._wakers.pop(uid, None)
+        if keep_claim:
+            return
         if self._confirmed.pop(uid, None) is not None:
             self._clusters.set(len(self._confirmed))
 

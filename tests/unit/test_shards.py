@@ -251,3 +251,26 @@ async def test_a_claim_is_written_over_the_version_it_was_decided_on() -> None:
         live["status"] = {"shard": "other"}
     assert not await pending
     assert store.claims == []
+
+
+@pytest.mark.parametrize(
+    ("keep_claim", "fenced", "move"),
+    [
+        (True, False, ClaimMove.ACT),  # stopped for a deletion: on.delete acts at once
+        (False, False, ClaimMove.CLAIM),  # stopped for good: confirmed again first
+        (True, True, ClaimMove.CLAIM),  # a kept claim is still void once fenced
+    ],
+)
+async def test_a_daemon_stopped_for_a_deletion_leaves_its_claim_to_on_delete(
+    keep_claim: bool, fenced: bool, move: ClaimMove
+) -> None:
+    store, clock = FakeStore(), Clock()
+    shards = await _acting(store, clock)
+    body = _owned_by(store, "me", ["me"], "me")
+    assert await shards.claim(body, "me")
+    shards.forget(body["metadata"]["uid"], keep_claim=keep_claim)
+    if fenced:
+        shards.elector._stop("no renewal within the renew deadline")
+        assert await shards.elector._attempt()
+        shards.elector._lead(clock.now)
+    assert shards.move(body)[0] is move
