@@ -24,11 +24,15 @@ def _dry_run(control_plane: Any, namespace: str, manifest: str) -> set[str]:
     return {d["kind"] for d in yaml.safe_load_all(manifest) if d}
 
 
-def test_two_replicas_with_a_pdb_and_leader_election_pass_a_server_side_dry_run(
-    control_plane: Any, cluster_crds: str, template_text: Any, namespace: str
+@pytest.mark.parametrize("sets", [
+    ["replicaCount=2"],  # the default: leader election
+    ["sharding.enabled=true", "replicaCount=3"],
+], ids=["leader-election", "sharding"])
+def test_replicas_with_a_pdb_pass_a_server_side_dry_run(
+    control_plane: Any, cluster_crds: str, template_text: Any, namespace: str,
+    sets: list[str]
 ) -> None:
-    manifest = template_text(namespace=namespace, release=f"ha-{namespace}",
-                             sets=["replicaCount=2"])
+    manifest = template_text(namespace=namespace, release=f"ha-{namespace}", sets=sets)
     kinds = _dry_run(control_plane, namespace, manifest)
     assert {"Deployment", "PodDisruptionBudget", "Role", "RoleBinding"} <= kinds
 

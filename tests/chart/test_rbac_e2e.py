@@ -260,3 +260,38 @@ def test_leader_election_may_use_only_its_own_lease_in_the_release_namespace(
     for args, body in denied:
         r = who.run(*args, input=body)
         assert r.returncode != 0 and "Forbidden" in r.stderr, (args, r.stderr)
+
+
+def test_sharding_may_use_leases_only_in_the_release_namespace(
+    control_plane: Any, cluster_crds: str, render: Any, namespace: str, workload_ns: str
+) -> None:
+    """A shard's Lease name carries its Pod's name, unknown to the chart, so the Role
+    cannot name it: it is confined to the namespace, its verbs, and no `watch`."""
+    who = _install_rbac(control_plane, render, namespace,
+                        sets=["fullnameOverride=sh-op", "sharding.enabled=true"])
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": "sh-op-shard-sh-op-0", "namespace": namespace,
+                          "labels": {"stemedb.io/shard-ring": "sh-op"}},
+             "spec": {"holderIdentity": "sh-op-0", "leaseDurationSeconds": 15}}
+    ns = ["-n", namespace]
+    r = who.run("create", "-f", "-", input=json.dumps(lease))
+    assert r.returncode == 0, r.stderr
+    for args in (("get", "lease", "sh-op-shard-sh-op-0", *ns),
+                 ("get", "leases", "-l", "stemedb.io/shard-ring=sh-op", *ns)):
+        r = who.run(*args)
+        assert r.returncode == 0, (args, r.stderr)
+    current = json.loads(who.run("get", "lease", "sh-op-shard-sh-op-0", "-o", "json",
+                                 *ns).stdout)
+    current["spec"]["holderIdentity"] = ""
+    r = who.run("replace", "-f", "-", input=json.dumps(current))
+    assert r.returncode == 0, r.stderr
+    for verb in ("create", "get", "list", "update", "delete"):
+        assert who.can(verb, ["leases.coordination.k8s.io"], namespace), verb
+    assert not who.can("watch", ["leases.coordination.k8s.io"], namespace)
+    assert not who.can("patch", ["leases.coordination.k8s.io"], namespace)
+    for verb in ("create", "get", "list", "update", "delete"):
+        assert not who.can(verb, ["leases.coordination.k8s.io"], workload_ns), verb
+    r = who.run("get", "leases", "--all-namespaces")
+    assert r.returncode != 0 and "Forbidden" in r.stderr, r.stderr
+    r = who.run("delete", "lease", "sh-op-shard-sh-op-0", *ns)
+    assert r.returncode == 0, r.stderr
