@@ -70,9 +70,7 @@ def throttle_floor(trace: Trace, spec: Spec) -> list[Violation]:
     floor = spec.remediation.throttle.floor_assertions_per_sec
     return [Violation("throttle_floor", r.t, f"rate limit set to {r.body} (floor {floor}/s)")
             for p in trace.polls for r in _writes(p)
-            if r.path == "/v1/admin/rate-limit" and isinstance(r.body, dict)
-            and r.body.get("max_assertions_per_sec") is not None
-            and r.body["max_assertions_per_sec"] < floor]
+            if r.path == "/v1/admin/rate-limit" and _limit(r) < floor]
 
 
 def one_sync_per_replica(trace: Trace, spec: Spec) -> list[Violation]:
@@ -179,9 +177,15 @@ def _failed(r: Request) -> bool:
     return r.status is None or r.status >= 500
 
 
-def _limit(r: Request) -> float:
+def _rate(r: Request) -> float | None:
+    """The limit a rate-limit write sets (None: it lifts the limit)."""
     value = r.body.get("max_assertions_per_sec") if isinstance(r.body, dict) else None
-    return float("inf") if value is None else float(value)
+    return None if value is None else float(value)
+
+
+def _limit(r: Request) -> float:
+    rate = _rate(r)
+    return float("inf") if rate is None else rate
 
 
 def _restore_retries(trace: Trace) -> tuple[set[int], list[Violation]]:
@@ -198,8 +202,8 @@ def _restore_retries(trace: Trace) -> tuple[set[int], list[Violation]]:
     failed: Request | None = None  # the last restore write, while it failed
     failures = 0
     for r in (r for p in trace.polls for r in _writes(p) if r.path == "/v1/admin/rate-limit"):
-        value = r.body.get("max_assertions_per_sec") if isinstance(r.body, dict) else None
-        retry = failed is not None and (value is None or value >= _limit(failed))
+        value = _rate(r)
+        retry = failed is not None and _limit(r) >= _limit(failed)
         if retry and failed is not None:
             retries.add(id(r))
             least = min(backoff.CAP_SECONDS, backoff.BASE_SECONDS * 2.0 ** (failures - 1)) / 2
