@@ -71,6 +71,9 @@ KUBE_API_CONNECTIONS = 8
 # After taking over, the clusters whose poll fell due while this replica stood by
 # poll within this many seconds (spread, not all in one burst).
 TAKEOVER_SPREAD_SECONDS = 1.0
+# A claim written in on.delete is decided again on a fresh read after a conflict at
+# most this often before the handler retries later.
+DELETE_CLAIM_ATTEMPTS = 3
 # A sharded replica's daemon that is not polling looks at its cluster again at least
 # this often (a change of the object or of the ring wakes it at once).
 SHARD_WAIT_SECONDS = 10.0
@@ -569,12 +572,12 @@ async def restore_rate(
     key = ClusterKey.of(body)
     shards: Shards | None = getattr(memo, "shards", None)
     if shards is not None:
-        leader = await _deleting_shard(body, shards)
+        leader = await _deleting_shard(body, shards, reconciler.kube.get_cluster)
     if leader is not None and not leader.acting:
         # The leader restores the rate and removes the finalizer; a standby must not
         # call StemeDB, and must not let Kopf drop the finalizer either.
         raise kopf.TemporaryError("not the leader: the leader restores the rate",
-                                  delay=leader.timings.retry_period)
+                                  delay=_retry_delay(leader.timings))
     try:
         if leader is None:
             done = await reconciler.restore_before_delete(body)
@@ -618,19 +621,43 @@ def _deleting(body: Mapping[str, Any]) -> bool:
     return bool((body.get("metadata") or {}).get("deletionTimestamp"))
 
 
-async def _deleting_shard(body: kopf.Body, shards: Shards) -> LeaderElector:
+async def _deleting_shard(
+    body: kopf.Body, shards: Shards,
+    read: Callable[[str, str], Coroutine[Any, Any, Mapping[str, Any]]],
+) -> LeaderElector:
     """The elector to act under for a deletion, once this shard holds the claim;
     else a temporary error (the cluster's owner restores the rate and removes the
-    finalizer; a non-owner must not let Kopf drop it)."""
-    move, ring_owner = shards.move(body)
-    if move is ClaimMove.CLAIM and await shards.claim(body, shards.identity):
-        return shards.elector
-    if move is ClaimMove.ACT:
-        return shards.elector
-    if move is ClaimMove.HAND_OVER and ring_owner is not None:
-        await shards.claim(body, ring_owner)
+    finalizer; a non-owner must not let Kopf drop it).
+
+    A claim to write here races the other replicas' patches of the deleting object
+    (their own retry state): on a conflict it is decided again on a fresh read, a
+    few times, rather than after a retry delay they would share."""
+    meta = body["metadata"]
+    current: Mapping[str, Any] = body
+    for _ in range(DELETE_CLAIM_ATTEMPTS):
+        move, ring_owner = shards.move(current)
+        if move is ClaimMove.ACT:
+            return shards.elector
+        if move is ClaimMove.CLAIM:
+            if await shards.claim(current, shards.identity):
+                return shards.elector
+            try:
+                current = await read(str(meta["namespace"]), str(meta["name"]))
+            except KubeError:
+                break
+            continue
+        if move is ClaimMove.HAND_OVER and ring_owner is not None:
+            await shards.claim(current, ring_owner)
+        break
     raise kopf.TemporaryError("another shard owns this cluster: it restores the rate",
-                              delay=shards.timings.retry_period)
+                              delay=_retry_delay(shards.timings))
+
+
+def _retry_delay(timings: LeaseTimings) -> float:
+    """When a replica that may not act on a deletion looks again: about one retry
+    period, jittered, so the replicas' retries (each a patch of the object) do not
+    fall in step."""
+    return timings.retry_period * random.uniform(0.5, 1.5)
 
 
 def run(

@@ -34,6 +34,7 @@ from controller.domain.leadership import (
     LeaseTimings,
     Move,
     Observation,
+    absent_move,
     acting_until,
     next_attempt_in,
     next_move,
@@ -163,8 +164,13 @@ class LeaderElector:
         """One read and, if the rules allow, one write; True if we hold the Lease."""
         current = await self.store.get_lease(self.lease.namespace, self.lease.name)
         now = self._clock()
-        self._seen = None if current is None else observe(self._seen, record_of(current), now)
-        move = next_move(self._seen, self.identity, now)
+        if current is None:
+            move = absent_move(self._seen, self.identity, now)
+            if move is Move.CREATE:
+                self._seen = None
+        else:
+            self._seen = observe(self._seen, record_of(current), now)
+            move = next_move(self._seen, self.identity, now)
         if move is Move.WAIT:
             self._holding = False
             if self._until is not None:

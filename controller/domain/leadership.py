@@ -110,6 +110,20 @@ def next_move(seen: Observation | None, identity: str, now: float) -> Move:
     return Move.WAIT
 
 
+def absent_move(last_seen: Observation | None, identity: str, now: float) -> Move:
+    """The move for `identity` when the Lease is not found (deleted by someone, or
+    never created); `last_seen` is the last record it read.
+
+    A Lease deleted under a live holder is re-created by that holder on its next
+    renewal; created at once by another replica, it would make two leaders until
+    then. So, as for a Lease that is there, another holder's last record counts
+    until it would have expired."""
+    if last_seen is not None and last_seen.record.holder not in (None, "", identity) \
+            and not expired(last_seen, now):
+        return Move.WAIT
+    return Move.CREATE
+
+
 def next_attempt_in(seen: Observation | None, identity: str, now: float,
                     timings: LeaseTimings) -> float:
     """Seconds until the next attempt: the leader's retry period for the holder, the

@@ -290,3 +290,24 @@ def test_only_the_owner_finishes_a_deletion(fleet: Fleet) -> None:
         assert deleted.returncode == 0, deleted.stderr + fleet.logs()
     left = {c["metadata"]["name"] for c in fleet.clusters()}
     assert not left & {"c0", "c1", "c2"}
+
+
+def test_clusters_deleted_as_their_shard_stops_are_finished_by_the_survivors(
+        fleet: Fleet) -> None:
+    """The survivors must claim each deleting cluster in on.delete, while every
+    replica's retries patch it. With a fixed retry delay those retries fell in step
+    and each claim write lost to another replica's patch (2.7-8.5 s per deletion
+    with three shards; with two, a deletion waited until a shard stopped)."""
+    for name in ("op-a", "op-b", "op-c"):
+        fleet.start(name)
+    three = fleet.settled(["op-a", "op-b", "op-c"])
+    lost = sorted(c for c, s in three.items() if s == "op-a")
+    assert lost, three
+    os.killpg(fleet.shards["op-a"].proc.pid, signal.SIGTERM)
+    for name in lost:
+        fleet.env.cp.kubectl("-n", fleet.env.namespace, "delete", "stemedbcluster", name,
+                             "--wait=false")
+    wait_for("the survivors finishing op-a's deletions", lambda: not (
+        {c["metadata"]["name"] for c in fleet.clusters()} & set(lost)),
+        timeout=15, interval=0.2)
+    assert fleet.shards["op-a"].proc.proc.wait(timeout=30) == 0

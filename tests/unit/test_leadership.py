@@ -16,6 +16,7 @@ from controller.domain.leadership import (
     LeaseTimings,
     Move,
     Observation,
+    absent_move,
     acting_until,
     next_attempt_in,
     next_move,
@@ -49,6 +50,23 @@ def rec(holder: str | None, rv: str = "1", duration: float = 15.0, transitions: 
 )
 def test_next_move(case: str, seen: Observation | None, now: float, move: Move) -> None:
     assert next_move(seen, ME, now) is move, case
+
+
+@pytest.mark.parametrize(
+    ("case", "last_seen", "now", "move"),
+    [
+        ("never read one", None, 0.0, Move.CREATE),
+        ("ours was deleted: re-created at once", Observation(rec(ME), 0.0), 1.0, Move.CREATE),
+        ("a released one was deleted", Observation(rec(None), 0.0), 1.0, Move.CREATE),
+        ("another's deleted, 14.9 s after its last change: its holder may still act",
+         Observation(rec("op-b"), 10.0), 24.9, Move.WAIT),
+        ("another's deleted, 15 s after its last change: it would have expired",
+         Observation(rec("op-b"), 10.0), 25.0, Move.CREATE),
+    ],
+)
+def test_absent_move(case: str, last_seen: Observation | None, now: float,
+                     move: Move) -> None:
+    assert absent_move(last_seen, ME, now) is move, case
 
 
 @pytest.mark.parametrize(
@@ -217,6 +235,31 @@ async def test_a_standby_takes_an_unrenewed_lease_only_after_its_duration() -> N
     assert await b._attempt()
     assert store.holder() == "op-b"
     assert record_of(store.lease or {}).transitions == 1
+
+
+async def test_a_deleted_lease_is_not_created_by_a_standby_while_its_leader_acts() -> None:
+    """Someone deletes the Lease ("forcing a failover"): the leader re-creates it on
+    its next renewal; the standby waits as if it were still there."""
+    store, clock = FakeStore(), Clock()
+    a, b = elector(store, clock, "op-a"), elector(store, clock, "op-b")
+    assert await a._attempt()
+    a._lead(clock.now)
+    assert not await b._attempt()
+    store.lease = None
+    clock.now += 1.0
+    assert not await b._attempt(), "created while op-a still acts"
+    assert a.acting
+    clock.now += 1.0
+    assert await a._attempt()  # the leader's renewal re-creates it
+    a._lead(clock.now)
+    assert store.holder() == "op-a"
+    assert not await b._attempt()  # the standby sees it held again
+    store.lease = None  # deleted again, and now op-a is gone for good
+    clock.now += 14.9
+    assert not await b._attempt()
+    clock.now += 0.1
+    assert await b._attempt()
+    assert store.holder() == "op-b"
 
 
 async def test_release_hands_the_lease_over_at_once_and_cancels_work_in_flight() -> None:

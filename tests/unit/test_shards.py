@@ -274,3 +274,47 @@ async def test_a_daemon_stopped_for_a_deletion_leaves_its_claim_to_on_delete(
         assert await shards.elector._attempt()
         shards.elector._lead(clock.now)
     assert shards.move(body)[0] is move
+
+
+@pytest.mark.parametrize(
+    ("patches_between", "acts"),
+    [
+        (0, True),  # the body Kopf gave is current: claimed at once
+        (2, True),  # others' patches of the deleting object: decided again, claimed
+        (10, False),  # patched on every read: retried later, not in step with them
+    ],
+)
+async def test_on_delete_claims_over_other_replicas_patches(
+    patches_between: int, acts: bool
+) -> None:
+    """Every replica runs on.delete for a deleting cluster and the others' retries
+    patch it; the claim this one must write there is decided again on a fresh read
+    after each conflict (a few times), not only after a retry delay they share."""
+    from controller import handlers
+
+    store, clock = FakeStore(), Clock()
+    shards = await _acting(store, clock)
+    body = _owned_by(store, "me", ["me"])
+    stale = {**body, "metadata": {**body["metadata"]}}
+    left = [patches_between]
+
+    def another_replica_patches(name: str, shard: str) -> None:
+        if left[0] > 0:
+            left[0] -= 1
+            store.clusters[name]["metadata"]["resourceVersion"] = store._rv()
+
+    store.on_claim = another_replica_patches
+
+    async def read(namespace: str, name: str) -> dict[str, Any]:
+        obj = store.clusters[name]
+        return {**obj, "metadata": {**obj["metadata"]}}
+
+    if acts:
+        assert await handlers._deleting_shard(stale, shards, read) is shards.elector
+        assert shards.move(body)[0] is ClaimMove.ACT
+    else:
+        with pytest.raises(handlers.kopf.TemporaryError) as raised:
+            await handlers._deleting_shard(stale, shards, read)
+        delay = raised.value.delay
+        assert delay is not None
+        assert 0.5 * shards.timings.retry_period <= delay <= 1.5 * shards.timings.retry_period
