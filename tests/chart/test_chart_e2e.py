@@ -130,3 +130,44 @@ def test_helm_install_upgrade_and_uninstall_with_the_schema_enforced(
 
     gone = _helm(control_plane, helm, "uninstall", release, "--namespace", namespace)
     assert gone.returncode == 0, gone.stderr
+
+
+def test_an_upgrade_that_changes_the_ha_mode_stops_the_old_replicas_first(
+    control_plane: Any, cluster_crds: str, helm: Path, namespace: str
+) -> None:
+    """Replicas of two modes (or Leases, or rings) do not see each other: a rolling
+    update between them would run an old leader next to new shards, both acting.
+    The upgrade that changes the mode recreates; the next one rolls again."""
+    release = f"ha-{uuid.uuid4().hex[:6]}"
+    common = ["--namespace", namespace, "--set", "watch.allNamespaces=false", "--skip-crds"]
+    name = f"{release}-stemedb-operator"
+
+    def deployed(*sets: str) -> tuple[str, str]:
+        done = _helm(control_plane, helm, "upgrade", "--install", release, str(CHART),
+                     *common, *[a for s in sets for a in ("--set", s)])
+        assert done.returncode == 0, done.stderr
+        deploy = json.loads(control_plane.kubectl(
+            "-n", namespace, "get", "deploy", name, "-o", "json").stdout)
+        return (deploy["metadata"]["annotations"]["stemedb.io/ha-mode"],
+                deploy["spec"]["strategy"]["type"])
+
+    steps: list[tuple[list[str], tuple[str, str]]] = [
+        ([], (f"leader/{name}-leader", "RollingUpdate")),  # a fresh install
+        (["operator.logLevel=debug"], (f"leader/{name}-leader", "RollingUpdate")),
+        (["sharding.enabled=true"], (f"shard/{name}", "Recreate")),
+        (["sharding.enabled=true", "operator.logLevel=debug"], (f"shard/{name}",
+                                                                "RollingUpdate")),
+        (["sharding.enabled=true", "sharding.ring=other"], ("shard/other", "Recreate")),
+        (["leaderElection.enabled=false", "replicaCount=1"], ("single", "Recreate")),
+        ([], (f"leader/{name}-leader", "Recreate")),
+        (["leaderElection.leaseName=renamed"], ("leader/renamed", "Recreate")),
+    ]
+    for sets, expected in steps:
+        assert deployed(*sets) == expected, sets
+
+    # A Deployment from a chart before the annotation counts as a single operator.
+    control_plane.kubectl("-n", namespace, "annotate", "deploy", name,
+                          "stemedb.io/ha-mode-")
+    assert deployed("leaderElection.leaseName=renamed") == ("leader/renamed", "Recreate")
+    assert _helm(control_plane, helm, "uninstall", release, "--namespace",
+                 namespace).returncode == 0

@@ -139,3 +139,31 @@ destinations.allow when it is set. A test compares this list with the code's.
 {{- define "stemedb-operator.shardRing" -}}
 {{- default (include "stemedb-operator.fullname" .) .Values.sharding.ring }}
 {{- end }}
+
+{{/*
+How the replicas agree on who acts, as one string: shard/<ring>, leader/<lease> or
+single. Replicas of two different modes (or Leases, or rings) do not see each
+other, so a change of it must never run old and new side by side.
+*/}}
+{{- define "stemedb-operator.haMode" -}}
+{{- if .Values.sharding.enabled -}}
+shard/{{ include "stemedb-operator.shardRing" . }}
+{{- else if .Values.leaderElection.enabled -}}
+leader/{{ include "stemedb-operator.leaseName" . }}
+{{- else -}}
+single
+{{- end -}}
+{{- end }}
+
+{{/*
+Whether this upgrade changes the HA mode of the running Deployment (read with
+`lookup`; a Deployment of a chart before this annotation counts as single).
+`helm template` and dry runs cannot look: false.
+*/}}
+{{- define "stemedb-operator.haModeChanges" -}}
+{{- $live := lookup "apps/v1" "Deployment" .Release.Namespace (include "stemedb-operator.fullname" .) -}}
+{{- if $live -}}
+{{- $was := dig "metadata" "annotations" "stemedb.io/ha-mode" "single" $live -}}
+{{- if ne $was (include "stemedb-operator.haMode" .) -}}true{{- end -}}
+{{- end -}}
+{{- end }}
