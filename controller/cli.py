@@ -20,6 +20,7 @@ from controller.domain.destinations import (
     DestinationPolicy,
     parse_networks,
 )
+from controller.domain.sharding import LEASE_GC_SECONDS
 from controller.domain.validation import object_name_problem
 from controller.notifications import RESEND_SECONDS
 
@@ -157,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="replicas with the same ring name (in the same namespace) share the "
              "clusters (default: %(default)s)",
     )
+    sharding.add_argument(
+        "--shard-lease-gc-seconds", type=float,
+        default=LEASE_GC_SECONDS, metavar="S",
+        help="delete a shard Lease released or expired and unchanged this long: its "
+             "replica is gone for good (every rollout names new Pods) (default: "
+             "%(default)s)",
+    )
     run.add_argument(
         "--alertmanager-url", action="append", default=[], metavar="URL",
         help="send escalation alerts to this Alertmanager's v2 API (repeatable: every "
@@ -248,6 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("stemedb-operator run: --sharding and --leader-election are exclusive: "
                   "a shard acts on its part, a leader on everything", file=sys.stderr)
             return 2
+        if not 0 < args.shard_lease_gc_seconds < float("inf"):
+            print(f"stemedb-operator run: --shard-lease-gc-seconds: must be a positive "
+                  f"number of seconds, not {args.shard_lease_gc_seconds}", file=sys.stderr)
+            return 2
         shard_ns = lease_namespace(args) if args.sharding else None
         if args.sharding and shard_ns is None:
             print("stemedb-operator run: --sharding: give --leader-election-namespace "
@@ -302,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sharding = None
         if shard_ns is not None:
             sharding = handlers.Sharding(namespace=shard_ns, ring=args.shard_ring,
-                                         identity=shard_id)
+                                         identity=shard_id,
+                                         lease_gc_seconds=args.shard_lease_gc_seconds)
 
         return handlers.run(
             namespaces=tuple(args.namespace),

@@ -52,7 +52,7 @@ from controller.domain import (
 from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy
 from controller.domain.leadership import LeaseTimings
-from controller.domain.sharding import ClaimMove
+from controller.domain.sharding import LEASE_GC_SECONDS, ClaimMove
 from controller.domain.spec import DetectionSpec
 from controller.notifications import Timing
 from controller.reconcile import ClusterKey, Reconciler
@@ -115,6 +115,7 @@ class Sharding:
     ring: str
     identity: str
     timings: LeaseTimings = dataclasses.field(default_factory=LeaseTimings)
+    lease_gc_seconds: float = LEASE_GC_SECONDS
 
 
 @kopf.on.login()
@@ -346,7 +347,8 @@ def _start_sharding(memo: kopf.Memo) -> Shards | None:
     if config is None:
         return None
     shards = Shards(_lease_kube(memo), config.namespace, config.ring, config.identity,
-                    config.timings, registry=memo.metrics.registry, claims=_kube(memo))
+                    config.timings, registry=memo.metrics.registry, claims=_kube(memo),
+                    lease_gc_seconds=config.lease_gc_seconds)
     _release_on_signal(memo, shards.elector, shards.run)
     return shards
 

@@ -29,6 +29,7 @@ from controller.adapters.kube import KubeError, NotLoggedIn
 from controller.adapters.leadership import LeaderElector, LeaseName, LeaseStore, record_of
 from controller.domain.leadership import LeaseTimings
 from controller.domain.sharding import (
+    LEASE_GC_SECONDS,
     RING_LABEL,
     ClaimMove,
     RingView,
@@ -47,9 +48,6 @@ log = structlog.get_logger("stemedb.sharding")
 # their 30 s timeout would run while queued: at 3,000 clusters the start-up claims
 # timed out by the thousand and held up status writes behind them.
 CLAIMS_IN_FLIGHT = 2
-# A shard Lease released or expired, unchanged this long, belongs to a replica gone
-# for good (a rollout's old Pods): deleted, so Leases do not pile up.
-LEASE_GC_SECONDS = 600.0
 
 
 class RingStore(LeaseStore, Protocol):
@@ -87,6 +85,7 @@ class Shards:
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
         claims: ClaimStore | None = None,
+        lease_gc_seconds: float = LEASE_GC_SECONDS,
     ) -> None:
         self.store, self.namespace, self.ring, self.identity = store, namespace, ring, identity
         # Claims go through another client than the Lease: a start-up burst of claim
@@ -94,6 +93,7 @@ class Shards:
         # every claim, which makes the next burst).
         self.claims: ClaimStore = claims if claims is not None else cast(ClaimStore, store)
         self.timings = timings or LeaseTimings()
+        self.lease_gc_seconds = lease_gc_seconds
         self._clock = clock
         self.elector = LeaderElector(
             store, LeaseName(namespace, lease_name(ring, identity)), identity, self.timings,
@@ -151,9 +151,9 @@ class Shards:
 
     async def _collect(self) -> None:
         """Delete the Leases of shards gone for good (released or expired, unchanged
-        for `LEASE_GC_SECONDS`); the resourceVersion precondition spares one that
+        for `lease_gc_seconds`); the resourceVersion precondition spares one that
         came back meanwhile, and of several replicas trying, one succeeds."""
-        for who in collectable(self.view, LEASE_GC_SECONDS):
+        for who in collectable(self.view, self.lease_gc_seconds):
             obs = self.view.seen[who]
             try:
                 await self.store.delete_lease(self.namespace, lease_name(self.ring, who),

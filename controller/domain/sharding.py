@@ -28,6 +28,9 @@ from controller.domain.leadership import LeaseRecord, Observation, expired, obse
 
 RING_LABEL = "stemedb.io/shard-ring"  # on every shard Lease: which ring it belongs to
 LEASE_INFIX = "-shard-"
+# A shard Lease released or expired, unchanged this long, belongs to a replica gone
+# for good (a rollout's old Pods): deleted, so Leases do not pile up.
+LEASE_GC_SECONDS = 600.0
 
 
 def lease_name(prefix: str, identity: str) -> str:

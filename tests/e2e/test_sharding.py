@@ -98,14 +98,14 @@ class Fleet:
     sim_clusters: list[str]
     shards: dict[str, Shard] = field(default_factory=dict)
 
-    def start(self, name: str) -> Shard:
+    def start(self, name: str, *extra: str) -> Shard:
         port = free_port()
         proc = Operator.spawn(
             [str(Path(sys.executable).parent / "stemedb-operator"), "run",
              "--namespace", self.env.namespace, "--metrics-port", str(port),
              "--health-port", "0", "--log-format", "json", "--log-level", "debug",
              "--sharding", "--leader-election-namespace", OPERATOR_NS,
-             "--shard-ring", self.ring],
+             "--shard-ring", self.ring, *extra],
             self.env.workdir / f"operator-{name}.log",
             env={**os.environ, "KUBECONFIG": str(self.env.kubeconfig), "POD_NAME": name})
         self.env.operators.append(proc)
@@ -311,3 +311,25 @@ def test_clusters_deleted_as_their_shard_stops_are_finished_by_the_survivors(
         {c["metadata"]["name"] for c in fleet.clusters()} & set(lost)),
         timeout=15, interval=0.2)
     assert fleet.shards["op-a"].proc.proc.wait(timeout=30) == 0
+
+
+def test_the_lease_of_a_shard_gone_for_good_is_deleted(fleet: Fleet) -> None:
+    """Every rollout names new Pods, so a stopped replica's Lease would stay for
+    ever: a live shard deletes it once it has stayed released (or expired),
+    unchanged, for --shard-lease-gc-seconds, under the chart's Role."""
+    fleet.start("op-a", "--shard-lease-gc-seconds", "3")
+    fleet.start("op-b")
+    fleet.settled(["op-a", "op-b"])
+
+    def leases() -> set[str]:
+        out = fleet.env.cp.kubectl("-n", OPERATOR_NS, "get", "leases", "-l",
+                                   f"stemedb.io/shard-ring={fleet.ring}", "-o", "json")
+        return {item["metadata"]["name"] for item in json.loads(out.stdout)["items"]}
+
+    assert leases() == {f"{fleet.ring}-shard-op-a", f"{fleet.ring}-shard-op-b"}
+    os.killpg(fleet.shards["op-b"].proc.pid, signal.SIGTERM)
+    assert fleet.shards["op-b"].proc.proc.wait(timeout=30) == 0
+    wait_for("op-b's released Lease deleted", lambda: leases() == {
+        f"{fleet.ring}-shard-op-a"}, timeout=20, interval=0.5)
+    assert "deleted a gone shard's Lease" in fleet.shards["op-a"].proc.logs()
+    fleet.settled(["op-a"])

@@ -114,8 +114,13 @@ def test_leader_election_needs_a_lease_it_can_name(
      "--sharding: $POD_NAME: 'Op_A' is not a Kubernetes object name"),
     (["run", "-n", "a", "--sharding"], "p" * 64,
      "--sharding: $POD_NAME: is 64 characters long; a shard's name has at most 63"),
+    (["run", "-n", "a", "--sharding", "--shard-lease-gc-seconds", "0"], "op-a",
+     "--shard-lease-gc-seconds: must be a positive number of seconds, not 0.0"),
+    (["run", "-n", "a", "--sharding", "--shard-lease-gc-seconds", "nan"], "op-a",
+     "--shard-lease-gc-seconds: must be a positive number of seconds, not nan"),
 ], ids=["with leader election", "no namespace for the Leases", "a bad ring name",
-        "a Pod name that cannot be in a Lease name", "a Pod name too long for status.shard"])
+        "a Pod name that cannot be in a Lease name", "a Pod name too long for status.shard",
+        "no Lease kept at all", "not a number"])
 def test_sharding_needs_leases_and_a_name_it_can_use(
     argv: list[str], pod_name: str, message: str, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
