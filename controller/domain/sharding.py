@@ -109,6 +109,17 @@ def gone(view: RingView, shard: str, lease_duration: float) -> bool:
     return at >= view.gone_since.get(shard, view.listing_since) + lease_duration
 
 
+def gone_shards(view: RingView, lease_duration: float) -> tuple[frozenset[str], bool]:
+    """Which shards the view judges gone, and whether a shard it has never listed
+    would be: the claims `gone` lets a replica take change only when this does."""
+    known = frozenset(who for who in (*view.seen, *view.gone_since)
+                      if gone(view, who, lease_duration))
+    at = view.listed_at
+    unseen = at is not None and view.listing_since is not None and \
+        at >= view.listing_since + lease_duration
+    return known, unseen
+
+
 def collectable(view: RingView, after: float) -> list[str]:
     """Shards whose Lease has stayed released or expired, unchanged, for `after`
     seconds: left by replicas gone for good (every rollout names new Pods), so

@@ -14,6 +14,7 @@ from controller.domain.sharding import (
     RingView,
     collectable,
     gone,
+    gone_shards,
     identity_of,
     lease_name,
     live,
@@ -135,6 +136,10 @@ def test_who_is_live_and_whose_claims_may_be_taken(
     view = _listed(*steps)
     assert live(view) == members
     assert {s for s in ("a",) if gone(view, s, 15.0)} == gone_ones
+    # The summary a replica wakes its daemons on says the same of every shard.
+    known, unseen = gone_shards(view, 15.0)
+    listed = "a" in view.seen or "a" in view.gone_since
+    assert ("a" in known if listed else unseen) == ("a" in gone_ones)
 
 
 def test_a_replica_that_cannot_list_judges_as_of_its_last_listing() -> None:

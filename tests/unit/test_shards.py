@@ -318,3 +318,61 @@ async def test_on_delete_claims_over_other_replicas_patches(
         delay = raised.value.delay
         assert delay is not None
         assert 0.5 * shards.timings.retry_period <= delay <= 1.5 * shards.timings.retry_period
+
+
+async def _woken(shards: Shards, uid: str, change: Any) -> bool:
+    """Whether a daemon sleeping (with no timeout that could end it here) on `uid`
+    is woken by `change` and the listing after it."""
+    shards.settle(uid)
+    sleeping = asyncio.create_task(shards.wait(uid, 3600))
+    await asyncio.sleep(0)
+    await change()
+    await shards.refresh()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    woken = sleeping.done()
+    sleeping.cancel()
+    return woken
+
+
+@pytest.mark.parametrize(
+    ("what", "woken", "then"),
+    [
+        ("nothing", False, ClaimMove.WAIT),
+        ("released", True, ClaimMove.CLAIM),
+        ("expired", True, ClaimMove.CLAIM),
+        # Out of the ring at once, but its claims are free only a Lease duration
+        # later, with no other change to wake the daemon then.
+        ("deleted", True, ClaimMove.WAIT),
+        ("deleted, a Lease duration later", True, ClaimMove.CLAIM),
+    ],
+)
+async def test_a_daemon_sleeping_on_another_shards_claim_wakes_when_it_can_be_taken(
+    what: str, woken: bool, then: ClaimMove
+) -> None:
+    store, clock = FakeStore(), Clock()
+    store.shard_lease("other", "other")
+    shards = await _acting(store, clock)
+    body = _owned_by(store, "me", ["me"], "other")
+    uid = body["metadata"]["uid"]
+    assert shards.move(body)[0] is ClaimMove.WAIT
+
+    async def later(seconds: float) -> None:
+        clock.now += seconds
+        assert await shards.elector._attempt()  # its own Lease stays renewed
+        shards.elector._lead(clock.now)
+
+    if what == "deleted, a Lease duration later":
+        del store.leases[lease_name(RING, "other")]
+        await shards.refresh()  # out of the ring now: the first wake-up, not this one
+
+    async def change() -> None:
+        if what == "released":
+            store.shard_lease("other", None)
+        elif what == "expired" or what == "deleted, a Lease duration later":
+            await later(16)
+        elif what == "deleted":
+            del store.leases[lease_name(RING, "other")]
+
+    assert await _woken(shards, uid, change) is woken
+    assert shards.move(body)[0] is then
