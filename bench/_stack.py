@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from localkube import ControlPlane, ensure_binaries  # noqa: E402
-from localkube.processes import Process, free_port  # noqa: E402
+from localkube.processes import Process, free_port, wait_until  # noqa: E402
 from localkube.simulator import cluster_object, start_simulator  # noqa: E402
 from localkube.simulator import cluster_spec as _cluster_spec  # noqa: E402
 
@@ -252,14 +252,8 @@ def table(rows: list[tuple[str, str]], title: str) -> str:
 
 
 def wait(what: str, probe: Any, timeout: float, interval: float = 0.2) -> Any:
-    """Poll `probe` until it returns something true (returned), or fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out waiting for {what}")
+    """Poll `probe` until it returns something true (returned), or fail the run."""
+    return wait_until(what, probe, timeout, interval, RuntimeError)
 
 
 def install_sigterm() -> None:

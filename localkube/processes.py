@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -21,6 +21,21 @@ from typing import Any, Self
 
 class ProcessError(RuntimeError):
     """A process exited, or stayed silent, before it was ready; the message has its log."""
+
+
+def wait_until(what: str, probe: Callable[[], Any], timeout: float, interval: float,
+               error: type[Exception] = TimeoutError) -> Any:
+    """Poll `probe` until it returns something truthy (returned): waits for an
+    observable outcome, never a fixed time. `error` says what a timeout is to the
+    caller (a failed assertion in a test, a failed run in a benchmark)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise error(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 def free_port() -> int:

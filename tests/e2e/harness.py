@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import httpx
 import yaml
 
 from localkube import ControlPlane
-from localkube.processes import Process
+from localkube.processes import Process, wait_until
 from localkube.simulator import (
     FAST_DETECTION,
     FAST_REMEDIATION,
@@ -55,16 +54,8 @@ def chart_rbac(helm: Path, release: str, namespace: str) -> list[dict[str, Any]]
 def wait_for(
     what: str, probe: Callable[[], Any], timeout: float = 60.0, interval: float = 0.25
 ) -> Any:
-    """Poll `probe` until it returns something truthy: the tests wait for an
-    observable outcome, never for a fixed time."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+    """Poll `probe` until it returns something truthy; a timeout fails the test."""
+    return wait_until(what, probe, timeout, interval, AssertionError)
 
 
 def _bin(name: str) -> str:
