@@ -193,14 +193,30 @@ def _owner_switches(polls: list[Poll]) -> dict[str, int]:
     return switches
 
 
+def _joiner(fleet: Fleet, members: list[str]) -> str:
+    """A name for the next shard with which the ring gives every member, itself
+    included, at least one of the clusters."""
+    for letter in "bcdefghijklmnopqrstuvwxyz":
+        name = f"op-{letter}"
+        if name in members:
+            continue
+        ring = list(fleet.ring_says([*members, name]).values())
+        if all(ring.count(m) for m in (*members, name)):
+            return name
+    raise AssertionError(f"no shard name splits the clusters with {members}")
+
+
 def test_shards_split_the_clusters_rebalance_and_take_over_without_overlap(
     fleet: Fleet,
 ) -> None:
     names = [f"c{i}" for i in range(CLUSTERS)]
+    # The UIDs are random: name each joining shard so that the ring gives every
+    # shard some of the 12 clusters (by chance one got none in about 1 run in 60).
+    second = _joiner(fleet, ["op-a"])
     fleet.start("op-a")
-    fleet.start("op-b")
-    two = fleet.settled(["op-a", "op-b"])
-    assert set(two.values()) == {"op-a", "op-b"}, two
+    fleet.start(second)
+    two = fleet.settled(["op-a", second])
+    assert set(two.values()) == {"op-a", second}, two
     wait_for("every cluster polled", lambda: set(_pollers(fleet.polls(), 0)) == set(names),
              timeout=30)
     # `kubectl get sdb` shows the owner.
@@ -210,8 +226,8 @@ def test_shards_split_the_clusters_rebalance_and_take_over_without_overlap(
     assert shown == two
     # A metric per shard: how many clusters each acts on.
     wait_for("the shards' cluster gauges", lambda: {
-        s: fleet.shards[s].metric("stemedb_operator_shard_clusters") for s in ("op-a", "op-b")
-    } == {s: float(list(two.values()).count(s)) for s in ("op-a", "op-b")}, timeout=10)
+        s: fleet.shards[s].metric("stemedb_operator_shard_clusters") for s in ("op-a", second)
+    } == {s: float(list(two.values()).count(s)) for s in ("op-a", second)}, timeout=10)
     steady = time.time()
     wait_for("a few polls of each cluster", lambda: all(
         len([p for p in fleet.polls() if p.cluster == n and p.started > steady]) >= 3
@@ -220,23 +236,24 @@ def test_shards_split_the_clusters_rebalance_and_take_over_without_overlap(
     assert {c: {two[c]} for c in names} == _pollers(fleet.polls(), steady)
 
     # A third shard joins: only the clusters the ring gives it move, each once.
+    third = _joiner(fleet, ["op-a", second])
     joined = time.time()
-    fleet.start("op-c")
-    three = fleet.settled(["op-a", "op-b", "op-c"])
+    fleet.start(third)
+    three = fleet.settled(["op-a", second, third])
     moved = {c for c in names if three[c] != two[c]}
-    assert moved and all(three[c] == "op-c" for c in moved), three
+    assert moved and all(three[c] == third for c in moved), three
     after_join = time.time()
-    wait_for("the moved clusters polled by op-c", lambda: all(
-        "op-c" in _pollers(fleet.polls(), after_join).get(c, set()) for c in moved), timeout=30)
+    wait_for("the moved clusters polled by the new shard", lambda: all(
+        third in _pollers(fleet.polls(), after_join).get(c, set()) for c in moved), timeout=30)
     polls = fleet.polls()
     rebalance = _pollers(polls, joined)
     assert all(rebalance[c] == {two[c]} for c in names if c not in moved), rebalance
-    assert all(rebalance[c] <= {two[c], "op-c"} for c in moved), rebalance
+    assert all(rebalance[c] <= {two[c], third} for c in moved), rebalance
     assert all(n == 1 for n in _owner_switches(
         [p for p in polls if p.started >= joined]).values())
 
     # A shard is killed: its clusters go to the others once its Lease expires.
-    victim = "op-a"
+    victim = max(("op-a", second), key=list(three.values()).count)
     lost = {c for c in names if three[c] == victim}
     assert lost, three
     killed = time.time()
@@ -248,7 +265,7 @@ def test_shards_split_the_clusters_rebalance_and_take_over_without_overlap(
                     if p.cluster == c and p.started >= killed and p.shard != victim)
                 for c in lost)
     assert taken - killed <= 22.0, f"took {taken - killed:.1f}s\n{fleet.logs()}"
-    after = fleet.settled(["op-b", "op-c"])
+    after = fleet.settled([m for m in ("op-a", second, third) if m != victim])
     assert all(after[c] == three[c] for c in names if c not in lost)
 
     everything = fleet.polls()
@@ -258,23 +275,24 @@ def test_shards_split_the_clusters_rebalance_and_take_over_without_overlap(
 def test_a_stopped_shard_hands_its_clusters_over_at_once(fleet: Fleet) -> None:
     """SIGTERM releases the shard's Lease: the others see it released on their
     next read of the ring (every second), not after 15 s."""
+    second = _joiner(fleet, ["op-a"])
     fleet.start("op-a")
-    fleet.start("op-b")
-    two = fleet.settled(["op-a", "op-b"])
+    fleet.start(second)
+    two = fleet.settled(["op-a", second])
     lost = {c for c, s in two.items() if s == "op-a"}
-    wait_for("op-b polling", lambda: fleet.shards["op-b"].polls(), timeout=30)
+    wait_for("the second shard polling", lambda: fleet.shards[second].polls(), timeout=30)
     stopped = time.time()
     os.killpg(fleet.shards["op-a"].proc.pid, signal.SIGTERM)
-    wait_for("op-b polling op-a's clusters", lambda: all(
-        "op-b" in _pollers(fleet.polls(), stopped).get(c, set()) for c in lost),
+    wait_for("the second shard polling op-a's clusters", lambda: all(
+        second in _pollers(fleet.polls(), stopped).get(c, set()) for c in lost),
         timeout=20, interval=0.2)
     first = max(min(p.started for p in fleet.polls()
-                    if p.cluster == c and p.shard == "op-b" and p.started >= stopped)
+                    if p.cluster == c and p.shard == second and p.started >= stopped)
                 for c in lost)
     assert first - stopped <= 5.0, f"took {first - stopped:.1f}s\n{fleet.logs()}"
     assert fleet.shards["op-a"].proc.proc.wait(timeout=30) == 0
     assert _overlaps(fleet.polls()) == [], fleet.logs()
-    fleet.settled(["op-b"])
+    fleet.settled([second])
 
 
 def test_only_the_owner_finishes_a_deletion(fleet: Fleet) -> None:
@@ -298,9 +316,11 @@ def test_clusters_deleted_as_their_shard_stops_are_finished_by_the_survivors(
     replica's retries patch it. With a fixed retry delay those retries fell in step
     and each claim write lost to another replica's patch (2.7-8.5 s per deletion
     with three shards; with two, a deletion waited until a shard stopped)."""
-    for name in ("op-a", "op-b", "op-c"):
+    second = _joiner(fleet, ["op-a"])
+    members = ["op-a", second, _joiner(fleet, ["op-a", second])]
+    for name in members:
         fleet.start(name)
-    three = fleet.settled(["op-a", "op-b", "op-c"])
+    three = fleet.settled(members)
     lost = sorted(c for c, s in three.items() if s == "op-a")
     assert lost, three
     os.killpg(fleet.shards["op-a"].proc.pid, signal.SIGTERM)
