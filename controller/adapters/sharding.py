@@ -107,6 +107,9 @@ class Shards:
         self._gone = gone_shards(self.view, self.timings.lease_duration)
         self._term = 0  # counts the times this replica started acting
         self._confirmed: dict[str, int] = {}  # uid -> the term its claim was confirmed in
+        # uid -> (the version this replica's last claim write replaced, whom it named):
+        # a body still at that version has not caught up with the write yet.
+        self._written_over: dict[str, tuple[str, str]] = {}
         self._wakers: dict[str, asyncio.Event] = {}
         self._writing = asyncio.Semaphore(CLAIMS_IN_FLIGHT)
         self._clusters = Gauge("stemedb_operator_shard_clusters",
@@ -195,6 +198,7 @@ class Shards:
         else:
             # Fenced (or stopping): every claim must be confirmed again before use.
             self._confirmed.clear()
+            self._written_over.clear()
             self._clusters.set(0)
         self._recompute()
 
@@ -216,6 +220,7 @@ class Shards:
         self._wakers.pop(uid, None)
         if keep_claim:
             return
+        self._written_over.pop(uid, None)
         if self._confirmed.pop(uid, None) is not None:
             self._clusters.set(len(self._confirmed))
 
@@ -249,6 +254,15 @@ class Shards:
         uid = str(body["metadata"]["uid"])
         ring_owner = owner(uid, self.members)
         claim = claim_of(body)
+        written = self._written_over.get(uid)
+        if written is not None:
+            if written[0] == str(body["metadata"].get("resourceVersion")):
+                # The watch has not delivered this replica's own claim write yet (under
+                # a takeover's load it lagged by seconds): deciding on the version the
+                # write replaced would write again, over a version that is gone.
+                claim = written[1]
+            else:
+                del self._written_over[uid]  # caught up
         confirmed = self._confirmed.get(uid) == self._term
         claim_gone = claim is not None and claim != self.identity and gone(
             self.view, claim, self.timings.lease_duration)
@@ -277,6 +291,7 @@ class Shards:
                 if mine and not self.elector.acting:
                     return False  # fenced while waiting for its turn
                 await self.claims.claim_cluster(namespace, name, rv, to)
+            self._written_over[uid] = (rv, to)
         except KubeError as err:
             if err.status != 409:
                 log.warning("claim not written", namespace=namespace, name=name,
