@@ -528,8 +528,8 @@ async def _poll_shard(body: kopf.Body, spec: kopf.Spec, stopped: kopf.DaemonStop
             if move is not ClaimMove.ACT:
                 if move is ClaimMove.WAIT:
                     if shards.members:
-                        _FirstPolls.done(key)  # another shard's: settled for now
-                    await shards.wait(uid, SHARD_IDLE_SECONDS)
+                        _FirstPolls.done(key)  # another shard's (or held back): settled
+                    await shards.wait(uid, shards.idle(uid, SHARD_IDLE_SECONDS))
                 else:
                     await shards.wait(uid, SHARD_WAIT_SECONDS)
                 continue

@@ -30,6 +30,7 @@ import structlog
 
 from controller.adapters.kube import KubeError, NotLoggedIn
 from controller.domain.leadership import (
+    RENEW_DEADLINE_ANNOTATION,
     LeaseRecord,
     LeaseTimings,
     Move,
@@ -39,6 +40,7 @@ from controller.domain.leadership import (
     next_attempt_in,
     next_move,
     observe,
+    renew_deadline_of,
     transitions_after,
 )
 
@@ -65,12 +67,16 @@ class LeaseName:
 def record_of(lease: dict[str, Any]) -> LeaseRecord:
     """The fields of a Lease the rules look at (missing ones as the API defaults)."""
     spec = lease.get("spec") or {}
+    metadata = lease.get("metadata") or {}
     duration = spec.get("leaseDurationSeconds")
+    seconds = float(duration) if isinstance(duration, int) else 0.0
     return LeaseRecord(
         holder=spec.get("holderIdentity") or None,
-        lease_duration_seconds=float(duration) if isinstance(duration, int) else 0.0,
+        lease_duration_seconds=seconds,
         transitions=int(spec.get("leaseTransitions") or 0),
-        resource_version=str((lease.get("metadata") or {}).get("resourceVersion") or ""),
+        resource_version=str(metadata.get("resourceVersion") or ""),
+        renew_deadline_seconds=renew_deadline_of(
+            (metadata.get("annotations") or {}).get(RENEW_DEADLINE_ANNOTATION), seconds),
     )
 
 
@@ -92,9 +98,13 @@ class LeaderElector:
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_change: Callable[[bool], None] | None = None,
         labels: Mapping[str, str] | None = None,
+        declare_deadline: bool = False,
     ) -> None:
         self.store, self.lease, self.identity = store, lease, identity
         self._labels = dict(labels or {})  # on the Lease (a shard ring's selector)
+        # On the Lease, the renew deadline it self-fences at (shard Leases: the others
+        # may write over its claims, not act on them, once it has surely stopped).
+        self._declare_deadline = declare_deadline
         self.timings = timings or LeaseTimings()
         self._clock, self._wall, self._on_change = clock, wall, on_change
         self._seen: Observation | None = None
@@ -196,6 +206,10 @@ class LeaderElector:
             metadata = {**current.get("metadata", {}), **metadata}
         if self._labels:
             metadata["labels"] = {**(metadata.get("labels") or {}), **self._labels}
+        if self._declare_deadline:
+            deadline = f"{self.timings.renew_deadline:g}"
+            metadata["annotations"] = {**(metadata.get("annotations") or {}),
+                                       RENEW_DEADLINE_ANNOTATION: deadline}
         spec = dict((current or {}).get("spec") or {})
         if move is not Move.RENEW or not spec.get("acquireTime"):
             spec["acquireTime"] = now

@@ -39,11 +39,13 @@ from controller.domain.sharding import (
     collectable,
     gone,
     gone_shards,
+    held_until,
     identity_of,
     lease_name,
     live,
     next_claim_move,
     owner,
+    stopped,
     update,
 )
 
@@ -101,7 +103,8 @@ class Shards:
         self._clock = clock
         self.elector = LeaderElector(
             store, LeaseName(namespace, lease_name(ring, identity)), identity, self.timings,
-            clock=clock, on_change=self._acting_changed, labels={RING_LABEL: ring})
+            clock=clock, on_change=self._acting_changed, labels={RING_LABEL: ring},
+            declare_deadline=True)
         self.view = RingView()
         self.members: frozenset[str] = frozenset()
         self._gone = gone_shards(self.view, self.timings.lease_duration)
@@ -110,6 +113,9 @@ class Shards:
         # uid -> (the version this replica's last claim write replaced, whom it named):
         # a body still at that version has not caught up with the write yet.
         self._written_over: dict[str, tuple[str, str]] = {}
+        # uid -> until when a claim taken over from a stopped shard may not be acted
+        # on or handed on (its Lease's expiry; this replica's clock: kept across terms).
+        self._held: dict[str, float] = {}
         self._wakers: dict[str, asyncio.Event] = {}
         self._writing = asyncio.Semaphore(CLAIMS_IN_FLIGHT)
         self._clusters = Gauge("stemedb_operator_shard_clusters",
@@ -199,8 +205,14 @@ class Shards:
             # Fenced (or stopping): every claim must be confirmed again before use.
             self._confirmed.clear()
             self._written_over.clear()
-            self._clusters.set(0)
+            self._count()
         self._recompute()
+
+    def _count(self) -> None:
+        """The gauge: confirmed claims this replica acts on (a held one from when its
+        daemon, woken as the hold ends, finds it may)."""
+        held = sum(1 for uid in self._held if uid in self._confirmed)
+        self._clusters.set(len(self._confirmed) - held)
 
     def _wake_all(self) -> None:
         for event in self._wakers.values():
@@ -221,8 +233,9 @@ class Shards:
         if keep_claim:
             return
         self._written_over.pop(uid, None)
+        self._held.pop(uid, None)
         if self._confirmed.pop(uid, None) is not None:
-            self._clusters.set(len(self._confirmed))
+            self._count()
 
     async def wait(self, uid: str, timeout: float) -> None:
         """Sleep up to `timeout`, less if the object or the ring changes meanwhile
@@ -264,10 +277,25 @@ class Shards:
             else:
                 del self._written_over[uid]  # caught up
         confirmed = self._confirmed.get(uid) == self._term
-        claim_gone = claim is not None and claim != self.identity and gone(
-            self.view, claim, self.timings.lease_duration)
-        return next_claim_move(self.identity, ring_owner, claim, confirmed, claim_gone), \
-            ring_owner
+        claim_gone = claim is not None and claim != self.identity and (
+            gone(self.view, claim, self.timings.lease_duration) or stopped(self.view, claim))
+        held_back = self._held_back(uid)
+        if uid in self._held and not held_back:
+            del self._held[uid]
+            self._count()
+        move = next_claim_move(self.identity, ring_owner, claim, confirmed, claim_gone,
+                               held_back)
+        return move, ring_owner
+
+    def _held_back(self, uid: str) -> bool:
+        until = self._held.get(uid)
+        return until is not None and self._clock() < until
+
+    def idle(self, uid: str, longest: float) -> float:
+        """How long a daemon with nothing to do may sleep: at most until a claim held
+        back (`held_until`) may be acted on."""
+        until = self._held.get(uid)
+        return longest if until is None else max(0.0, min(longest, until - self._clock()))
 
     async def claim(self, body: Mapping[str, Any], to: str) -> bool:
         """Write the claim for `to` (this replica, or the ring's owner on a hand-over)
@@ -282,16 +310,23 @@ class Shards:
         if not self.elector.acting:
             return False
         mine = to == self.identity
+        # Judged on the view the decision was made on: should the stopped holder
+        # renew before this write lands, its last work still needs the margin.
+        taken_from = claim_of(body)
+        until = held_until(self.view, taken_from) \
+            if mine and taken_from and taken_from != self.identity else None
         if not mine:
             # Stop first, write second: from here this replica never acts on it.
             self._confirmed.pop(uid, None)
-            self._clusters.set(len(self._confirmed))
+            self._count()
         try:
             async with self._writing:
                 if mine and not self.elector.acting:
                     return False  # fenced while waiting for its turn
                 await self.claims.claim_cluster(namespace, name, rv, to)
             self._written_over[uid] = (rv, to)
+            if until is not None:
+                self._held[uid] = max(self._held.get(uid, until), until)
         except KubeError as err:
             if err.status != 409:
                 log.warning("claim not written", namespace=namespace, name=name,
@@ -299,10 +334,14 @@ class Shards:
             return False
         if mine and term == self._term and self.elector.acting:
             self._confirmed[uid] = term
-            self._clusters.set(len(self._confirmed))
+            self._count()
+        held = until is not None and self._clock() < until
         log.info("claimed" if mine else "handed over", namespace=namespace, name=name,
-                 shard=self.identity, to=to)
-        return mine and self._confirmed.get(uid) == self._term
+                 shard=self.identity, to=to, **({"held_for": round(until - self._clock(), 1)}
+                                                if held and until is not None else {}))
+        # True: it may act on it now (a held claim waits for `move` to say so).
+        return mine and self._confirmed.get(uid) == self._term and \
+            not self._held_back(uid)
 
     def count_poll(self) -> None:
         self._polls.inc()

@@ -27,6 +27,9 @@ RETRY_PERIOD_SECONDS = 2.0
 STANDBY_RETRY_PERIOD_SECONDS = 1.0
 JITTER_FACTOR = 1.2
 
+# On a shard Lease: the renew deadline its holder self-fences at (`renew_deadline_of`).
+RENEW_DEADLINE_ANNOTATION = "stemedb.io/renew-deadline-seconds"
+
 
 @dataclass(frozen=True)
 class LeaseTimings:
@@ -65,6 +68,21 @@ class LeaseRecord:
     lease_duration_seconds: float
     transitions: int
     resource_version: str
+    # The holder's own renew deadline, where it declares one (shard Leases do): it
+    # has stopped acting once its Lease is unchanged this long.
+    renew_deadline_seconds: float | None = None
+
+
+def renew_deadline_of(text: object, lease_duration: float) -> float | None:
+    """The renew deadline a holder declares on its Lease; None unless it is a number
+    above 0 and below the Lease's duration (anything else is not relied on)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0 < value < lease_duration else None
 
 
 @dataclass(frozen=True)

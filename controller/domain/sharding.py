@@ -14,6 +14,13 @@ claim changes hands only by its holder (after it stopped polling: the drain
 acknowledgement) or by the ring's owner when the holder's Lease is released or
 expired, which its holder's self-fencing has already made safe.
 
+A takeover's claim writes (one per cluster, ~10 ms of the API server's CPU each)
+need not wait for the expiry, only the acting does: once a holder's Lease has stayed
+unchanged for the renew deadline it declares on it, the holder has stopped acting if
+it is alive at all (`stopped`), so the ring leaves it out and its clusters' new
+owners write their claims then; each acts on such a claim only once the old Lease
+has expired as well (`held_until`), the same margin for work in flight as before.
+
 Times are seconds on the replica's own monotonic clock, passed in.
 """
 
@@ -85,10 +92,34 @@ def update(view: RingView, leases: Mapping[str, LeaseRecord], now: float) -> Rin
 
 
 def live(view: RingView) -> frozenset[str]:
-    """The members: Leases held by their own replica and not expired as last listed."""
+    """The members: Leases held by their own replica, neither expired nor past the
+    renew deadline their holder declares, as last listed."""
     at = view.listed_at
     return frozenset(who for who, obs in view.seen.items()
-                     if at is not None and obs.record.holder == who and not expired(obs, at))
+                     if at is not None and obs.record.holder == who and not expired(obs, at)
+                     and not stopped(view, who))
+
+
+def stopped(view: RingView, shard: str) -> bool:
+    """Whether `shard` has stopped acting, if it is alive, while its Lease has not
+    expired yet: held by itself and unchanged for the renew deadline it declares
+    (it self-fences by then; this replica saw the renewal no earlier than it was
+    sent). Its claims may be written over then, not acted on (`held_until`)."""
+    at, obs = view.listed_at, view.seen.get(shard)
+    if at is None or obs is None or obs.record.holder != shard:
+        return False
+    deadline = obs.record.renew_deadline_seconds
+    return deadline is not None and at >= obs.since + deadline
+
+
+def held_until(view: RingView, shard: str) -> float | None:
+    """Until when a claim taken over from `shard` may not be acted on: while it is
+    `stopped` but not gone, the expiry of its Lease as seen here (the margin its renew
+    deadline leaves for work it had in flight); None when nothing holds it back."""
+    obs = view.seen.get(shard)
+    if obs is None or not stopped(view, shard) or expired(obs, view.listed_at or 0.0):
+        return None
+    return obs.since + obs.record.lease_duration_seconds
 
 
 def gone(view: RingView, shard: str, lease_duration: float) -> bool:
@@ -135,19 +166,24 @@ class ClaimMove(Enum):
     """What a replica does about one cluster now."""
 
     ACT = "act"  # the ring and a claim it confirmed name it: poll
-    CLAIM = "claim"  # the ring names it and the claim is free, a gone shard's, or
-    #                  its own but not yet confirmed since it started acting
+    CLAIM = "claim"  # the ring names it and the claim is free, a gone or stopped
+    #                  shard's, or its own but not yet confirmed since it started acting
     HAND_OVER = "hand over"  # its claim, another's per the ring: stop, then name it
     WAIT = "wait"  # another shard's business, for now
 
 
 def next_claim_move(me: str, ring_owner: str | None, claim: str | None,
-                    confirmed: bool, claim_gone: bool) -> ClaimMove:
+                    confirmed: bool, claim_gone: bool, held_back: bool = False) -> ClaimMove:
     """The move for replica `me` (acting: within its renew deadline) on a cluster
-    the ring gives to `ring_owner`, claimed by `claim` (None: nobody)."""
+    the ring gives to `ring_owner`, claimed by `claim` (None: nobody). `claim_gone`:
+    its holder is gone or stopped. `held_back`: `me` took this claim over from a
+    stopped shard whose Lease has not expired yet, so neither acts on it nor hands it
+    on (whoever got it would not know to wait) until then."""
     if ring_owner is None:
         return ClaimMove.WAIT
     if claim == me:
+        if held_back:
+            return ClaimMove.CLAIM if ring_owner == me and not confirmed else ClaimMove.WAIT
         if ring_owner != me:
             return ClaimMove.HAND_OVER
         return ClaimMove.ACT if confirmed else ClaimMove.CLAIM

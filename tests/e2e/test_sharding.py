@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,21 @@ class Shard:
                 continue
             if rec.get("event") == "polled":
                 found.append(Poll(rec["name"], rec["shard"], rec["started"], rec["ended"]))
+        return found
+
+    def claims(self) -> list[tuple[str, float]]:
+        """(cluster, wall-clock time) of each claim this shard wrote for itself."""
+        found = []
+        for line in self.proc.logs().splitlines():
+            if '"claimed"' not in line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("event") == "claimed":
+                at = datetime.fromisoformat(rec["timestamp"]).timestamp()
+                found.append((rec["name"], at))
         return found
 
     def metric(self, name: str) -> float | None:
@@ -265,6 +281,17 @@ def test_shards_split_the_clusters_rebalance_and_take_over_without_overlap(
                     if p.cluster == c and p.started >= killed and p.shard != victim)
                 for c in lost)
     assert taken - killed <= 22.0, f"took {taken - killed:.1f}s\n{fleet.logs()}"
+    # No survivor acted before the Lease expired (its last renewal was sent at most a
+    # retry period and a slow write before the kill), but each wrote its claims before
+    # that: once the Lease had gone unrenewed for the renew deadline it declares.
+    survivors = [s for n, s in fleet.shards.items() if n != victim]
+    for c in lost:
+        first = min(p.started for p in fleet.polls()
+                    if p.cluster == c and p.started >= killed and p.shard != victim)
+        claimed = min(t for s in survivors for n, t in s.claims() if n == c and t >= killed)
+        assert first >= killed - 3.0 + 15.0, f"{c} polled {first - killed:.1f}s after the kill"
+        assert claimed <= first - 2.0, \
+            f"{c}: claimed {claimed - killed:.1f}s, polled {first - killed:.1f}s after the kill"
     after = fleet.settled([m for m in ("op-a", second, third) if m != victim])
     assert all(after[c] == three[c] for c in names if c not in lost)
 

@@ -8,18 +8,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.domain.leadership import LeaseRecord
+from controller.domain.leadership import LeaseRecord, renew_deadline_of
 from controller.domain.sharding import (
     ClaimMove,
     RingView,
     collectable,
     gone,
     gone_shards,
+    held_until,
     identity_of,
     lease_name,
     live,
     next_claim_move,
     owner,
+    stopped,
     update,
 )
 
@@ -94,9 +96,10 @@ def test_lease_names_round_trip_and_other_leases_are_not_shards() -> None:
     assert identity_of("ops", "other-shard-x") is None
 
 
-def _rec(holder: str | None, rv: str, duration: float = 15.0) -> LeaseRecord:
+def _rec(holder: str | None, rv: str, duration: float = 15.0,
+         deadline: float | None = None) -> LeaseRecord:
     return LeaseRecord(holder=holder, lease_duration_seconds=duration, transitions=0,
-                       resource_version=rv)
+                       resource_version=rv, renew_deadline_seconds=deadline)
 
 
 def _listed(*steps: tuple[float, dict[str, LeaseRecord]]) -> RingView:
@@ -151,6 +154,56 @@ def test_a_replica_that_cannot_list_judges_as_of_its_last_listing() -> None:
 
 
 @pytest.mark.parametrize(
+    ("steps", "is_stopped", "member", "held", "is_gone"),
+    [
+        # Declares 10 s: unchanged for 10 s as seen here, it has stopped acting if
+        # alive; its claims may be written over, acted on only from its expiry (t=15).
+        ([(0, {"a": _rec("a", "1", deadline=10)}), (9.9, {"a": _rec("a", "1", deadline=10)})],
+         False, True, None, False),
+        ([(0, {"a": _rec("a", "1", deadline=10)}), (10, {"a": _rec("a", "1", deadline=10)})],
+         True, False, 15.0, False),
+        ([(0, {"a": _rec("a", "1", deadline=10)}), (15, {"a": _rec("a", "1", deadline=10)})],
+         True, False, None, True),
+        # Counted from when this replica first saw the version, not from the start.
+        ([(0, {"a": _rec("a", "1", deadline=10)}), (4, {"a": _rec("a", "2", deadline=10)}),
+          (13.9, {"a": _rec("a", "2", deadline=10)})], False, True, None, False),
+        ([(0, {"a": _rec("a", "1", deadline=10)}), (4, {"a": _rec("a", "2", deadline=10)}),
+          (14, {"a": _rec("a", "2", deadline=10)})], True, False, 19.0, False),
+        # Renewed again: a member at once, nothing held.
+        ([(0, {"a": _rec("a", "1", deadline=10)}), (12, {"a": _rec("a", "1", deadline=10)}),
+          (13, {"a": _rec("a", "2", deadline=10)})], False, True, None, False),
+        # No deadline declared (an older replica): only its expiry counts.
+        ([(0, {"a": _rec("a", "1")}), (14.9, {"a": _rec("a", "1")})], False, True, None, False),
+        # Released: gone, nothing to hold back.
+        ([(0, {"a": _rec("a", "1", deadline=10)}), (1, {"a": _rec(None, "2", 1, 10)})],
+         False, False, None, True),
+    ],
+    ids=["deadline not yet", "deadline", "expired", "renewed, not yet", "renewed, deadline",
+         "renewed again", "no deadline declared", "released"],
+)
+def test_a_shard_past_its_declared_renew_deadline_leaves_the_ring_before_it_expires(
+    steps: list[tuple[float, dict[str, LeaseRecord]]], is_stopped: bool, member: bool,
+    held: float | None, is_gone: bool,
+) -> None:
+    view = _listed(*steps)
+    assert stopped(view, "a") is is_stopped
+    assert ("a" in live(view)) is member
+    assert held_until(view, "a") == held
+    assert gone(view, "a", 15.0) is is_gone
+
+
+@pytest.mark.parametrize(
+    ("text", "deadline"),
+    [("10", 10.0), ("2.5", 2.5), ("0", None), ("-1", None), ("15", None), ("16", None),
+     ("nan", None), ("inf", None), ("ten", None), ("", None), (10, None), (None, None)],
+)
+def test_only_a_sane_declared_renew_deadline_is_relied_on(text: object,
+                                                            deadline: float | None) -> None:
+    """Below the Lease's duration (15 s) and above 0, else as if none were declared."""
+    assert renew_deadline_of(text, 15.0) == deadline
+
+
+@pytest.mark.parametrize(
     ("ring_owner", "claim", "confirmed", "claim_gone", "move"),
     [
         ("me", "me", True, False, ClaimMove.ACT),
@@ -174,16 +227,36 @@ def test_a_claim_changes_hands_only_by_its_holder_or_after_it_is_gone(
     assert next_claim_move("me", ring_owner, claim, confirmed, claim_gone) is move
 
 
-@given(st.sampled_from(["me", "other", None]), st.sampled_from(["me", "other", "third", None]),
-       st.booleans(), st.booleans())
-def test_only_a_confirmed_claim_the_ring_agrees_with_is_acted_on(
-    ring_owner: str | None, claim: str | None, confirmed: bool, claim_gone: bool
+@pytest.mark.parametrize(
+    ("ring_owner", "confirmed", "move"),
+    [
+        ("me", True, ClaimMove.WAIT),  # taken from a stopped shard: not until it expires
+        ("me", False, ClaimMove.CLAIM),  # confirming again acts on nothing
+        ("other", True, ClaimMove.WAIT),  # nor handed on: the next would not wait
+        ("other", False, ClaimMove.WAIT),
+        (None, True, ClaimMove.WAIT),
+    ],
+)
+def test_a_claim_held_back_is_neither_acted_on_nor_handed_on(
+    ring_owner: str | None, confirmed: bool, move: ClaimMove
 ) -> None:
-    move = next_claim_move("me", ring_owner, claim, confirmed, claim_gone)
-    assert (move is ClaimMove.ACT) == (ring_owner == "me" and claim == "me" and confirmed)
+    assert next_claim_move("me", ring_owner, "me", confirmed, False, held_back=True) is move
+
+
+@given(st.sampled_from(["me", "other", None]), st.sampled_from(["me", "other", "third", None]),
+       st.booleans(), st.booleans(), st.booleans())
+def test_only_a_confirmed_claim_the_ring_agrees_with_is_acted_on(
+    ring_owner: str | None, claim: str | None, confirmed: bool, claim_gone: bool,
+    held_back: bool,
+) -> None:
+    move = next_claim_move("me", ring_owner, claim, confirmed, claim_gone, held_back)
+    assert (move is ClaimMove.ACT) == (
+        ring_owner == "me" and claim == "me" and confirmed and not held_back)
     if move is ClaimMove.CLAIM:
         # Never over a live shard's claim.
         assert claim in (None, "me") or claim_gone
+    if move is ClaimMove.HAND_OVER:
+        assert not held_back
 
 
 @pytest.mark.parametrize(

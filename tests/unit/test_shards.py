@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.adapters.kube import KubeError
 from controller.adapters.sharding import Shards
+from controller.domain.leadership import RENEW_DEADLINE_ANNOTATION
 from controller.domain.sharding import RING_LABEL, ClaimMove, lease_name, owner
 
 RING, NS = "ops", "ops-system"
@@ -71,10 +72,12 @@ class FakeStore:
                                "status": {"shard": claim} if claim else {}}
         return self.clusters[name]
 
-    def shard_lease(self, who: str, holder: str | None) -> None:
+    def shard_lease(self, who: str, holder: str | None, deadline: str | None = None) -> None:
         self.leases[lease_name(RING, who)] = {
             "metadata": {"name": lease_name(RING, who), "namespace": NS,
-                         "labels": {RING_LABEL: RING}, "resourceVersion": self._rv()},
+                         "labels": {RING_LABEL: RING}, "resourceVersion": self._rv(),
+                         "annotations": {RENEW_DEADLINE_ANNOTATION: deadline} if deadline
+                         else {}},
             "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15}}
 
 
@@ -108,8 +111,68 @@ def _owned_by(store: FakeStore, who: str, members: list[str], claim: str | None 
 async def test_the_shard_lease_is_labelled_for_the_ring_and_makes_it_a_member() -> None:
     store, clock = FakeStore(), Clock()
     shards = await _acting(store, clock)
-    assert store.leases[lease_name(RING, "me")]["metadata"]["labels"] == {RING_LABEL: RING}
+    metadata = store.leases[lease_name(RING, "me")]["metadata"]
+    assert metadata["labels"] == {RING_LABEL: RING}
+    # The renew deadline it self-fences at, for the others to rely on.
+    assert metadata["annotations"] == {RENEW_DEADLINE_ANNOTATION: "10"}
     assert shards.members == {"me"}
+
+
+@pytest.mark.parametrize(
+    ("deadline", "meanwhile", "moves"),
+    [
+        # t=1010: the other has stopped (10 s unchanged); its claim is written over at
+        # once, and acted on from its expiry (t=1015).
+        ("10", None, [(1010, ClaimMove.CLAIM, False), (1014, ClaimMove.WAIT, None),
+                      (1015, ClaimMove.ACT, None)]),
+        # It renews after the claim was written: the claim is held back all the same
+        # (its last work needs the margin), then handed back to it by the ring.
+        ("10", "renews", [(1010, ClaimMove.CLAIM, False), (1014, ClaimMove.WAIT, None),
+                          (1015, ClaimMove.HAND_OVER, None)]),
+        # This replica is fenced and acts again meanwhile: confirming its claim again
+        # does not lift the hold.
+        ("10", "fenced", [(1010, ClaimMove.CLAIM, False), (1011, ClaimMove.CLAIM, False),
+                          (1014, ClaimMove.WAIT, None), (1015, ClaimMove.ACT, None)]),
+        # An older replica declares no deadline: nothing before its expiry.
+        (None, None, [(1010, ClaimMove.WAIT, None), (1015, ClaimMove.CLAIM, True),
+                      (1015, ClaimMove.ACT, None)]),
+    ],
+    ids=["stopped", "renews after the claim", "fenced meanwhile", "no deadline declared"],
+)
+async def test_a_stopped_shards_claims_are_written_before_its_lease_expires_acted_on_after(
+    deadline: str | None, meanwhile: str | None,
+    moves: list[tuple[float, ClaimMove, bool | None]],
+) -> None:
+    """A takeover's claim writes (one per cluster) overlap the last 5 s of the dead
+    shard's Lease instead of starting after it."""
+    store, clock, registry = FakeStore(), Clock(), CollectorRegistry()
+    store.shard_lease("other", "other", deadline)
+    shards = await _acting(store, clock, registry=registry)
+    body = _owned_by(store, "other", ["me", "other"], "other")
+    uid = body["metadata"]["uid"]
+
+    def acting_on() -> float | None:
+        return registry.get_sample_value("stemedb_operator_shard_clusters", {"shard": "me"})
+
+    for at, move, may_act in moves:
+        clock.now = at
+        if meanwhile == "fenced" and at == 1011:
+            shards.elector._stop("no renewal within the renew deadline")
+        assert await shards.elector._attempt()  # this replica renews throughout
+        shards.elector._lead(clock.now)
+        await shards.refresh()
+        assert shards.move(body)[0] is move, at
+        if move is ClaimMove.CLAIM:
+            # True: it may act on it now.
+            assert await shards.claim(body, "me") is may_act
+            assert body["status"]["shard"] == "me"
+        if move is ClaimMove.WAIT and body["status"]["shard"] == "me":
+            assert acting_on() == 0.0  # held back: not counted as acted on
+            assert 0 < shards.idle(uid, 120.0) <= 1015 - at  # wakes when it may act
+        if move is ClaimMove.ACT:
+            assert acting_on() == 1.0
+        if meanwhile == "renews" and at == 1010:
+            store.shard_lease("other", "other", deadline)  # a new version: renewed
 
 
 @pytest.mark.parametrize(
