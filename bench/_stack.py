@@ -182,17 +182,20 @@ class Stack:
         raise RuntimeError("operator metrics endpoint never came up")
 
     # -- the API server --------------------------------------------------
-    def apiserver_requests(self) -> dict[tuple[str, str, str], float]:
-        """apiserver_request_total summed by (verb, resource, subresource) for the
-        resources the operator uses. The metric has no user label, so benches read it
-        while nothing but the operator talks to those resources."""
+    def apiserver_requests(self, codes: bool = False) -> dict[tuple[str, ...], float]:
+        """apiserver_request_total summed by (verb, resource, subresource), and the
+        response code with `codes`, for the resources the operator uses. The metric
+        has no user label, so benches read it while nothing but the operator talks
+        to those resources."""
         text = self.api.get("/metrics").text
-        out: dict[tuple[str, str, str], float] = {}
+        out: dict[tuple[str, ...], float] = {}
         for _, labels, value in parse_prom(text, ("apiserver_request_total{",)):
             res = labels.get("resource", "")
             if res not in OPERATOR_RESOURCES:
                 continue
-            key = (labels.get("verb", ""), res, labels.get("subresource", ""))
+            key: tuple[str, ...] = (labels.get("verb", ""), res, labels.get("subresource", ""))
+            if codes:
+                key = (*key, labels.get("code", ""))
             out[key] = out.get(key, 0.0) + value
         return out
 
