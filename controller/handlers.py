@@ -631,7 +631,7 @@ async def restore_rate(
         _post_event(body, EventType.NORMAL.value, EventReason.RATE_RESTORED, done)
     reconciler.forget(key)
     if shards is not None:
-        shards.forget(str(body["metadata"]["uid"]))
+        shards.forget(str(body["metadata"]["uid"]), deleted=True)
 
 
 def _deleting(body: Mapping[str, Any]) -> bool:

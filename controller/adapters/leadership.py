@@ -99,12 +99,16 @@ class LeaderElector:
         on_change: Callable[[bool], None] | None = None,
         labels: Mapping[str, str] | None = None,
         declare_deadline: bool = False,
+        release_after: Callable[[], float | None] | None = None,
     ) -> None:
         self.store, self.lease, self.identity = store, lease, identity
         self._labels = dict(labels or {})  # on the Lease (a shard ring's selector)
         # On the Lease, the renew deadline it self-fences at (shard Leases: the others
         # may write over its claims, not act on them, once it has surely stopped).
         self._declare_deadline = declare_deadline
+        # The earliest moment (own clock) a release may be written (a shard holding
+        # claims taken from a stopped shard: the others would act on them at once).
+        self._release_after = release_after
         self.timings = timings or LeaseTimings()
         self._clock, self._wall, self._on_change = clock, wall, on_change
         self._seen: Observation | None = None
@@ -268,6 +272,11 @@ class LeaderElector:
             await asyncio.wait(acts, timeout=timeout)
         if not held:
             return
+        after = self._release_after() if self._release_after is not None else None
+        if after is not None and after > self._clock():
+            # At most the margin between a renew deadline and the Lease's expiry.
+            await asyncio.sleep(min(after - self._clock(), self.timings.lease_duration -
+                                    self.timings.renew_deadline))
         with contextlib.suppress(KubeError, TimeoutError):
             async with asyncio.timeout(timeout):
                 current = await self.store.get_lease(self.lease.namespace, self.lease.name)

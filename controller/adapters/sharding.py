@@ -104,7 +104,7 @@ class Shards:
         self.elector = LeaderElector(
             store, LeaseName(namespace, lease_name(ring, identity)), identity, self.timings,
             clock=clock, on_change=self._acting_changed, labels={RING_LABEL: ring},
-            declare_deadline=True)
+            declare_deadline=True, release_after=self.holds_end)
         self.view = RingView()
         self.members: frozenset[str] = frozenset()
         self._gone = gone_shards(self.view, self.timings.lease_duration)
@@ -114,7 +114,8 @@ class Shards:
         # a body still at that version has not caught up with the write yet.
         self._written_over: dict[str, tuple[str, str]] = {}
         # uid -> until when a claim taken over from a stopped shard may not be acted
-        # on or handed on (its Lease's expiry; this replica's clock: kept across terms).
+        # on or handed on (its Lease's expiry; this replica's clock): kept across
+        # terms and daemon restarts, lifted by a listing sent after it (`_held_back`).
         self._held: dict[str, float] = {}
         self._wakers: dict[str, asyncio.Event] = {}
         self._writing = asyncio.Semaphore(CLAIMS_IN_FLIGHT)
@@ -152,13 +153,14 @@ class Shards:
 
     async def refresh(self) -> None:
         """List the ring's Leases once and recompute the members."""
+        sent = self._clock()
         leases = await self.store.list_leases(self.namespace, (RING_LABEL, self.ring))
         records = {}
         for lease in leases:
             who = identity_of(self.ring, str((lease.get("metadata") or {}).get("name")))
             if who is not None:
                 records[who] = record_of(lease)
-        self.view = update(self.view, records, self._clock())
+        self.view = update(self.view, records, self._clock(), sent)
         self._recompute()
         if self.elector.acting:
             await self._collect()
@@ -226,14 +228,17 @@ class Shards:
         if event is not None:
             event.set()
 
-    def forget(self, uid: str, keep_claim: bool = False) -> None:
+    def forget(self, uid: str, keep_claim: bool = False, deleted: bool = False) -> None:
         """Drop what is kept for a cluster; `keep_claim` keeps its confirmed claim
-        (still void once this replica stops acting: `_acting_changed`)."""
+        (still void once this replica stops acting: `_acting_changed`). A hold goes
+        only with the object (`deleted`): a daemon restarted by Kopf confirms the
+        claim again, and that must not lift it."""
         self._wakers.pop(uid, None)
+        if deleted:
+            self._held.pop(uid, None)
         if keep_claim:
             return
         self._written_over.pop(uid, None)
-        self._held.pop(uid, None)
         if self._confirmed.pop(uid, None) is not None:
             self._count()
 
@@ -262,9 +267,13 @@ class Shards:
 
     def move(self, body: Mapping[str, Any]) -> tuple[ClaimMove, str | None]:
         """What to do about this cluster now, and the ring's owner of it."""
+        uid = str(body["metadata"]["uid"])
+        held_back = self._held_back(uid)
+        if uid in self._held and not held_back:
+            del self._held[uid]
+            self._count()
         if not self.elector.acting:
             return ClaimMove.WAIT, None
-        uid = str(body["metadata"]["uid"])
         ring_owner = owner(uid, self.members)
         claim = claim_of(body)
         written = self._written_over.get(uid)
@@ -279,23 +288,31 @@ class Shards:
         confirmed = self._confirmed.get(uid) == self._term
         claim_gone = claim is not None and claim != self.identity and (
             gone(self.view, claim, self.timings.lease_duration) or stopped(self.view, claim))
-        held_back = self._held_back(uid)
-        if uid in self._held and not held_back:
-            del self._held[uid]
-            self._count()
         move = next_claim_move(self.identity, ring_owner, claim, confirmed, claim_gone,
                                held_back)
         return move, ring_owner
 
     def _held_back(self, uid: str) -> bool:
+        """A hold ends at its time and, like every judgement of the ring, only as of
+        a listing sent after it: a replica that cannot list keeps it."""
         until = self._held.get(uid)
-        return until is not None and self._clock() < until
+        if until is None:
+            return False
+        listed = self.view.listed_at
+        return self._clock() < until or listed is None or listed < until
+
+    def holds_end(self) -> float | None:
+        """When the last hold ends (None: none): this replica releases its Lease no
+        earlier, as a released Lease lets the others take its claims at once."""
+        return max(self._held.values(), default=None)
 
     def idle(self, uid: str, longest: float) -> float:
         """How long a daemon with nothing to do may sleep: at most until a claim held
-        back (`held_until`) may be acted on."""
-        until = self._held.get(uid)
-        return longest if until is None else max(0.0, min(longest, until - self._clock()))
+        back (`held_until`) may be acted on, then a listing later."""
+        if not self._held_back(uid):
+            return longest
+        left = self._held[uid] - self._clock()
+        return min(longest, left if left > 0 else self.timings.retry_period)
 
     async def claim(self, body: Mapping[str, Any], to: str) -> bool:
         """Write the claim for `to` (this replica, or the ring's owner on a hand-over)

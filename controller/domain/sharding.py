@@ -73,7 +73,10 @@ class RingView:
 
     Everything is judged as of the last listing that succeeded, never as of "now":
     a replica that cannot list keeps its last judgement instead of seeing every
-    other Lease expire while its own renewals still succeed.
+    other Lease expire while its own renewals still succeed. A version counts as
+    seen when the listing that showed it arrived, and a listing as of when it was
+    sent: both err late, so a slow LIST never makes a Lease look older than it is
+    (a renewal written while the LIST was in flight may be missing from it).
     """
 
     listing_since: float | None = None
@@ -82,13 +85,15 @@ class RingView:
     gone_since: Mapping[str, float] = field(default_factory=dict)
 
 
-def update(view: RingView, leases: Mapping[str, LeaseRecord], now: float) -> RingView:
-    """The view after listing the ring's Leases (by identity) at `now`."""
+def update(view: RingView, leases: Mapping[str, LeaseRecord], now: float,
+           sent: float | None = None) -> RingView:
+    """The view after a listing of the ring's Leases (by identity) sent at `sent`
+    (default `now`) that arrived at `now`."""
     seen = {who: observe(view.seen.get(who), record, now) for who, record in leases.items()}
     gone = {who: view.gone_since.get(who, now)
             for who in (*view.seen, *view.gone_since) if who not in leases}
     since = view.listing_since if view.listing_since is not None else now
-    return RingView(since, now, seen, gone)
+    return RingView(since, now if sent is None else min(sent, now), seen, gone)
 
 
 def live(view: RingView) -> frozenset[str]:

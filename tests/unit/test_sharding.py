@@ -279,3 +279,17 @@ def test_only_leases_of_shards_gone_for_good_are_collected(
     steps: list[tuple[float, dict[str, LeaseRecord]]], collect: list[str]
 ) -> None:
     assert collectable(_listed(*steps), 600.0) == collect
+
+
+def test_a_slow_listing_is_judged_as_of_when_it_was_sent() -> None:
+    """A renewal written while the LIST was in flight may be missing from it: the
+    listing that arrives at t=10.6 but was sent at t=9.8 says nothing of t=10."""
+    first = update(RingView(), {"a": _rec("a", "1", deadline=10)}, 0.0)
+    slow = update(first, {"a": _rec("a", "1", deadline=10)}, 10.6, sent=9.8)
+    assert not stopped(slow, "a") and "a" in live(slow)
+    assert stopped(update(slow, {"a": _rec("a", "1", deadline=10)}, 11.0, sent=10.1), "a")
+    # A version counts as seen when the listing that showed it arrived.
+    renewed = update(first, {"a": _rec("a", "2", deadline=10)}, 3.0, sent=1.0)
+    assert not stopped(update(renewed, {"a": _rec("a", "2", deadline=10)}, 12.5, sent=12.5),
+                       "a")
+    assert stopped(update(renewed, {"a": _rec("a", "2", deadline=10)}, 13.5, sent=13.0), "a")

@@ -133,11 +133,19 @@ async def test_the_shard_lease_is_labelled_for_the_ring_and_makes_it_a_member() 
         # does not lift the hold.
         ("10", "fenced", [(1010, ClaimMove.CLAIM, False), (1011, ClaimMove.CLAIM, False),
                           (1014, ClaimMove.WAIT, None), (1015, ClaimMove.ACT, None)]),
+        # Its daemon restarted by Kopf: confirming the claim again does not lift it.
+        ("10", "restarted", [(1010, ClaimMove.CLAIM, False), (1012, ClaimMove.CLAIM, False),
+                             (1014, ClaimMove.WAIT, None), (1015, ClaimMove.ACT, None)]),
+        # Its listings fail from t=1012: the hold lasts until one sent after its end
+        # succeeds (the last one seen might have missed a renewal).
+        ("10", "cannot list", [(1010, ClaimMove.CLAIM, False), (1016, ClaimMove.WAIT, None),
+                               (1017, ClaimMove.ACT, None)]),
         # An older replica declares no deadline: nothing before its expiry.
         (None, None, [(1010, ClaimMove.WAIT, None), (1015, ClaimMove.CLAIM, True),
                       (1015, ClaimMove.ACT, None)]),
     ],
-    ids=["stopped", "renews after the claim", "fenced meanwhile", "no deadline declared"],
+    ids=["stopped", "renews after the claim", "fenced meanwhile", "daemon restarted",
+         "cannot list", "no deadline declared"],
 )
 async def test_a_stopped_shards_claims_are_written_before_its_lease_expires_acted_on_after(
     deadline: str | None, meanwhile: str | None,
@@ -158,9 +166,12 @@ async def test_a_stopped_shards_claims_are_written_before_its_lease_expires_acte
         clock.now = at
         if meanwhile == "fenced" and at == 1011:
             shards.elector._stop("no renewal within the renew deadline")
+        if meanwhile == "restarted" and at == 1012:
+            shards.forget(uid)  # the daemon's `finally`, then a new daemon
         assert await shards.elector._attempt()  # this replica renews throughout
         shards.elector._lead(clock.now)
-        await shards.refresh()
+        if meanwhile != "cannot list" or at not in (1012, 1016):
+            await shards.refresh()
         assert shards.move(body)[0] is move, at
         if move is ClaimMove.CLAIM:
             # True: it may act on it now.
@@ -168,7 +179,9 @@ async def test_a_stopped_shards_claims_are_written_before_its_lease_expires_acte
             assert body["status"]["shard"] == "me"
         if move is ClaimMove.WAIT and body["status"]["shard"] == "me":
             assert acting_on() == 0.0  # held back: not counted as acted on
-            assert 0 < shards.idle(uid, 120.0) <= 1015 - at  # wakes when it may act
+            # It wakes when it may act, or a retry period later if no listing has
+            # come since: never 0 (a daemon loop that never yields).
+            assert 0 < shards.idle(uid, 120.0) <= max(1015 - at, 2.0)
         if move is ClaimMove.ACT:
             assert acting_on() == 1.0
         if meanwhile == "renews" and at == 1010:
@@ -486,3 +499,53 @@ async def test_a_daemon_sleeping_on_another_shards_claim_wakes_when_it_can_be_ta
 
     assert await _woken(shards, uid, change) is woken
     assert shards.move(body)[0] is then
+
+
+async def test_a_fenced_replica_whose_hold_ran_out_sleeps() -> None:
+    """Fenced while a hold runs out, its daemon must still sleep: a zero sleep in a
+    loop that never yields starves the very renewal that would end the fence."""
+    store, clock = FakeStore(), Clock()
+    store.shard_lease("other", "other", "10")
+    shards = await _acting(store, clock)
+    body = _owned_by(store, "other", ["me", "other"], "other")
+    uid = body["metadata"]["uid"]
+    clock.now = 1010
+    assert await shards.elector._attempt()
+    shards.elector._lead(clock.now)
+    await shards.refresh()
+    assert shards.move(body)[0] is ClaimMove.CLAIM
+    assert not await shards.claim(body, "me")  # held
+    shards.elector._stop("no renewal within the renew deadline")
+    clock.now = 1020
+    await shards.refresh()
+    assert shards.move(body)[0] is ClaimMove.WAIT
+    assert shards.idle(uid, 120.0) == 120.0
+
+
+async def test_a_replica_holding_claims_releases_its_lease_only_when_the_holds_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A released Lease lets the others take its claims at once, with no hold of
+    their own: released earlier, a claim taken from a stopped shard would be acted
+    on inside that shard's margin."""
+    store, clock = FakeStore(), Clock()
+    store.shard_lease("other", "other", "10")
+    shards = await _acting(store, clock)
+    body = _owned_by(store, "other", ["me", "other"], "other")
+    clock.now = 1010
+    assert await shards.elector._attempt()
+    shards.elector._lead(clock.now)
+    await shards.refresh()
+    assert shards.move(body)[0] is ClaimMove.CLAIM
+    assert not await shards.claim(body, "me")  # held until 1015
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+
+    monkeypatch.setattr("controller.adapters.leadership.asyncio.sleep", sleep)
+    clock.now = 1011
+    await shards.elector.release()
+    assert slept == [4.0]
+    assert store.leases[lease_name(RING, "me")]["spec"]["holderIdentity"] is None
