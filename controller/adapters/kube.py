@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -383,12 +384,19 @@ class KubeClient:
     async def claim_cluster(self, namespace: str, name: str, resource_version: str,
                             shard: str) -> str:
         """Write `status.shard`, only if the object is still at `resource_version`
-        (else HTTP 409): the sharded operator's claim. The new resourceVersion."""
+        (else HTTP 409): the sharded operator's claim. The new resourceVersion.
+
+        With `status.shardClaimedAt`, so that even a holder confirming its own claim
+        moves the version: a write that changed nothing would keep it, and a claim
+        another replica decided on that version (its view of the ring a second
+        behind) would succeed as well, and both would act."""
         what = f"claiming StemeDBCluster {namespace}/{name}"
+        claimed_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         obj = await self._call(what, "PATCH", _path(
             "apis", GROUP, VERSION, "namespaces", ("namespace", namespace), PLURAL,
             ("StemeDBCluster", name), "status"),
-            {"metadata": {"resourceVersion": resource_version}, "status": {"shard": shard}},
+            {"metadata": {"resourceVersion": resource_version},
+             "status": {"shard": shard, "shardClaimedAt": claimed_at}},
             MERGE_PATCH)
         _check_identity(what, obj, namespace, name)
         return str((obj.get("metadata") or {}).get("resourceVersion") or "")

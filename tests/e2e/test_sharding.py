@@ -29,7 +29,10 @@ import yaml
 from harness import OPERATOR_NS, RELEASE, REPO, Env, Operator, fast_spec, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller.adapters.kube import KubeClient, KubeError
+from controller.adapters.kubeconfig import load
 from controller.domain.sharding import owner
+from controller.kubectl_plugin.api import endpoint
 from localkube import ControlPlane
 from localkube.processes import free_port
 
@@ -380,3 +383,27 @@ def test_the_lease_of_a_shard_gone_for_good_is_deleted(fleet: Fleet) -> None:
         f"{fleet.ring}-shard-op-a"}, timeout=20, interval=0.5)
     assert "deleted a gone shard's Lease" in fleet.shards["op-a"].proc.logs()
     fleet.settled(["op-a"])
+
+
+async def test_a_claim_confirmed_by_its_holder_moves_the_version(env: Env) -> None:
+    """A shard back from a partition confirms its claims with a write. Had that write
+    changed nothing, the API server would keep the resourceVersion, and a peer that
+    still judged the shard gone (its ring a listing behind) would write its own
+    claim over that same version, succeed, and act alongside it."""
+    env.apply(fast_spec(env.sim, env.cluster), name="claimed")
+    client = KubeClient()
+    client.use(endpoint(load(str(env.kubeconfig))))
+    try:
+        version = (await client.get_cluster(env.namespace, "claimed"))["metadata"][
+            "resourceVersion"]
+        claimed = await client.claim_cluster(env.namespace, "claimed", version, "op-a")
+        confirmed = await client.claim_cluster(env.namespace, "claimed", claimed, "op-a")
+        assert confirmed != claimed
+        for stale in (version, claimed):  # decided on a copy from before either write
+            with pytest.raises(KubeError) as refused:
+                await client.claim_cluster(env.namespace, "claimed", stale, "op-b")
+            assert refused.value.status == 409
+    finally:
+        await client.aclose()
+    status = env.get("claimed")["status"]
+    assert status["shard"] == "op-a" and status["shardClaimedAt"]
