@@ -5,6 +5,7 @@ current term, stops before handing over, and takes only a gone shard's claims.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from controller.adapters.kube import KubeError
-from controller.adapters.sharding import Shards
+from controller.adapters.sharding import CLAIMS_IN_FLIGHT, Shards
 from controller.domain.leadership import RENEW_DEADLINE_ANNOTATION
 from controller.domain.sharding import RING_LABEL, ClaimMove, lease_name, owner
 
@@ -320,7 +321,9 @@ async def test_a_claim_is_written_over_the_version_it_was_decided_on() -> None:
     shards = await _acting(store, clock)
     body = _owned_by(store, "me", ["me"])
     live = body  # the object as the watch keeps it up to date
-    async with shards._writing, shards._writing:  # every slot busy
+    async with contextlib.AsyncExitStack() as slots:
+        for _ in range(CLAIMS_IN_FLIGHT):  # every slot busy
+            await slots.enter_async_context(shards._writing)
         pending = asyncio.ensure_future(shards.claim(live, "me"))
         await asyncio.sleep(0)
         live["metadata"]["resourceVersion"] = store._rv()  # someone else wrote
