@@ -70,33 +70,28 @@ class Shard:
     proc: Operator
     metrics_port: int
 
-    def polls(self) -> list[Poll]:
+    def _logged(self, event: str) -> list[dict[str, Any]]:
+        """The JSON log lines of one event."""
         found = []
         for line in self.proc.logs().splitlines():
-            if '"polled"' not in line:
+            if f'"{event}"' not in line:
                 continue
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if rec.get("event") == "polled":
-                found.append(Poll(rec["name"], rec["shard"], rec["started"], rec["ended"]))
+            if rec.get("event") == event:
+                found.append(rec)
         return found
+
+    def polls(self) -> list[Poll]:
+        return [Poll(r["name"], r["shard"], r["started"], r["ended"])
+                for r in self._logged("polled")]
 
     def claims(self) -> list[tuple[str, float]]:
         """(cluster, wall-clock time) of each claim this shard wrote for itself."""
-        found = []
-        for line in self.proc.logs().splitlines():
-            if '"claimed"' not in line:
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("event") == "claimed":
-                at = datetime.fromisoformat(rec["timestamp"]).timestamp()
-                found.append((rec["name"], at))
-        return found
+        return [(r["name"], datetime.fromisoformat(r["timestamp"]).timestamp())
+                for r in self._logged("claimed")]
 
     def metric(self, name: str) -> float | None:
         try:
