@@ -391,7 +391,7 @@ class KubeClient:
         another replica decided on that version (its view of the ring a second
         behind) would succeed as well, and both would act."""
         what = f"claiming StemeDBCluster {namespace}/{name}"
-        claimed_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        claimed_at = micro_time(datetime.now(UTC))
         obj = await self._call(what, "PATCH", _path(
             "apis", GROUP, VERSION, "namespaces", ("namespace", namespace), PLURAL,
             ("StemeDBCluster", name), "status"),
@@ -400,6 +400,11 @@ class KubeClient:
             MERGE_PATCH)
         _check_identity(what, obj, namespace, name)
         return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def micro_time(wall: datetime) -> str:
+    """A Kubernetes MicroTime (RFC 3339, microseconds, UTC)."""
+    return wall.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _lease_path(namespace: str, name: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from controller.adapters.kube import KubeError, NotLoggedIn
+from controller.adapters.kube import KubeError, NotLoggedIn, micro_time
 from controller.domain.leadership import (
     RENEW_DEADLINE_ANNOTATION,
     LeaseRecord,
@@ -78,11 +78,6 @@ def record_of(lease: dict[str, Any]) -> LeaseRecord:
         renew_deadline_seconds=renew_deadline_of(
             (metadata.get("annotations") or {}).get(RENEW_DEADLINE_ANNOTATION), seconds),
     )
-
-
-def micro_time(wall: datetime) -> str:
-    """A Kubernetes MicroTime (RFC 3339, microseconds, UTC)."""
-    return wall.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElector:
