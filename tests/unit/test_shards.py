@@ -504,20 +504,26 @@ async def test_a_daemon_sleeping_on_another_shards_claim_wakes_when_it_can_be_ta
     assert shards.move(body)[0] is then
 
 
-async def test_a_fenced_replica_whose_hold_ran_out_sleeps() -> None:
-    """Fenced while a hold runs out, its daemon must still sleep: a zero sleep in a
-    loop that never yields starves the very renewal that would end the fence."""
+async def _holding_a_claim() -> tuple[FakeStore, Clock, Shards, dict[str, Any]]:
+    """At t=1010 "me" has claimed a cluster of "other", stopped (10 s unrenewed) but
+    not expired: the claim is held until 1015."""
     store, clock = FakeStore(), Clock()
     store.shard_lease("other", "other", "10")
     shards = await _acting(store, clock)
     body = _owned_by(store, "other", ["me", "other"], "other")
-    uid = body["metadata"]["uid"]
     clock.now = 1010
     assert await shards.elector._attempt()
     shards.elector._lead(clock.now)
     await shards.refresh()
     assert shards.move(body)[0] is ClaimMove.CLAIM
     assert not await shards.claim(body, "me")  # held
+    return store, clock, shards, body
+
+async def test_a_fenced_replica_whose_hold_ran_out_sleeps() -> None:
+    """Fenced while a hold runs out, its daemon must still sleep: a zero sleep in a
+    loop that never yields starves the very renewal that would end the fence."""
+    _, clock, shards, body = await _holding_a_claim()
+    uid = body["metadata"]["uid"]
     shards.elector._stop("no renewal within the renew deadline")
     clock.now = 1020
     await shards.refresh()
@@ -531,16 +537,7 @@ async def test_a_replica_holding_claims_releases_its_lease_only_when_the_holds_e
     """A released Lease lets the others take its claims at once, with no hold of
     their own: released earlier, a claim taken from a stopped shard would be acted
     on inside that shard's margin."""
-    store, clock = FakeStore(), Clock()
-    store.shard_lease("other", "other", "10")
-    shards = await _acting(store, clock)
-    body = _owned_by(store, "other", ["me", "other"], "other")
-    clock.now = 1010
-    assert await shards.elector._attempt()
-    shards.elector._lead(clock.now)
-    await shards.refresh()
-    assert shards.move(body)[0] is ClaimMove.CLAIM
-    assert not await shards.claim(body, "me")  # held until 1015
+    store, clock, shards, _ = await _holding_a_claim()
     slept: list[float] = []
 
     async def sleep(seconds: float) -> None:
