@@ -558,12 +558,17 @@ async def _poll_shard(body: kopf.Body, spec: kopf.Spec, stopped: kopf.DaemonStop
         shards.forget(uid, keep_claim=_deleting(body))
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, when=lambda **_: _Config.sharding is not None)
-async def claim_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A sharded replica's daemon waits for its object to change (a claim handed
-    to it) rather than re-reading it on a timer. Async: Kopf runs a sync handler in
-    a worker thread, one hop per event, and an asyncio.Event must not be set from
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def object_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The watch delivered a new version of a cluster. The reconciler keeps the
+    watch's copy of a status it wrote instead of its own (`Reconciler.seen`); a
+    sharded replica's daemon waits for its object to change (a claim handed to it)
+    rather than re-reading it on a timer. Async: Kopf runs a sync handler in a
+    worker thread, one hop per event, and an asyncio.Event must not be set from
     there (the loop is not woken)."""
+    reconciler: Reconciler | None = getattr(memo, "reconciler", None)
+    if reconciler is not None and body.get("metadata"):
+        reconciler.seen(ClusterKey.of(body), body.get("status"))
     shards: Shards | None = getattr(memo, "shards", None)
     uid = (body.get("metadata") or {}).get("uid")
     if shards is not None and isinstance(uid, str):

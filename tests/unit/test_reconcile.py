@@ -59,6 +59,7 @@ from controller.reconcile import (
     REBUILD_REASON_ANNOTATION,
     ClusterKey,
     Reconciler,
+    _pruned,
 )
 from tests.unit.domain._domain_fixtures import set_path
 
@@ -324,10 +325,13 @@ class World:
         return delay
 
     def deliver(self, body: dict[str, Any]) -> None:
-        """What the watch hands the next poll: the stored (merge-patched) status."""
+        """What the watch hands the next poll: the stored (merge-patched) status, a
+        new copy as Kopf parses each event, shown to the reconciler as the operator's
+        event handler does."""
         stored = self.kube.stored.get((NS, body["metadata"]["name"]))
         if stored is not None:
             body["status"] = copy.deepcopy(stored)
+            self.reconciler.seen(ClusterKey.of(body), body["status"])
 
     # -- reading what happened -------------------------------------------------
     def patches(self) -> list[dict[str, Any]]:
@@ -1156,6 +1160,62 @@ async def test_a_status_changed_by_someone_else_is_compared_again() -> None:
     await world.poll()
     assert len(world.patches()) == 2
     assert world.patches()[-1]["summary"] != "edited by hand"
+
+
+# The watch's copy of a written status is kept instead of the reconciler's own (one
+# copy of every healthy cluster's status less), and only when it is the same status.
+
+def _as_stored(status: Mapping[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(merge_patch({}, dict(status)))
+
+
+@pytest.mark.parametrize("delivered, adopted", [
+    pytest.param(lambda written: _as_stored(written), True,
+                 id="the status as stored"),
+    pytest.param(lambda written: {}, False,
+                 id="the status from before the write (the watch lags)"),
+    pytest.param(lambda written: {**_as_stored(written), "shard": "op-b"}, False,
+                 id="the status as written plus a field another writer added"),
+    pytest.param(lambda written: {**_as_stored(written), "summary": "edited"}, False,
+                 id="the status changed by another writer since"),
+])
+async def test_the_watchs_copy_of_a_written_status_is_kept_only_when_it_is_the_same(
+    delivered: Callable[[Mapping[str, Any]], dict[str, Any]], adopted: bool,
+) -> None:
+    world = World()
+    key = ClusterKey.of(world.body)
+    await world.poll(deliver=False)
+    written = world.patches()[-1]
+
+    world.body["status"] = delivered(written)
+    world.reconciler.seen(key, world.body["status"])
+
+    decided_on = world.reconciler._status(key, world.body)
+    assert (decided_on is world.body["status"]) is adopted
+    assert _pruned(decided_on) == _pruned(written)  # the same status either way
+    await world.poll(deliver=False)
+    assert len(world.patches()) == 1  # nothing written again
+
+
+async def test_a_copy_the_watch_delivers_late_never_replaces_a_newer_write() -> None:
+    """Written A, then B; the watch shows A only after B was written (a body that
+    lags). The poll decides on B, and does not repeat what B recorded."""
+    world = World()
+    key = ClusterKey.of(world.body)
+    await world.poll()  # healthy: A written and delivered
+    status_a = copy.deepcopy(world.body["status"])
+    world.stemedb.scrape = primary(NODE2_CRITICAL)
+    await world.poll(deliver=False)  # the lag: B written, not delivered
+    written_b = world.patches()[-1]
+    assert written_b != world.patches()[0]
+
+    world.body["status"] = status_a  # the late copy
+    world.reconciler.seen(key, world.body["status"])
+
+    assert _pruned(world.reconciler._status(key, world.body)) == _pruned(written_b)
+    actions = world.admin_calls()
+    await world.poll(deliver=False)
+    assert world.admin_calls()[len(actions):] == []  # nothing B recorded is repeated
 
 
 class FakeNotifier:
