@@ -20,10 +20,17 @@ from controller import logs
      "warning", "Daemon 'poll' did not exit in time. Leaving it orphaned."),
     ("controller.reconcile", logging.WARNING, "Daemon 'poll' is cancelled. Will escalate.",
      "warning", "Daemon 'poll' is cancelled. Will escalate."),
-], ids=["kopf's cancel line is reworded", "kopf's real warning stays", "only kopf's lines"])
-def test_kopf_cancel_line_is_reworded_and_nothing_else(
+    ("kopf.objects", logging.INFO, "Handler 'object_changed' succeeded.", None, None),
+    ("kopf.objects", logging.INFO, "Handler 'restore_rate' succeeded.", "info",
+     "Handler 'restore_rate' succeeded."),
+    ("kopf.objects", logging.ERROR, "Handler 'object_changed' failed with an exception.",
+     "error", "Handler 'object_changed' failed with an exception."),
+], ids=["kopf's cancel line is reworded", "kopf's real warning stays", "only kopf's lines",
+        "a watch-event handler's success is not logged at info",
+        "another handler's success is", "a watch-event handler's failure is"])
+def test_kopf_routine_lines_are_reworded_or_quieted_and_nothing_else(
     capsys: pytest.CaptureFixture[str], logger: str, level: int, text: str,
-    want_level: str, want_text: str,
+    want_level: str | None, want_text: str | None,
 ) -> None:
     logs.configure("json", "info")
     try:
@@ -32,4 +39,30 @@ def test_kopf_cancel_line_is_reworded_and_nothing_else(
     finally:
         structlog.reset_defaults()
         logging.getLogger().handlers.clear()
-    assert [(x["level"], x["event"]) for x in lines] == [(want_level, want_text)]
+    want = [(want_level, want_text)] if want_level else []
+    assert [(x["level"], x["event"]) for x in lines] == want
+
+
+def test_a_watch_event_handlers_success_is_kept_at_debug(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logs.configure("json", "debug")
+    try:
+        logging.getLogger("kopf.objects").info("Handler 'object_changed' succeeded.")
+        lines = [json.loads(x) for x in capsys.readouterr().err.strip().splitlines()]
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    assert [(x["level"], x["event"]) for x in lines] == [
+        ("debug", "Handler 'object_changed' succeeded.")]
+
+
+def test_every_watch_event_handler_is_quieted() -> None:
+    """A new `@kopf.on.event` handler would log a line per event at INFO unless it
+    is listed in `logs.EVENT_HANDLERS`."""
+    import kopf
+
+    import controller.handlers  # noqa: F401  (registers the handlers)
+
+    registered = {str(h.id) for h in kopf.get_default_registry()._watching.get_all_handlers()}
+    assert registered and registered <= logs.EVENT_HANDLERS
