@@ -70,6 +70,7 @@ from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy, literal_destination_problems
 from controller.domain.memory import history_from_json
 from controller.domain.observation import NOT_READ, SourceState
+from controller.domain.sharding import CLAIM_FIELDS
 from controller.domain.spec import SecretKeyRef
 from controller.notifications import ClusterRef, Page
 
@@ -644,7 +645,9 @@ class Reconciler:
                       "Nothing is acted on until the spec is valid and matches the cluster."),
         )
         new = {
-            **{k: v for k, v in current.items() if k != "conditions"},
+            # The rest of status as it was, but not a claim: written with no
+            # resourceVersion, a claim copied from a stale status could move back.
+            **{k: v for k, v in current.items() if k != "conditions" and k not in CLAIM_FIELDS},
             "observedGeneration": generation,
             "summary": f"{_SUMMARY_PREFIX.get(reason, reason.value)}: {message}",
             "conditions": merge_conditions(current.get("conditions"), conditions, now,

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from controller.domain.sharding import CLAIM_FIELD, CLAIMED_AT_FIELD
 from controller.domain.validation import object_name_problem
 
 GROUP, VERSION, PLURAL = "stemedb.io", "v1alpha1", "stemedbclusters"
@@ -396,7 +397,7 @@ class KubeClient:
             "apis", GROUP, VERSION, "namespaces", ("namespace", namespace), PLURAL,
             ("StemeDBCluster", name), "status"),
             {"metadata": {"resourceVersion": resource_version},
-             "status": {"shard": shard, "shardClaimedAt": claimed_at}},
+             "status": {CLAIM_FIELD: shard, CLAIMED_AT_FIELD: claimed_at}},
             MERGE_PATCH)
         _check_identity(what, obj, namespace, name)
         return str((obj.get("metadata") or {}).get("resourceVersion") or "")

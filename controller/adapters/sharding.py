@@ -32,6 +32,7 @@ from controller.adapters.kube import KubeError, NotLoggedIn
 from controller.adapters.leadership import LeaderElector, LeaseName, LeaseStore, record_of
 from controller.domain.leadership import LeaseTimings
 from controller.domain.sharding import (
+    CLAIM_FIELD,
     LEASE_GC_SECONDS,
     RING_LABEL,
     ClaimMove,
@@ -74,7 +75,7 @@ class ClaimStore(Protocol):
 
 def claim_of(body: Mapping[str, Any]) -> str | None:
     """Whom the object's claim names (None: nobody, or not a string)."""
-    shard = (body.get("status") or {}).get("shard")
+    shard = (body.get("status") or {}).get(CLAIM_FIELD)
     return shard if isinstance(shard, str) and shard else None
 
 

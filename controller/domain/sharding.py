@@ -34,6 +34,10 @@ from enum import Enum
 from controller.domain.leadership import LeaseRecord, Observation, expired, observe
 
 RING_LABEL = "stemedb.io/shard-ring"  # on every shard Lease: which ring it belongs to
+# The status fields only a claim write sets: the reconciler's status writes never
+# carry them, or a stale copy of the status could move a claim back.
+CLAIM_FIELD, CLAIMED_AT_FIELD = "shard", "shardClaimedAt"
+CLAIM_FIELDS = frozenset({CLAIM_FIELD, CLAIMED_AT_FIELD})
 LEASE_INFIX = "-shard-"
 # A shard Lease released or expired, unchanged this long, belongs to a replica gone
 # for good (a rollout's old Pods): deleted, so Leases do not pile up.

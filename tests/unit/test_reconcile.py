@@ -52,6 +52,7 @@ from controller.domain import ActionKind, EventReason, Memory, parse_spec
 from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy, parse_networks
 from controller.domain.memory import ThrottleMemory, history_from_json
+from controller.domain.sharding import CLAIM_FIELDS
 from controller.domain.spec import spec_to_raw
 from controller.reconcile import (
     INVALID_SPEC_RETRY_SECONDS,
@@ -793,6 +794,26 @@ async def test_an_invalid_spec_is_reported_once_and_nothing_is_called(deliver: b
     fixed = world.patches()[-1]
     assert conditions(fixed)["Ready"]["status"] == "True"
     assert fixed["observedGeneration"] == 4
+
+
+@pytest.mark.parametrize("spec", [
+    pytest.param(raw_spec(), id="a healthy cluster's status"),
+    pytest.param(raw_spec(detection__critical={"lagSeconds": 4.0, "forSeconds": 0.0}),
+                 id="an invalid spec's report, which keeps the rest of status"),
+])
+async def test_no_status_write_carries_a_shards_claim(spec: dict[str, Any]) -> None:
+    """A claim is written only with the resourceVersion it was decided on; a status
+    write has none, so one that copied the claim from a stale status could move a
+    claim taken since back to its old holder."""
+    world = World(spec)
+    world.body["status"] = {"summary": "from before", "shard": "op-a",
+                            "shardClaimedAt": "2026-11-30T10:00:00.000000Z"}
+
+    await world.poll()
+
+    assert world.patches()
+    for patch in world.patches():
+        assert not CLAIM_FIELDS & set(patch), patch
 
 
 async def test_an_invalid_spec_whose_write_failed_is_written_on_the_next_poll() -> None:
