@@ -173,6 +173,12 @@ class Ring:
         if name in self.shards:
             self.shards[name].polling |= {c for c in CLUSTERS if self.may_poll(name, c)}
 
+    def poll_ends(self, name: str, cluster: str | None) -> None:
+        """One of this shard's polls ends (`cluster`), or all of them (None)."""
+        s = self.shards.get(name)
+        if s is not None:
+            s.polling = set() if cluster is None else s.polling - {cluster}
+
     def polled(self) -> set[str]:
         return set().union(*(s.polling for s in self.shards.values()))
 
@@ -226,9 +232,8 @@ class RingMachine(RuleBasedStateMachine):
     def poll_ends(self, data: st.DataObject) -> None:
         name = data.draw(st.sampled_from(sorted(n for n, s in self.ring.shards.items()
                                                 if s.polling)))
-        s = self.ring.shards[name]
-        ending = data.draw(st.sampled_from(sorted(s.polling)) | st.just(None))
-        s.polling = set() if ending is None else s.polling - {ending}
+        polling = sorted(self.ring.shards[name].polling)
+        self.ring.poll_ends(name, data.draw(st.sampled_from(polling) | st.just(None)))
 
     @invariant()
     def one_poller_per_cluster(self) -> None:
@@ -256,10 +261,9 @@ def walk(seed: int) -> int:
         if action == "tick":
             ring.tick(rnd.randint(1, 3))
         elif action == "poll_ends":
-            s = ring.shards.get(name)
-            if s and s.polling:
-                s.polling = set() if rnd.random() < 0.3 else \
-                    s.polling - {rnd.choice(sorted(s.polling))}
+            polling = sorted(ring.shards[name].polling) if name in ring.shards else []
+            if polling:
+                ring.poll_ends(name, None if rnd.random() < 0.3 else rnd.choice(polling))
         else:
             getattr(ring, action)(name)
         if os.environ.get("TRACE"):
