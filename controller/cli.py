@@ -149,9 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     sharding.add_argument(
         "--sharding", action="store_true",
         help="each replica holds its own Lease (<ring>-shard-<identity>) and acts on the "
-             "clusters the live Leases' hash ring gives it, claimed in status.shard; a "
-             "dead replica's clusters move to the others within about 20 s (default: off; "
-             "not with --leader-election)",
+             "clusters the live Leases' hash ring gives it, once every other replica has "
+             "acknowledged it on its own Lease (shown in status.shard); a dead replica's "
+             "clusters move to the others within about 17 s (default: off; not with "
+             "--leader-election)",
     )
     sharding.add_argument(
         "--shard-ring", default=SHARD_RING, metavar="NAME",

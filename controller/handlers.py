@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import kopf
@@ -38,7 +38,7 @@ from controller.adapters.kube import KubeClient, KubeEndpoint, KubeError
 from controller.adapters.leadership import LeaderElector, LeaseName
 from controller.adapters.notify import Notifier, Pager
 from controller.adapters.operator_metrics import OperatorMetrics
-from controller.adapters.sharding import Shards
+from controller.adapters.sharding import ClusterGate, Shards, shard_of
 from controller.adapters.stemedb import ClientConfig, StemeDBClient
 from controller.adapters.stemedb_errors import StemeDBError
 from controller.domain import (
@@ -52,7 +52,7 @@ from controller.domain import (
 from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy
 from controller.domain.leadership import LeaseTimings
-from controller.domain.sharding import LEASE_GC_SECONDS, ClaimMove
+from controller.domain.sharding import LEASE_GC_SECONDS, Standing
 from controller.domain.spec import DetectionSpec
 from controller.notifications import Timing
 from controller.reconcile import ClusterKey, Reconciler
@@ -71,20 +71,29 @@ KUBE_API_CONNECTIONS = 8
 # After taking over, the clusters whose poll fell due while this replica stood by
 # poll within this many seconds (spread, not all in one burst).
 TAKEOVER_SPREAD_SECONDS = 1.0
-# A claim written in on.delete is decided again on a fresh read after a conflict at
-# most this often before the handler retries later.
-DELETE_CLAIM_ATTEMPTS = 3
-# A sharded replica's daemon that is not polling looks at its cluster again at least
-# this often (a change of the object or of the ring wakes it at once): after a
-# claim or hand-over it could not write, SHARD_WAIT_SECONDS; while the cluster is
-# another shard's business (WAIT), SHARD_IDLE_SECONDS. Only a change of the object,
-# of the members or of which shards are gone can end a WAIT, and each wakes the
-# daemon, so the latter is only a safety net: at 1,000 clusters over 2 shards
-# each shard's ~500 other clusters woke every 10 s, 50 wake-ups a second.
-SHARD_WAIT_SECONDS = 10.0
+# A sharded replica's daemon that may not act on its cluster looks at it again at
+# least this often. Only a change of the ring (its members, the shards it waits
+# for, its own standing) can make it this replica's, and each wakes the daemon, so
+# this is only a safety net: at 1,000 clusters over 2 shards each shard's ~500
+# other clusters woke every 10 s, 50 wake-ups a second.
 SHARD_IDLE_SECONDS = 120.0
 
 log = structlog.get_logger("stemedb.handlers")
+
+
+T = TypeVar("T")
+
+
+class Gate(Protocol):
+    """What acting under leader election or on a shard's cluster looks like."""
+
+    @property
+    def acting(self) -> bool: ...
+
+    @property
+    def timings(self) -> LeaseTimings: ...
+
+    async def guarded(self, work: Coroutine[Any, Any, T]) -> T | None: ...
 
 
 class _Config:
@@ -353,7 +362,7 @@ def _start_sharding(memo: kopf.Memo) -> Shards | None:
     if config is None:
         return None
     shards = Shards(_lease_kube(memo), config.namespace, config.ring, config.identity,
-                    config.timings, registry=memo.metrics.registry, claims=_kube(memo),
+                    config.timings, registry=memo.metrics.registry, owners=_kube(memo),
                     lease_gc_seconds=config.lease_gc_seconds)
     _release_on_signal(memo, shards.elector, shards.run)
     return shards
@@ -495,52 +504,46 @@ async def poll(
 
 async def _poll_shard(body: kopf.Body, spec: kopf.Spec, stopped: kopf.DaemonStopped,
                       reconciler: Reconciler, shards: Shards) -> None:
-    """The daemon of a sharded replica: poll while the ring and a confirmed claim
-    name this replica; take a claim the ring gives it when it is free or its
-    holder is gone; hand a claim the ring moved away over once no poll is running
-    (this task is the only one that polls the cluster, so between two polls there
-    is none). Woken by a change of the object or of the ring, else at the next
-    poll, after `SHARD_WAIT_SECONDS` (a write to retry) or `SHARD_IDLE_SECONDS`
-    (another shard's cluster)."""
+    """The daemon of a sharded replica: poll while this replica may act on the
+    cluster (`Shards.may_act`: the ring gives it, every member has acknowledged it,
+    no stopped shard may still be finishing work on it). Woken by a change of the
+    ring, else at the next poll or after `SHARD_IDLE_SECONDS`."""
     uid = str(body["metadata"]["uid"])
     key = ClusterKey.of(body)
     due = time.monotonic() + random.uniform(0, _interval(spec))
     acting = False
+    theirs = False  # seen as another shard's while this replica acts: a move to it
     _FirstPolls.started(key)
     try:
         while not stopped:
             shards.settle(uid)
-            move, ring_owner = shards.move(body)
-            if move is ClaimMove.CLAIM:
-                if not await shards.claim(body, shards.identity):
-                    # Someone wrote first (the change wakes this daemon) or it failed.
-                    await shards.wait(uid, shards.timings.retry_period)
-                    continue
-                # Taken: poll soon, spread (a dead shard's clusters come at once).
-                due = min(due, time.monotonic() + random.uniform(
-                    0, min(TAKEOVER_SPREAD_SECONDS, _interval(spec))))
-                move = ClaimMove.ACT
-            if move is not ClaimMove.ACT and acting:
-                acting = False
-                reconciler.release(key)
-            if move is ClaimMove.HAND_OVER and ring_owner is not None:
-                await shards.claim(body, ring_owner)
-            if move is not ClaimMove.ACT:
-                if move is ClaimMove.WAIT:
-                    if shards.members:
-                        _FirstPolls.done(key)  # another shard's (or held back): settled
-                    await shards.wait(uid, shards.idle(uid, SHARD_IDLE_SECONDS))
+            mine = shards.may_act(body)
+            if mine != acting:
+                acting = mine
+                shards.mark(uid, mine)
+                if not mine:
+                    reconciler.release(key)
                 else:
-                    await shards.wait(uid, SHARD_WAIT_SECONDS)
+                    reconciler.acquired(key)  # its first poll reads the status
+                if mine and (theirs or shard_of(body) not in (None, shards.identity)):
+                    # Moved to this replica (from a dead, departed or still running
+                    # shard, as this replica saw it act or as status.shard says):
+                    # poll soon, spread, not where a fresh start's spread puts it.
+                    due = min(due, time.monotonic() + random.uniform(
+                        0, min(TAKEOVER_SPREAD_SECONDS, _interval(spec))))
+            if not mine:
+                if shards.members:
+                    _FirstPolls.done(key)  # another shard's, or waiting: settled
+                theirs = theirs or shards.standing is Standing.ACTING
+                await shards.wait(uid, SHARD_IDLE_SECONDS)
                 continue
-            acting = True
             if time.monotonic() < due:
                 await shards.wait(uid, due - time.monotonic())
                 continue
             reconciler.metrics.observe_slip(time.monotonic() - due)
             shards.count_poll()
             started = time.time()
-            acted = await shards.elector.guarded(reconciler.poll(body))
+            acted = await shards.guarded(body, reconciler.poll(body))
             if log.isEnabledFor(logging.DEBUG):
                 # structlog runs its processors before the level drops the line: at
                 # 1,000 clusters that was ~2 % of a shard's py-spy samples.
@@ -550,29 +553,20 @@ async def _poll_shard(body: kopf.Body, spec: kopf.Spec, stopped: kopf.DaemonStop
             if acted is not None:
                 _FirstPolls.done(key)
                 due = time.monotonic() + acted
+                shards.record(body)
     finally:
         _FirstPolls.done(key)
-        # Stopped for a deletion: the on.delete handler acts on this claim next, so
-        # it stays confirmed (a fresh claim write raced the other replicas' writes
-        # to the deleting object); that handler forgets it.
-        shards.forget(uid, keep_claim=_deleting(body))
+        shards.forget(uid)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def object_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """The watch delivered a new version of a cluster. The reconciler keeps the
-    watch's copy of a status it wrote instead of its own (`Reconciler.seen`); a
-    sharded replica's daemon waits for its object to change (a claim handed to it)
-    rather than re-reading it on a timer. Async: Kopf runs a sync handler in a
-    worker thread, one hop per event, and an asyncio.Event must not be set from
-    there (the loop is not woken)."""
+    watch's copy of a status it wrote instead of its own (`Reconciler.seen`).
+    Async: Kopf runs a sync handler in a worker thread, one hop per event."""
     reconciler: Reconciler | None = getattr(memo, "reconciler", None)
     if reconciler is not None and body.get("metadata"):
         reconciler.seen(ClusterKey.of(body), body.get("status"))
-    shards: Shards | None = getattr(memo, "shards", None)
-    uid = (body.get("metadata") or {}).get("uid")
-    if shards is not None and isinstance(uid, str):
-        shards.touched(uid)
 
 
 def _rate_to_restore(body: Mapping[str, Any]) -> str:
@@ -593,21 +587,22 @@ async def restore_rate(
     leader: LeaderElector | None = getattr(memo, "leader", None)
     key = ClusterKey.of(body)
     shards: Shards | None = getattr(memo, "shards", None)
-    if shards is not None:
-        leader = await _deleting_shard(body, shards, reconciler.kube.get_cluster)
-    if leader is not None and not leader.acting:
-        # The leader restores the rate and removes the finalizer; a standby must not
-        # call StemeDB, and must not let Kopf drop the finalizer either.
-        raise kopf.TemporaryError("not the leader: the leader restores the rate",
-                                  delay=_retry_delay(leader.timings))
+    gate: Gate | None = leader if shards is None else ClusterGate(shards, body)
+    if gate is not None and not gate.acting:
+        # The cluster's acting replica restores the rate and removes the finalizer;
+        # another must not call StemeDB, and must not let Kopf drop the finalizer.
+        raise kopf.TemporaryError(
+            "not the leader: the leader restores the rate" if shards is None else
+            "another shard acts on this cluster: it restores the rate",
+            delay=_retry_delay(gate.timings))
     try:
-        if leader is None:
+        if gate is None:
             done = await reconciler.restore_before_delete(body)
         else:
-            done = await leader.guarded(reconciler.restore_before_delete(body))
-            if done is None and not leader.acting:
-                raise kopf.TemporaryError("leadership lost while restoring the rate",
-                                          delay=leader.timings.retry_period)
+            done = await gate.guarded(reconciler.restore_before_delete(body))
+            if done is None and not gate.acting:
+                raise kopf.TemporaryError("stopped acting while restoring the rate",
+                                          delay=gate.timings.retry_period)
     except SpecError as err:
         # Where to send the restore is part of the spec: an invalid one is never used.
         _post_event(body, EventType.WARNING.value, EventReason.RESTORE_ABANDONED,
@@ -636,43 +631,7 @@ async def restore_rate(
         _post_event(body, EventType.NORMAL.value, EventReason.RATE_RESTORED, done)
     reconciler.forget(key)
     if shards is not None:
-        shards.forget(str(body["metadata"]["uid"]), deleted=True)
-
-
-def _deleting(body: Mapping[str, Any]) -> bool:
-    return bool((body.get("metadata") or {}).get("deletionTimestamp"))
-
-
-async def _deleting_shard(
-    body: kopf.Body, shards: Shards,
-    read: Callable[[str, str], Coroutine[Any, Any, Mapping[str, Any]]],
-) -> LeaderElector:
-    """The elector to act under for a deletion, once this shard holds the claim;
-    else a temporary error (the cluster's owner restores the rate and removes the
-    finalizer; a non-owner must not let Kopf drop it).
-
-    A claim to write here races the other replicas' patches of the deleting object
-    (their own retry state): on a conflict it is decided again on a fresh read, a
-    few times, rather than after a retry delay they would share."""
-    meta = body["metadata"]
-    current: Mapping[str, Any] = body
-    for _ in range(DELETE_CLAIM_ATTEMPTS):
-        move, ring_owner = shards.move(current)
-        if move is ClaimMove.ACT:
-            return shards.elector
-        if move is ClaimMove.CLAIM:
-            if await shards.claim(current, shards.identity):
-                return shards.elector
-            try:
-                current = await read(str(meta["namespace"]), str(meta["name"]))
-            except KubeError:
-                break
-            continue
-        if move is ClaimMove.HAND_OVER and ring_owner is not None:
-            await shards.claim(current, ring_owner)
-        break
-    raise kopf.TemporaryError("another shard owns this cluster: it restores the rate",
-                              delay=_retry_delay(shards.timings))
+        shards.forget(str(body["metadata"]["uid"]))
 
 
 def _retry_delay(timings: LeaseTimings) -> float:

@@ -70,7 +70,7 @@ from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy, literal_destination_problems
 from controller.domain.memory import history_from_json
 from controller.domain.observation import NOT_READ, SourceState
-from controller.domain.sharding import CLAIM_FIELDS
+from controller.domain.sharding import SHARD_FIELDS
 from controller.domain.spec import SecretKeyRef
 from controller.notifications import ClusterRef, Page
 
@@ -197,10 +197,18 @@ class Reconciler:
         self._looked.clear()
         self._term += 1
 
+    def acquired(self, key: ClusterKey) -> None:
+        """This replica has begun acting on one cluster (a shard the ring moved it
+        to, or back to). As after `took_over`, for the same reason: its last owner
+        may have written since, and the watch may not have delivered that yet. So
+        its first poll reads the status from the API server."""
+        self.release(key)
+        self._read_in_term[key] = self._term - 1
+
     async def _read_status_once_per_term(self, key: ClusterKey,
                                          body: Mapping[str, Any]) -> bool:
-        """The status as the API server has it, once per leadership term (none
-        without leader election); False if it could not be read (then nothing is
+        """The status as the API server has it, once per leadership term and after
+        each `acquired` (none with neither); False if it could not be read (then nothing is
         done this poll: deciding on an older status could repeat an action)."""
         if self._read_in_term.get(key, 0) == self._term:
             return True
@@ -645,9 +653,10 @@ class Reconciler:
                       "Nothing is acted on until the spec is valid and matches the cluster."),
         )
         new = {
-            # The rest of status as it was, but not a claim: written with no
-            # resourceVersion, a claim copied from a stale status could move back.
-            **{k: v for k, v in current.items() if k != "conditions" and k not in CLAIM_FIELDS},
+            # The rest of status as it was, but not the shard's name: written with no
+            # resourceVersion, one copied from a stale status could name a shard
+            # that has moved on.
+            **{k: v for k, v in current.items() if k != "conditions" and k not in SHARD_FIELDS},
             "observedGeneration": generation,
             "summary": f"{_SUMMARY_PREFIX.get(reason, reason.value)}: {message}",
             "conditions": merge_conditions(current.get("conditions"), conditions, now,

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from controller.domain.sharding import CLAIM_FIELD, CLAIMED_AT_FIELD
+from controller.domain.sharding import SHARD_FIELD, SHARD_SINCE_FIELD
 from controller.domain.validation import object_name_problem
 
 GROUP, VERSION, PLURAL = "stemedb.io", "v1alpha1", "stemedbclusters"
@@ -382,25 +382,16 @@ class KubeClient:
                           "preconditions": {"resourceVersion": resource_version}},
                          decode=False)
 
-    async def claim_cluster(self, namespace: str, name: str, resource_version: str,
-                            shard: str) -> str:
-        """Write `status.shard`, only if the object is still at `resource_version`
-        (else HTTP 409): the sharded operator's claim. The new resourceVersion.
-
-        With `status.shardClaimedAt`, so that even a holder confirming its own claim
-        moves the version: a write that changed nothing would keep it, and a claim
-        another replica decided on that version (its view of the ring a second
-        behind) would succeed as well, and both would act."""
-        what = f"claiming StemeDBCluster {namespace}/{name}"
-        claimed_at = micro_time(datetime.now(UTC))
+    async def record_shard(self, namespace: str, name: str, shard: str, since: str) -> None:
+        """Write `status.shard` (and since when): which shard acts on the cluster, for
+        `kubectl get sdb`. Information only: a merge patch of those two fields, with
+        no resourceVersion, so it never conflicts with the reconciler's writes."""
+        what = f"recording the shard of StemeDBCluster {namespace}/{name}"
         obj = await self._call(what, "PATCH", _path(
             "apis", GROUP, VERSION, "namespaces", ("namespace", namespace), PLURAL,
             ("StemeDBCluster", name), "status"),
-            {"metadata": {"resourceVersion": resource_version},
-             "status": {CLAIM_FIELD: shard, CLAIMED_AT_FIELD: claimed_at}},
-            MERGE_PATCH)
+            {"status": {SHARD_FIELD: shard, SHARD_SINCE_FIELD: since}}, MERGE_PATCH)
         _check_identity(what, obj, namespace, name)
-        return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
 def micro_time(wall: datetime) -> str:

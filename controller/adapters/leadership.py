@@ -43,6 +43,7 @@ from controller.domain.leadership import (
     renew_deadline_of,
     transitions_after,
 )
+from controller.domain.sharding import RING_VIEW_ANNOTATION, decode_view
 
 T = TypeVar("T")
 SHUTDOWN = "shutting down"
@@ -69,14 +70,18 @@ def record_of(lease: dict[str, Any]) -> LeaseRecord:
     spec = lease.get("spec") or {}
     metadata = lease.get("metadata") or {}
     duration = spec.get("leaseDurationSeconds")
+    annotations = metadata.get("annotations") or {}
+    acquired = spec.get("acquireTime")
     seconds = float(duration) if isinstance(duration, int) else 0.0
     return LeaseRecord(
         holder=spec.get("holderIdentity") or None,
         lease_duration_seconds=seconds,
         transitions=int(spec.get("leaseTransitions") or 0),
         resource_version=str(metadata.get("resourceVersion") or ""),
-        renew_deadline_seconds=renew_deadline_of(
-            (metadata.get("annotations") or {}).get(RENEW_DEADLINE_ANNOTATION), seconds),
+        renew_deadline_seconds=renew_deadline_of(annotations.get(RENEW_DEADLINE_ANNOTATION),
+                                                 seconds),
+        acquire_time=acquired if isinstance(acquired, str) and acquired else None,
+        ring_view=decode_view(annotations.get(RING_VIEW_ANNOTATION)),
     )
 
 
@@ -94,16 +99,23 @@ class LeaderElector:
         on_change: Callable[[bool], None] | None = None,
         labels: Mapping[str, str] | None = None,
         declare_deadline: bool = False,
-        release_after: Callable[[], float | None] | None = None,
+        annotations: Callable[[], Mapping[str, str]] | None = None,
+        new_life_each_term: bool = False,
     ) -> None:
         self.store, self.lease, self.identity = store, lease, identity
         self._labels = dict(labels or {})  # on the Lease (a shard ring's selector)
         # On the Lease, the renew deadline it self-fences at (shard Leases: the others
         # may write over its claims, not act on them, once it has surely stopped).
         self._declare_deadline = declare_deadline
-        # The earliest moment (own clock) a release may be written (a shard holding
-        # claims taken from a stopped shard: the others would act on them at once).
-        self._release_after = release_after
+        # More annotations for each write, read as the write is made (a shard's
+        # acknowledgement of the view it has adopted).
+        self._annotations = annotations
+        # A fresh acquireTime whenever this process starts acting again, not only when
+        # it takes the Lease from another holder: a shard's acquireTime names one life
+        # of it, and what others acknowledged for an earlier one must not count.
+        self._new_life_each_term = new_life_each_term
+        self.acquired: str | None = None  # the acquireTime of our last write
+        self._life: str | None = None  # the acquireTime of the term in progress
         self.timings = timings or LeaseTimings()
         self._clock, self._wall, self._on_change = clock, wall, on_change
         self._seen: Observation | None = None
@@ -124,14 +136,18 @@ class LeaderElector:
         while not self.acting:
             await self._leading.wait()
 
-    async def guarded(self, work: Coroutine[Any, Any, T]) -> T | None:
+    async def guarded(self, work: Coroutine[Any, Any, T],
+                      track: Callable[[asyncio.Task[T]], None] | None = None) -> T | None:
         """Run `work` as leader; None (and `work` cancelled) if leadership is lost
-        before it ends. A cancellation of the caller itself is passed on."""
+        before it ends, or if someone else cancels its task (`track` is given it).
+        A cancellation of the caller itself is passed on."""
         if not self.acting:
             work.close()
             return None
         task = asyncio.ensure_future(work)
         self._acts.add(task)
+        if track is not None:
+            track(task)
         try:
             return await task
         except asyncio.CancelledError:
@@ -186,8 +202,9 @@ class LeaderElector:
                 holder = self._seen.record.holder if self._seen else None
                 self._stop(f"the Lease is held by {holder}")
             return False
+        body = self._body(move, current)
         try:
-            await self.store.write_lease(self.lease.namespace, self._body(move, current))
+            await self.store.write_lease(self.lease.namespace, body)
         except KubeError as err:
             if err.status != 409:
                 raise
@@ -195,6 +212,7 @@ class LeaderElector:
             if self._until is not None:
                 self._stop("another replica wrote the Lease")
             return False
+        self.acquired = body["spec"]["acquireTime"]
         return True
 
     def _body(self, move: Move, current: dict[str, Any] | None) -> dict[str, Any]:
@@ -205,12 +223,14 @@ class LeaderElector:
             metadata = {**current.get("metadata", {}), **metadata}
         if self._labels:
             metadata["labels"] = {**(metadata.get("labels") or {}), **self._labels}
+        extra = dict(self._annotations()) if self._annotations is not None else {}
         if self._declare_deadline:
-            deadline = f"{self.timings.renew_deadline:g}"
-            metadata["annotations"] = {**(metadata.get("annotations") or {}),
-                                       RENEW_DEADLINE_ANNOTATION: deadline}
+            extra[RENEW_DEADLINE_ANNOTATION] = f"{self.timings.renew_deadline:g}"
+        if extra:
+            metadata["annotations"] = {**(metadata.get("annotations") or {}), **extra}
         spec = dict((current or {}).get("spec") or {})
-        if move is not Move.RENEW or not spec.get("acquireTime"):
+        if move is not Move.RENEW or not spec.get("acquireTime") or \
+                (self._new_life_each_term and not self.acting):
             spec["acquireTime"] = now
         spec.update(holderIdentity=self.identity,
                     leaseDurationSeconds=int(self.timings.lease_duration),
@@ -222,7 +242,15 @@ class LeaderElector:
         self._holding = True
         if self._closing:
             return
+        # A new life while acting (the Lease re-created after someone deleted it, or
+        # taken anew) is a fence and a new term: what was decided in the old one is
+        # decided again. The body's acquireTime was chosen by `acting` when the
+        # write was built; the write cannot land after that term's fence, since the
+        # attempt's timeout is the time left until it (`run`).
+        if self._until is not None and self.acquired != self._life:
+            self._stop("the Lease was re-created or taken anew")
         started = self._until is None
+        self._life = self.acquired
         self._until = acting_until(sent, self.timings)
         loop = asyncio.get_running_loop()
         if self._fence is not None:
@@ -267,11 +295,6 @@ class LeaderElector:
             await asyncio.wait(acts, timeout=timeout)
         if not held:
             return
-        after = self._release_after() if self._release_after is not None else None
-        if after is not None and after > self._clock():
-            # At most the margin between a renew deadline and the Lease's expiry.
-            await asyncio.sleep(min(after - self._clock(), self.timings.lease_duration -
-                                    self.timings.renew_deadline))
         with contextlib.suppress(KubeError, TimeoutError):
             async with asyncio.timeout(timeout):
                 current = await self.store.get_lease(self.lease.namespace, self.lease.name)

@@ -1,60 +1,61 @@
 """Sharding across replicas: each holds its own Lease, the live ones form a ring,
-and each cluster is acted on by one replica at a time, the one its claim names.
+and each cluster is acted on by one replica at a time, with no write per cluster.
 
 The rules are pure (`controller.domain.sharding`); this module does the I/O:
 
 - the replica's own shard Lease is a `LeaderElector` that nobody else competes
   for: it renews every 2 s, self-fences at its renew deadline (cancelling the
-  polls in flight) and releases on shutdown, exactly as the leader Lease;
+  polls in flight) and releases on shutdown, exactly as the leader Lease. Each
+  renewal carries the acknowledgement of the view this replica has adopted, once
+  the polls that view takes from it have ended (the drain);
 - every second it lists the ring's Leases (one LIST by label) and recomputes the
-  members and which shards are gone; a change of either wakes every cluster's
-  daemon to look at its cluster again. Only these changes and the object's own
-  can make another shard's cluster this replica's business, so the daemons of
-  such clusters sleep until one comes (their wake-ups every 10 s were a
-  measurable part of what a shard paid for clusters it does not own);
-- the claim (`status.shard`) is written with the resourceVersion the replica
-  read, so two writers never both succeed; a replica acts only on claims it has
-  itself confirmed with such a write since it last started acting, so a claim
-  taken from it while it was cut off is never acted on from a stale copy.
+  members, the stopped shards whose clusters wait, and whether every member has
+  acknowledged this replica; a change of any wakes every cluster's daemon to look
+  at its cluster again. Only these changes can make a cluster this replica's, so
+  the daemons of other shards' clusters sleep until one comes;
+- `status.shard` names the shard acting on a cluster for `kubectl get sdb`: written
+  by that shard after it has polled, in the background, information only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, cast
+from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar, cast
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from controller.adapters.kube import KubeError, NotLoggedIn
+from controller.adapters.kube import KubeError, NotLoggedIn, micro_time
 from controller.adapters.leadership import LeaderElector, LeaseName, LeaseStore, record_of
 from controller.domain.leadership import LeaseTimings
 from controller.domain.sharding import (
-    CLAIM_FIELD,
     LEASE_GC_SECONDS,
     RING_LABEL,
-    ClaimMove,
+    RING_VIEW_ANNOTATION,
+    SHARD_FIELD,
+    Member,
     RingView,
+    Standing,
     collectable,
-    gone,
-    gone_shards,
-    held_until,
+    encode_view,
     identity_of,
+    judge,
     lease_name,
-    live,
-    next_claim_move,
+    may_act,
     owner,
-    stopped,
+    unseen,
     update,
 )
 
+T = TypeVar("T")
 log = structlog.get_logger("stemedb.sharding")
-# Claim writes in flight at once. The rest wait here, not in the client's pool, where
-# their 30 s timeout would run while queued: at 3,000 clusters the start-up claims
-# timed out by the thousand and held up status writes behind them.
-CLAIMS_IN_FLIGHT = 2
+# `status.shard` writes in flight at once: information only, so never many, and
+# never in the way of a renewal (another client) or of the polls.
+OWNER_WRITES_IN_FLIGHT = 2
 
 
 class RingStore(LeaseStore, Protocol):
@@ -66,21 +67,21 @@ class RingStore(LeaseStore, Protocol):
     async def delete_lease(self, namespace: str, name: str, resource_version: str) -> None: ...
 
 
-class ClaimStore(Protocol):
-    """The claim's write (`KubeClient` has it)."""
+class OwnerStore(Protocol):
+    """The write of `status.shard` (`KubeClient` has it)."""
 
-    async def claim_cluster(self, namespace: str, name: str, resource_version: str,
-                            shard: str) -> str: ...
+    async def record_shard(self, namespace: str, name: str, shard: str,
+                           since: str) -> None: ...
 
 
-def claim_of(body: Mapping[str, Any]) -> str | None:
-    """Whom the object's claim names (None: nobody, or not a string)."""
-    shard = (body.get("status") or {}).get(CLAIM_FIELD)
+def shard_of(body: Mapping[str, Any]) -> str | None:
+    """Which shard the object's status names (None: none, or not a string)."""
+    shard = (body.get("status") or {}).get(SHARD_FIELD)
     return shard if isinstance(shard, str) and shard else None
 
 
 class Shards:
-    """This replica's place in the ring and its claims."""
+    """This replica's place in the ring, and which clusters it may act on."""
 
     def __init__(
         self,
@@ -91,52 +92,58 @@ class Shards:
         timings: LeaseTimings | None = None,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
-        claims: ClaimStore | None = None,
+        owners: OwnerStore | None = None,
         lease_gc_seconds: float = LEASE_GC_SECONDS,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store, self.namespace, self.ring, self.identity = store, namespace, ring, identity
-        # Claims go through another client than the Lease: a start-up burst of claim
-        # writes must never hold up a renewal (that fences the shard, which drops
-        # every claim, which makes the next burst).
-        self.claims: ClaimStore = claims if claims is not None else cast(ClaimStore, store)
+        # `status.shard` goes through another client than the Lease: a burst of them
+        # after a takeover must never hold up a renewal.
+        self.owners: OwnerStore = owners if owners is not None else cast(OwnerStore, store)
         self.timings = timings or LeaseTimings()
         self.lease_gc_seconds = lease_gc_seconds
-        self._clock = clock
+        self._clock, self._wall = clock, wall
         self.elector = LeaderElector(
             store, LeaseName(namespace, lease_name(ring, identity)), identity, self.timings,
             clock=clock, on_change=self._acting_changed, labels={RING_LABEL: ring},
-            declare_deadline=True, release_after=self.holds_end)
+            declare_deadline=True, annotations=self._acknowledging, new_life_each_term=True)
         self.view = RingView()
-        self.members: frozenset[str] = frozenset()
-        self._gone = gone_shards(self.view, self.timings.lease_duration)
-        self._term = 0  # counts the times this replica started acting
-        self._confirmed: dict[str, int] = {}  # uid -> the term its claim was confirmed in
-        # uid -> (the version this replica's last claim write replaced, whom it named):
-        # a body still at that version has not caught up with the write yet.
-        self._written_over: dict[str, tuple[str, str]] = {}
-        # uid -> until when a claim taken over from a stopped shard may not be acted
-        # on or handed on (its Lease's expiry; this replica's clock): kept across
-        # terms and daemon restarts, lifted by a listing sent after it (`_held_back`).
-        self._held: dict[str, float] = {}
+        self.members: frozenset[str] = frozenset()  # itself included while acting
+        self.held: frozenset[str] = frozenset()  # stopped shards whose clusters wait
+        self.standing = Standing.FENCED
+        self.unacked: frozenset[str] = frozenset()
+        self._ring: frozenset[str] = frozenset()  # members | held: one rendezvous
+        self._new = True  # listing for less than a Lease duration
+        self._began: float | None = None  # when this replica last began acting
+        self._adopted: frozenset[Member] = frozenset()  # the view it acts by
+        self._acked: frozenset[Member] = frozenset()  # on its Lease: drained
+        self._polls: dict[asyncio.Task[Any], str] = {}  # work in flight -> its uid
+        self._acting_on: set[str] = set()
+        self._recorded: set[str] = set()  # uids whose status.shard it wrote this term
+        self._to_record: asyncio.Queue[tuple[str, str, str, Mapping[str, Any]]] = \
+            asyncio.Queue()
         self._wakers: dict[str, asyncio.Event] = {}
-        self._writing = asyncio.Semaphore(CLAIMS_IN_FLIGHT)
+        self._list_now: asyncio.Event | None = None
         self._clusters = Gauge("stemedb_operator_shard_clusters",
-                               "Clusters this shard holds a confirmed claim on and acts on",
+                               "Clusters this shard acts on",
                                ["shard"], registry=registry).labels(identity)
         self._members = Gauge("stemedb_operator_shard_members",
                               "Live shards this replica sees in its ring (itself included)",
                               ["shard"], registry=registry).labels(identity)
-        self._polls = Counter("stemedb_operator_shard_polls",
-                              "Polls of StemeDB clusters made by this shard",
-                              ["shard"], registry=registry).labels(identity)
+        self._polls_made = Counter("stemedb_operator_shard_polls",
+                                   "Polls of StemeDB clusters made by this shard",
+                                   ["shard"], registry=registry).labels(identity)
 
     # The ring.
 
     async def run(self, after_first_attempt: Callable[[], None] | None = None) -> None:
         """Hold this replica's Lease and follow the ring, until cancelled."""
+        self._list_now = asyncio.Event()
         async with asyncio.TaskGroup() as group:
             group.create_task(self.elector.run(after_first_attempt), name="shard lease")
             group.create_task(self._follow_ring(), name="shard ring")
+            for n in range(OWNER_WRITES_IN_FLIGHT):
+                group.create_task(self._record_owners(), name=f"shard owner writes {n}")
 
     async def _follow_ring(self) -> None:
         while True:
@@ -150,7 +157,13 @@ class Shards:
                 # The view stays as last listed, and is judged as of then.
                 log.warning("listing the shard ring failed", ring=self.ring,
                             error=str(err) or "timed out")
-            await asyncio.sleep(self.timings.standby_retry_period)
+            assert self._list_now is not None
+            # Every second, or at once when this replica begins acting (rule 5 wants
+            # a listing sent after that before it acts).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.timings.standby_retry_period):
+                    await self._list_now.wait()
+            self._list_now.clear()
 
     async def refresh(self) -> None:
         """List the ring's Leases once and recompute the members."""
@@ -183,39 +196,60 @@ class Shards:
             log.info("deleted a gone shard's Lease", ring=self.ring, shard=who)
 
     def _recompute(self) -> None:
-        members = set(live(self.view)) - {self.identity}
-        # Not before the first listing: alone in a ring it has not read, a replica
-        # would claim every free cluster only to hand most of them over a second later.
-        if self.elector.acting and self.view.listed_at is not None:
-            members.add(self.identity)
-        # Whose claims may be taken changes only here (as of a listing), and may
-        # not change the members (a deleted Lease is gone a Lease duration later).
-        gone_now = gone_shards(self.view, self.timings.lease_duration)
-        changed = members != self.members or gone_now != self._gone
-        self._gone = gone_now
-        if members != self.members:
+        was = (self.members, self.held, self.standing, self._new)
+        judged = judge(self.view, self.identity, self.elector.acting, self.elector.acquired,
+                       self._began, self.timings.lease_duration)
+        self._adopted = judged.adopted
+        if judged.members != self.members:
             log.info("shard ring changed", ring=self.ring, shard=self.identity,
-                     members=sorted(members), was=sorted(self.members))
-            self.members = frozenset(members)
-            self._members.set(len(members))
-        if changed:
+                     members=sorted(judged.members), was=sorted(self.members))
+            self.members = judged.members
+            self._members.set(len(judged.members))
+            self._drain()
+        if judged.unacked != self.unacked and judged.unacked:
+            older = sorted(w for w in judged.unacked if self._acks_nothing(w))
+            log.info("waiting for shards to acknowledge this one", ring=self.ring,
+                     shard=self.identity, waiting_for=sorted(judged.unacked),
+                     **({"without_acknowledgements": older,
+                         "hint": "a replica of a version without stemedb.io/ring-view "
+                                 "never acknowledges: finish the upgrade"} if older else {}))
+        if judged.standing is not self.standing:
+            log.info("shard standing changed", ring=self.ring, shard=self.identity,
+                     standing=judged.standing.value, was=self.standing.value)
+        self.held, self.unacked, self.standing = judged.held, judged.unacked, judged.standing
+        self._new = judged.new
+        self._ring = self.members | self.held
+        if (self.members, self.held, self.standing, self._new) != was:
             self._wake_all()
+
+    def _acks_nothing(self, who: str) -> bool:
+        obs = self.view.seen.get(who)
+        return obs is not None and obs.record.ring_view is None
+
+    def _drain(self) -> None:
+        """Cancel the work in flight on clusters the new members take from this
+        replica: its acknowledgement of them waits for that (`_acknowledging`)."""
+        for task, uid in list(self._polls.items()):
+            if owner(uid, self.members | {self.identity}) != self.identity:
+                task.cancel()
+
+    def _acknowledging(self) -> dict[str, str]:
+        """The annotation for the renewal being written: the adopted view once no
+        work it takes from this replica is in flight, else the last one drained."""
+        mine = {who for who, _ in self._adopted} | {self.identity}
+        if all(owner(uid, mine) == self.identity for uid in self._polls.values()):
+            self._acked = self._adopted
+        return {RING_VIEW_ANNOTATION: encode_view(self._acked)}
 
     def _acting_changed(self, acting: bool) -> None:
         if acting:
-            self._term += 1
+            self._began = self._clock()
+            if self._list_now is not None:
+                self._list_now.set()
         else:
-            # Fenced (or stopping): every claim must be confirmed again before use.
-            self._confirmed.clear()
-            self._written_over.clear()
-            self._count()
+            self._began = None
+            self._recorded.clear()
         self._recompute()
-
-    def _count(self) -> None:
-        """The gauge: confirmed claims this replica acts on (a held one from when its
-        daemon, woken as the hold ends, finds it may)."""
-        held = sum(1 for uid in self._held if uid in self._confirmed)
-        self._clusters.set(len(self._confirmed) - held)
 
     def _wake_all(self) -> None:
         for event in self._wakers.values():
@@ -223,25 +257,76 @@ class Shards:
 
     # One cluster.
 
-    def touched(self, uid: str) -> None:
-        """The object changed (a watch event): its daemon looks again."""
-        event = self._wakers.get(uid)
-        if event is not None:
-            event.set()
+    def may_act(self, body: Mapping[str, Any]) -> bool:
+        """All five rules, for this cluster, now; and, in this replica's first Lease
+        duration of listing, not a cluster whose status names a shard it has never
+        seen (`unseen`)."""
+        return self.standing is Standing.ACTING and self.elector.acting and \
+            may_act(str(body["metadata"]["uid"]), self.identity, self.members, self._ring) \
+            and not (self._new and unseen(self.view, shard_of(body),
+                                          self.timings.lease_duration))
 
-    def forget(self, uid: str, keep_claim: bool = False, deleted: bool = False) -> None:
-        """Drop what is kept for a cluster; `keep_claim` keeps its confirmed claim
-        (still void once this replica stops acting: `_acting_changed`). A hold goes
-        only with the object (`deleted`): a daemon restarted by Kopf confirms the
-        claim again, and that must not lift it."""
-        self._wakers.pop(uid, None)
-        if deleted:
-            self._held.pop(uid, None)
-        if keep_claim:
+    def mark(self, uid: str, acting: bool) -> None:
+        """What the cluster's daemon decided: the gauge counts the clusters acted on."""
+        if acting:
+            self._acting_on.add(uid)
+        else:
+            self._acting_on.discard(uid)
+            self._recorded.discard(uid)
+        self._clusters.set(len(self._acting_on))
+
+    async def guarded(self, body: Mapping[str, Any],
+                      work: Coroutine[Any, Any, T]) -> T | None:
+        """Run `work` on this cluster if this replica may act on it; None (and `work`
+        cancelled) if it may not, or stops being allowed before `work` ends: a fence,
+        or a new view that gives the cluster to another shard."""
+        if not self.may_act(body):
+            work.close()
+            return None
+        uid = str(body["metadata"]["uid"])
+        tracked: list[asyncio.Task[Any]] = []
+
+        def track(task: asyncio.Task[Any]) -> None:
+            tracked.append(task)
+            self._polls[task] = uid
+
+        try:
+            return await self.elector.guarded(work, track)
+        finally:
+            for task in tracked:
+                self._polls.pop(task, None)
+
+    def record(self, body: Mapping[str, Any]) -> None:
+        """After a poll: have `status.shard` name this replica, if it does not yet."""
+        meta = body["metadata"]
+        uid = str(meta["uid"])
+        if shard_of(body) == self.identity or uid in self._recorded:
             return
-        self._written_over.pop(uid, None)
-        if self._confirmed.pop(uid, None) is not None:
-            self._count()
+        self._recorded.add(uid)
+        self._to_record.put_nowait((uid, str(meta["namespace"]), str(meta["name"]), body))
+
+    async def _record_owners(self) -> None:
+        while True:
+            uid, namespace, name, body = await self._to_record.get()
+            if uid not in self._recorded or not self.may_act(body):
+                continue  # moved on meanwhile: the next owner writes its own name
+            try:
+                await self.owners.record_shard(namespace, name, self.identity,
+                                               micro_time(self._wall()))
+            except NotLoggedIn:
+                self._recorded.discard(uid)
+            except KubeError as err:
+                self._recorded.discard(uid)
+                if err.status != 404:
+                    log.warning("status.shard not written", namespace=namespace, name=name,
+                                shard=self.identity, error=str(err))
+
+    def forget(self, uid: str) -> None:
+        """Drop what is kept for a cluster (its daemon has stopped)."""
+        self._wakers.pop(uid, None)
+        self._recorded.discard(uid)
+        if uid in self._acting_on:
+            self.mark(uid, False)
 
     async def wait(self, uid: str, timeout: float) -> None:
         """Sleep up to `timeout`, less if the object or the ring changes meanwhile
@@ -263,106 +348,27 @@ class Shards:
         """Forget the changes seen so far: the next decision reads them."""
         self._wakers.setdefault(uid, asyncio.Event()).clear()
 
-    def owner_of(self, body: Mapping[str, Any]) -> str | None:
-        return owner(str(body["metadata"]["uid"]), self.members)
-
-    def move(self, body: Mapping[str, Any]) -> tuple[ClaimMove, str | None]:
-        """What to do about this cluster now, and the ring's owner of it."""
-        uid = str(body["metadata"]["uid"])
-        held_back = self._held_back(uid)
-        if uid in self._held and not held_back:
-            del self._held[uid]
-            self._count()
-        if not self.elector.acting:
-            return ClaimMove.WAIT, None
-        ring_owner = owner(uid, self.members)
-        claim = claim_of(body)
-        written = self._written_over.get(uid)
-        if written is not None:
-            if written[0] == str(body["metadata"].get("resourceVersion")):
-                # The watch has not delivered this replica's own claim write yet (under
-                # a takeover's load it lagged by seconds): deciding on the version the
-                # write replaced would write again, over a version that is gone.
-                claim = written[1]
-            else:
-                del self._written_over[uid]  # caught up
-        confirmed = self._confirmed.get(uid) == self._term
-        claim_gone = claim is not None and claim != self.identity and (
-            gone(self.view, claim, self.timings.lease_duration) or stopped(self.view, claim))
-        move = next_claim_move(self.identity, ring_owner, claim, confirmed, claim_gone,
-                               held_back)
-        return move, ring_owner
-
-    def _held_back(self, uid: str) -> bool:
-        """A hold ends at its time and, like every judgement of the ring, only as of
-        a listing sent after it: a replica that cannot list keeps it."""
-        until = self._held.get(uid)
-        if until is None:
-            return False
-        listed = self.view.listed_at
-        return self._clock() < until or listed is None or listed < until
-
-    def holds_end(self) -> float | None:
-        """When the last hold ends (None: none): this replica releases its Lease no
-        earlier, as a released Lease lets the others take its claims at once."""
-        return max(self._held.values(), default=None)
-
-    def idle(self, uid: str, longest: float) -> float:
-        """How long a daemon with nothing to do may sleep: at most until a claim held
-        back (`held_until`) may be acted on, then a listing later."""
-        if not self._held_back(uid):
-            return longest
-        left = self._held[uid] - self._clock()
-        return min(longest, left if left > 0 else self.timings.retry_period)
-
-    async def claim(self, body: Mapping[str, Any], to: str) -> bool:
-        """Write the claim for `to` (this replica, or the ring's owner on a hand-over)
-        over the version read; False if someone wrote first (or the write failed)."""
-        meta = body["metadata"]
-        # The version the decision was made on (the body is a live view): a claim
-        # written later over a newer version could overwrite another shard's.
-        namespace, name, rv = str(meta["namespace"]), str(meta["name"]), \
-            str(meta["resourceVersion"])
-        uid = str(meta["uid"])
-        term = self._term
-        if not self.elector.acting:
-            return False
-        mine = to == self.identity
-        # Judged on the view the decision was made on: should the stopped holder
-        # renew before this write lands, its last work still needs the margin.
-        taken_from = claim_of(body)
-        until = held_until(self.view, taken_from) \
-            if mine and taken_from and taken_from != self.identity else None
-        if not mine:
-            # Stop first, write second: from here this replica never acts on it.
-            self._confirmed.pop(uid, None)
-            self._count()
-        try:
-            async with self._writing:
-                if mine and not self.elector.acting:
-                    return False  # fenced while waiting for its turn
-                await self.claims.claim_cluster(namespace, name, rv, to)
-            self._written_over[uid] = (rv, to)
-            if until is not None:
-                self._held[uid] = max(self._held.get(uid, until), until)
-        except KubeError as err:
-            if err.status != 409:
-                log.warning("claim not written", namespace=namespace, name=name,
-                            shard=self.identity, to=to, error=str(err))
-            return False
-        if mine and term == self._term and self.elector.acting:
-            self._confirmed[uid] = term
-            self._count()
-        held = until is not None and self._clock() < until
-        log.info("claimed" if mine else "handed over", namespace=namespace, name=name,
-                 shard=self.identity, to=to, **({"held_for": round(until - self._clock(), 1)}
-                                                if held and until is not None else {}))
-        # True: it may act on it now (a held claim waits for `move` to say so).
-        return mine and self._confirmed.get(uid) == self._term and \
-            not self._held_back(uid)
-
     def count_poll(self) -> None:
-        self._polls.inc()
+        self._polls_made.inc()
 
     async def release(self) -> None:
         await self.elector.release()
+
+
+class ClusterGate:
+    """One cluster's side of `Shards`, shaped like a `LeaderElector` (`acting`,
+    `guarded`, `timings`), for code that acts under either (the on.delete handler)."""
+
+    def __init__(self, shards: Shards, body: Mapping[str, Any]) -> None:
+        self._shards, self._body = shards, body
+
+    @property
+    def acting(self) -> bool:
+        return self._shards.may_act(self._body)
+
+    @property
+    def timings(self) -> LeaseTimings:
+        return self._shards.timings
+
+    async def guarded(self, work: Coroutine[Any, Any, T]) -> T | None:
+        return await self._shards.guarded(self._body, work)

@@ -71,6 +71,12 @@ class LeaseRecord:
     # The holder's own renew deadline, where it declares one (shard Leases do): it
     # has stopped acting once its Lease is unchanged this long.
     renew_deadline_seconds: float | None = None
+    # When its holder took it (spec.acquireTime, as written): names one life of a
+    # shard, since a restarted process keeps its Pod's name.
+    acquire_time: str | None = None
+    # A shard Lease's acknowledgement of the view its holder adopted (identity,
+    # acquireTime); None when it carries none (`controller.domain.sharding`).
+    ring_view: frozenset[tuple[str, str]] | None = None
 
 
 def renew_deadline_of(text: object, lease_duration: float) -> float | None:

@@ -6,20 +6,25 @@ members; a cluster belongs to the member with the highest rendezvous weight for
 its UID, so a member joining takes about 1/N of the clusters from the others and
 a member leaving gives only its own away.
 
-The ring only says who *should* act. Who *may* act is the claim written on the
-object (`status.shard`) with the API server's optimistic concurrency: a replica
-acts on a cluster only while the ring names it, the claim names it and it has
-itself confirmed that claim with a fenced write since it last started acting. A
-claim changes hands only by its holder (after it stopped polling: the drain
-acknowledgement) or by the ring's owner when the holder's Lease is released or
-expired, which its holder's self-fencing has already made safe.
+No write per cluster decides who acts. Each shard acknowledges, on the renewals
+of its own Lease, the members of the view it has adopted (annotation
+`stemedb.io/ring-view`, each member named with its Lease's `acquireTime`: one life
+of it), and only after it has stopped polling what that view takes from it. A
+shard `me` polls a cluster only while (docs/sharding-next.md has the argument,
+hack/models/sharding_views.py the model that checks it):
 
-A takeover's claim writes (one per cluster, ~10 ms of the API server's CPU each)
-need not wait for the expiry, only the acting does: once a holder's Lease has stayed
-unchanged for the renew deadline it declares on it, the holder has stopped acting if
-it is alive at all (`stopped`), so the ring leaves it out and its clusters' new
-owners write their claims then; each acts on such a claim only once the old Lease
-has expired as well (`held_until`), the same margin for work in flight as before.
+1. the ring of its view gives the cluster to it (`owner`);
+2. every other member of its view has acknowledged `me` in its current life
+   (`unacknowledged` is empty);
+3. no shard that has stopped but may still be finishing work, one whose Lease has
+   neither expired nor been gone for a Lease duration, would own it (`holding`;
+   `may_act` checks 1 and 3 in one rendezvous);
+4. its own Lease is within its renew deadline (the elector's self-fencing);
+5. its view comes from a listing sent after it last began acting (`standing`).
+
+Two shards acting on one cluster would each have to be in the other's view
+(rule 2, and a member leaves a view only once it has fenced itself), and then the
+rendezvous weights cannot favour both.
 
 Times are seconds on the replica's own monotonic clock, passed in.
 """
@@ -27,6 +32,7 @@ Times are seconds on the replica's own monotonic clock, passed in.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -34,10 +40,13 @@ from enum import Enum
 from controller.domain.leadership import LeaseRecord, Observation, expired, observe
 
 RING_LABEL = "stemedb.io/shard-ring"  # on every shard Lease: which ring it belongs to
-# The status fields only a claim write sets: the reconciler's status writes never
-# carry them, or a stale copy of the status could move a claim back.
-CLAIM_FIELD, CLAIMED_AT_FIELD = "shard", "shardClaimedAt"
-CLAIM_FIELDS = frozenset({CLAIM_FIELD, CLAIMED_AT_FIELD})
+# On every shard Lease: the view its holder has adopted, {identity: acquireTime}.
+RING_VIEW_ANNOTATION = "stemedb.io/ring-view"
+# The status fields that show which shard acts on a cluster (`kubectl get sdb`):
+# written by that shard, information only. The reconciler's status writes never
+# carry them, so a stale copy of the status cannot name a shard that has moved on.
+SHARD_FIELD, SHARD_SINCE_FIELD = "shard", "shardClaimedAt"
+SHARD_FIELDS = frozenset({SHARD_FIELD, SHARD_SINCE_FIELD})
 LEASE_INFIX = "-shard-"
 # A shard Lease released or expired, unchanged this long, belongs to a replica gone
 # for good (a rollout's old Pods): deleted, so Leases do not pile up.
@@ -86,16 +95,19 @@ class RingView:
     listing_since: float | None = None
     listed_at: float | None = None
     seen: Mapping[str, Observation] = field(default_factory=dict)
-    gone_since: Mapping[str, float] = field(default_factory=dict)
+    gone_since: Mapping[str, float] = field(default_factory=dict)  # vanished while live
 
 
 def update(view: RingView, leases: Mapping[str, LeaseRecord], now: float,
            sent: float | None = None) -> RingView:
     """The view after a listing of the ring's Leases (by identity) sent at `sent`
-    (default `now`) that arrived at `now`."""
+    (default `now`) that arrived at `now`. A Lease that vanished while it was live
+    (deleted by hand: its holder may still be acting) is kept in `gone_since`."""
     seen = {who: observe(view.seen.get(who), record, now) for who, record in leases.items()}
+    was_live = live(view)
     gone = {who: view.gone_since.get(who, now)
-            for who in (*view.seen, *view.gone_since) if who not in leases}
+            for who in (*view.seen, *view.gone_since)
+            if who not in leases and (who in view.gone_since or who in was_live)}
     since = view.listing_since if view.listing_since is not None else now
     return RingView(since, now if sent is None else min(sent, now), seen, gone)
 
@@ -113,7 +125,7 @@ def stopped(view: RingView, shard: str) -> bool:
     """Whether `shard` has stopped acting, if it is alive, while its Lease has not
     expired yet: held by itself and unchanged for the renew deadline it declares
     (it self-fences by then; this replica saw the renewal no earlier than it was
-    sent). Its claims may be written over then, not acted on (`held_until`)."""
+    sent). It leaves the ring then; its clusters wait for its expiry (`holding`)."""
     at, obs = view.listed_at, view.seen.get(shard)
     if at is None or obs is None or obs.record.holder != shard:
         return False
@@ -121,43 +133,146 @@ def stopped(view: RingView, shard: str) -> bool:
     return deadline is not None and at >= obs.since + deadline
 
 
-def held_until(view: RingView, shard: str) -> float | None:
-    """Until when a claim taken over from `shard` may not be acted on: while it is
-    `stopped` but not gone, the expiry of its Lease as seen here (the margin its renew
-    deadline leaves for work it had in flight); None when nothing holds it back."""
-    obs = view.seen.get(shard)
-    if obs is None or not stopped(view, shard) or expired(obs, view.listed_at or 0.0):
+Member = tuple[str, str]  # a shard's identity and its Lease's acquireTime: one life
+
+
+def encode_view(members: Iterable[Member]) -> str:
+    """The acknowledgement annotation's value: compact JSON, sorted, so an
+    unchanged view writes the same text."""
+    return json.dumps(dict(sorted(members)), separators=(",", ":"))
+
+
+def decode_view(text: object) -> frozenset[Member] | None:
+    """The members an acknowledgement names; None when there is none or it cannot
+    be read (a replica of a version before acknowledgements: never counted as one)."""
+    if not isinstance(text, str):
         return None
-    return obs.since + obs.record.lease_duration_seconds
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    return frozenset((k, v) for k, v in value.items()
+                     if isinstance(k, str) and isinstance(v, str) and k and v)
 
 
-def gone(view: RingView, shard: str, lease_duration: float) -> bool:
-    """Whether `shard` can no longer be acting, so its claims may be taken.
+def acknowledgement(view: RingView) -> frozenset[Member]:
+    """What a shard acknowledges for `view`: its live members, each in the life its
+    Lease shows (a member without an acquireTime cannot be named, so is not)."""
+    members = live(view)
+    return frozenset((who, acquired) for who, obs in view.seen.items()
+                     if who in members and (acquired := obs.record.acquire_time))
 
-    Its Lease released (no holder) or held by another name: it stopped before
-    that write. Expired: unchanged for its whole duration, longer than its renew
-    deadline. No Lease at all: absent for a whole Lease duration (a live shard
-    re-creates a deleted Lease on its next renewal), counted from when it
-    disappeared or, never seen, from this replica's first listing.
-    """
+
+def unacknowledged(view: RingView, me: str, acquired: str | None,
+                   members: Iterable[str]) -> frozenset[str]:
+    """The other members whose Lease, as listed, does not acknowledge `me` in its
+    current life (`acquired`, its own Lease's acquireTime): rule 2 holds when empty."""
+    def acks(who: str) -> bool:
+        obs = view.seen.get(who)
+        named = obs.record.ring_view if obs is not None else None
+        return acquired is not None and named is not None and (me, acquired) in named
+    return frozenset(who for who in members if who != me and not acks(who))
+
+
+def holding(view: RingView, lease_duration: float) -> frozenset[str]:
+    """Shards not in the ring that may still be finishing work: stopped but not
+    expired (they fenced themselves; their work in flight gets the margin up to
+    the expiry), or whose Lease vanished while live less than a Lease duration ago
+    (a live holder re-creates it on its next renewal). A replica acts only while
+    each has acknowledged it too, and their clusters wait (`may_act`)."""
     at = view.listed_at
-    if at is None or view.listing_since is None:
+    if at is None:
+        return frozenset()
+    still = {who for who, obs in view.seen.items()
+             if stopped(view, who) and not expired(obs, at)}
+    still |= {who for who, since in view.gone_since.items() if at < since + lease_duration}
+    return frozenset(still)
+
+
+def unseen(view: RingView, named: str | None, lease_duration: float) -> bool:
+    """Whether `named`, the shard a cluster's `status.shard` names, may be a live
+    shard this replica cannot see: never listed here (nor seen vanish) while this
+    replica has been listing for less than a Lease duration. Its Lease may have been
+    deleted just before this replica first listed; its holder stops acting within
+    its renew deadline of that, at its next renewal. `status.shard` is only a hint
+    (written after a shard's first poll of a cluster), so this only ever holds a
+    cluster back, never lets one go."""
+    at, since = view.listed_at, view.listing_since
+    if named is None or at is None or since is None or at >= since + lease_duration:
         return False
-    obs = view.seen.get(shard)
-    if obs is not None:
-        return obs.record.holder != shard or expired(obs, at)
-    return at >= view.gone_since.get(shard, view.listing_since) + lease_duration
+    return named not in view.seen and named not in view.gone_since
 
 
-def gone_shards(view: RingView, lease_duration: float) -> tuple[frozenset[str], bool]:
-    """Which shards the view judges gone, and whether a shard it has never listed
-    would be: the claims `gone` lets a replica take change only when this does."""
-    known = frozenset(who for who in (*view.seen, *view.gone_since)
-                      if gone(view, who, lease_duration))
-    at = view.listed_at
-    unseen = at is not None and view.listing_since is not None and \
-        at >= view.listing_since + lease_duration
-    return known, unseen
+def may_act(uid: str, me: str, members: frozenset[str], held: frozenset[str]) -> bool:
+    """Rules 1 and 3 for one cluster: the ring of `members` gives it to `me`, and no
+    `held` shard (`holding`, never a member) would own it were it still in the ring.
+    One rendezvous over both: the highest weight among members and held."""
+    return me in members and owner(uid, members | held) == me
+
+
+class Standing(Enum):
+    """Whether a shard may act on the clusters its ring gives it (rules 2, 4, 5)."""
+
+    ACTING = "acting"
+    FENCED = "fenced"  # not within its renew deadline (or not holding its Lease)
+    NOT_LISTED = "not listed"  # no listing since it began acting shows it as it is
+    UNACKNOWLEDGED = "unacknowledged"  # some shard has not acknowledged it yet
+
+
+def standing(acting: bool, listed_at: float | None, began: float | None,
+             unacked: frozenset[str], listed_self: bool = True) -> Standing:
+    """`began`: when it last began acting; `listed_at`: when its view's listing was
+    sent (strictly after: a view from before a fence may miss a shard that joined
+    meanwhile); `listed_self`: that listing shows its own Lease live, in its current
+    life (one deleted under it is not, and a shard that never lists it never
+    learns that the others cannot see it)."""
+    if not acting or began is None:
+        return Standing.FENCED
+    if listed_at is None or listed_at <= began or not listed_self:
+        return Standing.NOT_LISTED
+    if unacked:
+        return Standing.UNACKNOWLEDGED
+    return Standing.ACTING
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What one replica makes of its view: the whole of rules 2-5, and the inputs of
+    rules 1 and 3 (`may_act`) and of its next acknowledgement."""
+
+    members: frozenset[str]  # itself included while acting
+    held: frozenset[str]  # `holding`, never members
+    unacked: frozenset[str]  # members and held shards that have not acknowledged it
+    standing: Standing
+    adopted: frozenset[Member]  # what it acknowledges once drained
+    new: bool = False  # listing for less than a Lease duration (`unseen` can hold)
+
+
+def judge(view: RingView, me: str, acting: bool, acquired: str | None,
+          began: float | None, lease_duration: float) -> Judgement:
+    """Replica `me` (`acting`: within its renew deadline; `acquired`: its Lease's
+    acquireTime; `began`: when it last began acting) on its `view`. Not a member
+    before its first listing: alone in a ring it has not read, it would act on
+    every cluster only to drop most of them a second later. A held shard must have
+    acknowledged it as well: its view, which may lack `me`, may have given it
+    clusters outside its share of `me`'s ring, and its work there may still be
+    running in the margin."""
+    ring = live(view)
+    members = set(ring) - {me}
+    if acting and view.listed_at is not None:
+        members.add(me)
+    held = holding(view, lease_duration) - members
+    unacked = unacknowledged(view, me, acquired, members | held)
+    own = view.seen.get(me)
+    listed_self = me in ring and own is not None and acquired is not None and \
+        own.record.acquire_time == acquired
+    new = view.listed_at is not None and view.listing_since is not None and \
+        view.listed_at < view.listing_since + lease_duration
+    return Judgement(frozenset(members), held, unacked,
+                     standing(acting, view.listed_at, began, unacked, listed_self),
+                     acknowledgement(view), new)
 
 
 def collectable(view: RingView, after: float) -> list[str]:
@@ -169,33 +284,3 @@ def collectable(view: RingView, after: float) -> list[str]:
         return []
     return sorted(who for who, obs in view.seen.items()
                   if (obs.record.holder != who or expired(obs, at)) and at - obs.since >= after)
-
-
-class ClaimMove(Enum):
-    """What a replica does about one cluster now."""
-
-    ACT = "act"  # the ring and a claim it confirmed name it: poll
-    CLAIM = "claim"  # the ring names it and the claim is free, a gone or stopped
-    #                  shard's, or its own but not yet confirmed since it started acting
-    HAND_OVER = "hand over"  # its claim, another's per the ring: stop, then name it
-    WAIT = "wait"  # another shard's business, for now
-
-
-def next_claim_move(me: str, ring_owner: str | None, claim: str | None,
-                    confirmed: bool, claim_gone: bool, held_back: bool = False) -> ClaimMove:
-    """The move for replica `me` (acting: within its renew deadline) on a cluster
-    the ring gives to `ring_owner`, claimed by `claim` (None: nobody). `claim_gone`:
-    its holder is gone or stopped. `held_back`: `me` took this claim over from a
-    stopped shard whose Lease has not expired yet, so neither acts on it nor hands it
-    on (whoever got it would not know to wait) until then."""
-    if ring_owner is None:
-        return ClaimMove.WAIT
-    if claim == me:
-        if held_back:
-            return ClaimMove.CLAIM if ring_owner == me and not confirmed else ClaimMove.WAIT
-        if ring_owner != me:
-            return ClaimMove.HAND_OVER
-        return ClaimMove.ACT if confirmed else ClaimMove.CLAIM
-    if ring_owner == me and (not claim or claim_gone):
-        return ClaimMove.CLAIM
-    return ClaimMove.WAIT

@@ -60,7 +60,7 @@ def test_the_shard_role_grants_only_leases_in_the_release_namespace(render: Rend
     args = _args(docs)
     assert args[args.index("--leader-election-namespace") + 1] == "db-ops"
     assert args[args.index("--shard-ring") + 1] == "ops-stemedb-operator"
-    # The claim is a status write, which the operator's ClusterRole already allows.
+    # status.shard is a status write, which the operator's ClusterRole already allows.
     rules = one(render(sets=["sharding.enabled=true", "watch.allNamespaces=true"]),
                 "ClusterRole")["rules"]
     assert any("stemedbclusters/status" in r["resources"] and "patch" in r["verbs"]

@@ -2,8 +2,8 @@
 
 With leader election or sharding every replica runs on.delete for a deleting
 cluster; those that must not act retry it. Sharing one annotation, their retries
-set the actor's "delayed until" and retry count, and their patches kept racing its
-fenced claim write: a sharded deletion could wait until a replica stopped.
+set the actor's "delayed until" and retry count: a sharded deletion could wait
+until a replica stopped.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ from controller.domain import ActionKind, EventReason, Memory, parse_spec
 from controller.domain.budget import ActionBudget
 from controller.domain.destinations import DestinationPolicy, parse_networks
 from controller.domain.memory import ThrottleMemory, history_from_json
-from controller.domain.sharding import CLAIM_FIELDS
+from controller.domain.sharding import SHARD_FIELDS
 from controller.domain.spec import spec_to_raw
 from controller.reconcile import (
     INVALID_SPEC_RETRY_SECONDS,
@@ -589,6 +589,34 @@ async def test_a_replica_leading_again_goes_on_from_what_the_leader_in_between_w
     assert memory_of(world.kube.stored[(NS, NAME)]).replica("node2").step.value != "None"
 
 
+@pytest.mark.parametrize(("make_spec", "tripped", "method", "delivered"), TAKEOVERS)
+async def test_a_shard_taking_a_cluster_back_goes_on_from_what_the_other_shard_wrote(
+    make_spec: Callable[[], dict[str, Any]], tripped: list[str], method: str,
+    delivered: bool,
+) -> None:
+    """No write proves a shard's copy of a cluster current when the ring gives the
+    cluster to it (no claim with a resourceVersion): its first poll reads the status,
+    as a new leader's does."""
+    world = World(make_spec())
+    replica_a = world.reconciler
+    replica_a.acquired(KEY)
+    await world.poll()  # shard A acts: a healthy status, written by A
+    replica_a.release(KEY)  # the ring moves the cluster to shard B
+    world.reconciler = world.new_reconciler()
+    world.reconciler.acquired(KEY)
+    world.stemedb.scrape = primary(NODE2_CRITICAL)
+    world.stemedb.tripped = tripped
+    await world.poll(advance=1.0, deliver=delivered)  # B acts
+    assert world.methods("stemedb").count(method) == 1
+
+    world.reconciler = replica_a  # and back to A
+    replica_a.acquired(KEY)
+    await world.poll(advance=1.0)
+
+    assert world.methods("stemedb").count(method) == 1, world.methods("stemedb")
+    assert memory_of(world.kube.stored[(NS, NAME)]).replica("node2").step.value != "None"
+
+
 async def test_a_status_unreadable_after_taking_over_holds_every_action() -> None:
     world = World()
     world.stemedb.scrape = primary(NODE2_CRITICAL)
@@ -801,10 +829,10 @@ async def test_an_invalid_spec_is_reported_once_and_nothing_is_called(deliver: b
     pytest.param(raw_spec(detection__critical={"lagSeconds": 4.0, "forSeconds": 0.0}),
                  id="an invalid spec's report, which keeps the rest of status"),
 ])
-async def test_no_status_write_carries_a_shards_claim(spec: dict[str, Any]) -> None:
-    """A claim is written only with the resourceVersion it was decided on; a status
-    write has none, so one that copied the claim from a stale status could move a
-    claim taken since back to its old holder."""
+async def test_no_status_write_carries_the_shards_name(spec: dict[str, Any]) -> None:
+    """`status.shard` is written only by the shard that acts; a status write copied
+    from a stale status would name a shard that has moved on, and nothing would
+    write it again while the new one sees its own name there."""
     world = World(spec)
     world.body["status"] = {"summary": "from before", "shard": "op-a",
                             "shardClaimedAt": "2026-11-30T10:00:00.000000Z"}
@@ -813,7 +841,7 @@ async def test_no_status_write_carries_a_shards_claim(spec: dict[str, Any]) -> N
 
     assert world.patches()
     for patch in world.patches():
-        assert not CLAIM_FIELDS & set(patch), patch
+        assert not SHARD_FIELDS & set(patch), patch
 
 
 async def test_an_invalid_spec_whose_write_failed_is_written_on_the_next_poll() -> None:

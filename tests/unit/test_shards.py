@@ -1,34 +1,44 @@
-"""A shard's claims at its seam with the API server (a fake store with the API
-server's optimistic concurrency): it acts only on claims it confirmed in its
-current term, stops before handing over, and takes only a gone shard's claims."""
+"""A shard at its seam with the API server (a fake store with the API server's
+optimistic concurrency): it acts on a cluster only while the ring gives it, every
+other member has acknowledged it in its current life and no stopped shard may
+still be finishing work there; it acknowledges a view only once the work that
+view takes from it has ended; and it writes `status.shard` as information only."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from controller.adapters.kube import KubeError
-from controller.adapters.sharding import CLAIMS_IN_FLIGHT, Shards
+from controller.adapters.sharding import ClusterGate, Shards
 from controller.domain.leadership import RENEW_DEADLINE_ANNOTATION
-from controller.domain.sharding import RING_LABEL, ClaimMove, lease_name, owner
+from controller.domain.sharding import (
+    RING_LABEL,
+    RING_VIEW_ANNOTATION,
+    Standing,
+    decode_view,
+    encode_view,
+    lease_name,
+    owner,
+)
 
 RING, NS = "ops", "ops-system"
+OTHER_LIFE = "2026-11-30T10:00:00.000000Z"  # "other"'s Lease's acquireTime
 
 
 class FakeStore:
-    """Shard Leases and StemeDBClusters; a write over a stale version answers 409."""
+    """Shard Leases and StemeDBClusters; a Lease write over a stale version answers 409."""
 
     def __init__(self) -> None:
         self.leases: dict[str, dict[str, Any]] = {}
         self.clusters: dict[str, dict[str, Any]] = {}
         self.version = 0
-        self.claims: list[tuple[str, str]] = []
-        self.on_claim: Any = None
+        self.recorded: list[tuple[str, str]] = []
 
     def _rv(self) -> str:
         self.version += 1
@@ -54,32 +64,29 @@ class FakeStore:
         return [dict(v) for v in self.leases.values()
                 if v["metadata"].get("labels", {}).get(key) == value]
 
-    async def claim_cluster(self, namespace: str, name: str, resource_version: str,
-                            shard: str) -> str:
-        if self.on_claim is not None:
-            self.on_claim(name, shard)
-        obj = self.clusters[name]
-        if obj["metadata"]["resourceVersion"] != resource_version:
-            raise KubeError("conflict", status=409)
-        obj["status"] = {**obj.get("status", {}), "shard": shard}
-        obj["metadata"]["resourceVersion"] = self._rv()
-        self.claims.append((name, shard))
-        return str(obj["metadata"]["resourceVersion"])
+    async def record_shard(self, namespace: str, name: str, shard: str, since: str) -> None:
+        self.recorded.append((name, shard))
 
-    def cluster(self, name: str, claim: str | None = None) -> dict[str, Any]:
+    def cluster(self, name: str, shard: str | None = None) -> dict[str, Any]:
         self.clusters[name] = {"metadata": {"name": name, "namespace": "db",
                                             "uid": str(uuid.uuid4()),
                                             "resourceVersion": self._rv()},
-                               "status": {"shard": claim} if claim else {}}
+                               "status": {"shard": shard} if shard else {}}
         return self.clusters[name]
 
-    def shard_lease(self, who: str, holder: str | None, deadline: str | None = None) -> None:
+    def shard_lease(self, who: str, holder: str | None, deadline: str | None = "10",
+                    acks: dict[str, str] | None = None, acquired: str = OTHER_LIFE) -> None:
+        """`who`'s Lease (renewed: a new version), acknowledging `acks` (None: a
+        replica of a version without acknowledgements)."""
+        annotations = {RENEW_DEADLINE_ANNOTATION: deadline} if deadline else {}
+        if acks is not None:
+            annotations[RING_VIEW_ANNOTATION] = encode_view(acks.items())
         self.leases[lease_name(RING, who)] = {
             "metadata": {"name": lease_name(RING, who), "namespace": NS,
                          "labels": {RING_LABEL: RING}, "resourceVersion": self._rv(),
-                         "annotations": {RENEW_DEADLINE_ANNOTATION: deadline} if deadline
-                         else {}},
-            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15}}
+                         "annotations": annotations},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                     "acquireTime": acquired}}
 
 
 class Clock:
@@ -90,183 +97,261 @@ class Clock:
         return self.now
 
 
+async def _renew(shards: Shards, clock: Clock) -> None:
+    assert await shards.elector._attempt()
+    shards.elector._lead(clock.now)
+    clock.now += 0.01  # a listing sent next is sent after it
+
+
 async def _acting(store: FakeStore, clock: Clock, me: str = "me",
                   registry: CollectorRegistry | None = None) -> Shards:
     shards = Shards(store, NS, RING, me, clock=clock, registry=registry)
-    assert await shards.elector._attempt()
-    shards.elector._lead(clock.now)
+    await _renew(shards, clock)
     await shards.refresh()
     return shards
 
 
-def _owned_by(store: FakeStore, who: str, members: list[str], claim: str | None = None
+async def _with_other(store: FakeStore, clock: Clock, deadline: str | None = "10"
+                      ) -> Shards:
+    """"me" acting in a ring with "other", each acknowledging the other."""
+    store.shard_lease("other", "other", deadline, acks={})
+    shards = await _acting(store, clock)
+    store.shard_lease("other", "other", deadline, acks=_life(shards))
+    await shards.refresh()
+    assert shards.standing is Standing.ACTING
+    return shards
+
+
+def _life(shards: Shards) -> dict[str, str]:
+    """An acknowledgement naming `shards` in its current life (and "other")."""
+    assert shards.elector.acquired is not None
+    return {shards.identity: shards.elector.acquired, "other": OTHER_LIFE}
+
+
+def _owned_by(store: FakeStore, who: str, members: list[str], shard: str | None = None
               ) -> dict[str, Any]:
     """A cluster whose UID the ring of `members` gives to `who`."""
     while True:
-        body = store.cluster(f"c{store.version}", claim)
+        body = store.cluster(f"c{store.version}", shard)
         if owner(body["metadata"]["uid"], members) == who:
             return body
         del store.clusters[body["metadata"]["name"]]
 
 
-async def test_the_shard_lease_is_labelled_for_the_ring_and_makes_it_a_member() -> None:
+def _uid(body: dict[str, Any]) -> str:
+    return str(body["metadata"]["uid"])
+
+
+def _ack_on_lease(store: FakeStore, who: str) -> frozenset[tuple[str, str]] | None:
+    annotations = store.leases[lease_name(RING, who)]["metadata"]["annotations"]
+    return decode_view(annotations.get(RING_VIEW_ANNOTATION))
+
+
+async def test_the_shard_lease_is_labelled_declares_its_deadline_and_acknowledges() -> None:
     store, clock = FakeStore(), Clock()
     shards = await _acting(store, clock)
     metadata = store.leases[lease_name(RING, "me")]["metadata"]
     assert metadata["labels"] == {RING_LABEL: RING}
     # The renew deadline it self-fences at, for the others to rely on.
-    assert metadata["annotations"] == {RENEW_DEADLINE_ANNOTATION: "10"}
-    assert shards.members == {"me"}
+    assert metadata["annotations"][RENEW_DEADLINE_ANNOTATION] == "10"
+    # Its first renewal came before any listing: it acknowledged nothing yet.
+    assert _ack_on_lease(store, "me") == frozenset()
+    assert shards.members == {"me"} and shards.standing is Standing.ACTING
+    await _renew(shards, clock)
+    assert _ack_on_lease(store, "me") == {("me", shards.elector.acquired)}
 
 
 @pytest.mark.parametrize(
-    ("deadline", "meanwhile", "moves"),
+    ("acks", "acting"),
     [
-        # t=1010: the other has stopped (10 s unchanged); its claim is written over at
-        # once, and acted on from its expiry (t=1015).
-        ("10", None, [(1010, ClaimMove.CLAIM, False), (1014, ClaimMove.WAIT, None),
-                      (1015, ClaimMove.ACT, None)]),
-        # It renews after the claim was written: the claim is held back all the same
-        # (its last work needs the margin), then handed back to it by the ring.
-        ("10", "renews", [(1010, ClaimMove.CLAIM, False), (1014, ClaimMove.WAIT, None),
-                          (1015, ClaimMove.HAND_OVER, None)]),
-        # This replica is fenced and acts again meanwhile: confirming its claim again
-        # does not lift the hold.
-        ("10", "fenced", [(1010, ClaimMove.CLAIM, False), (1011, ClaimMove.CLAIM, False),
-                          (1014, ClaimMove.WAIT, None), (1015, ClaimMove.ACT, None)]),
-        # Its daemon restarted by Kopf: confirming the claim again does not lift it.
-        ("10", "restarted", [(1010, ClaimMove.CLAIM, False), (1012, ClaimMove.CLAIM, False),
-                             (1014, ClaimMove.WAIT, None), (1015, ClaimMove.ACT, None)]),
-        # Its listings fail from t=1012: the hold lasts until one sent after its end
-        # succeeds (the last one seen might have missed a renewal).
-        ("10", "cannot list", [(1010, ClaimMove.CLAIM, False), (1016, ClaimMove.WAIT, None),
-                               (1017, ClaimMove.ACT, None)]),
-        # An older replica declares no deadline: nothing before its expiry.
-        (None, None, [(1010, ClaimMove.WAIT, None), (1015, ClaimMove.CLAIM, True),
-                      (1015, ClaimMove.ACT, None)]),
+        (None, False),  # a replica of a version before acknowledgements
+        ({}, False),
+        ({"other": OTHER_LIFE}, False),  # its view does not have "me" yet
+        ({"me": "2026-11-30T09:00:00.000000Z", "other": OTHER_LIFE}, False),  # an old life
+        ("current", True),
     ],
-    ids=["stopped", "renews after the claim", "fenced meanwhile", "daemon restarted",
-         "cannot list", "no deadline declared"],
+    ids=["no annotation", "empty", "without me", "an earlier life of me", "me as I am"],
 )
-async def test_a_stopped_shards_claims_are_written_before_its_lease_expires_acted_on_after(
-    deadline: str | None, meanwhile: str | None,
-    moves: list[tuple[float, ClaimMove, bool | None]],
-) -> None:
-    """A takeover's claim writes (one per cluster) overlap the last 5 s of the dead
-    shard's Lease instead of starting after it."""
-    store, clock, registry = FakeStore(), Clock(), CollectorRegistry()
-    store.shard_lease("other", "other", deadline)
-    shards = await _acting(store, clock, registry=registry)
-    body = _owned_by(store, "other", ["me", "other"], "other")
-    uid = body["metadata"]["uid"]
-
-    def acting_on() -> float | None:
-        return registry.get_sample_value("stemedb_operator_shard_clusters", {"shard": "me"})
-
-    for at, move, may_act in moves:
-        clock.now = at
-        if meanwhile == "fenced" and at == 1011:
-            shards.elector._stop("no renewal within the renew deadline")
-        if meanwhile == "restarted" and at == 1012:
-            shards.forget(uid)  # the daemon's `finally`, then a new daemon
-        assert await shards.elector._attempt()  # this replica renews throughout
-        shards.elector._lead(clock.now)
-        if meanwhile != "cannot list" or at not in (1012, 1016):
-            await shards.refresh()
-        assert shards.move(body)[0] is move, at
-        if move is ClaimMove.CLAIM:
-            # True: it may act on it now.
-            assert await shards.claim(body, "me") is may_act
-            assert body["status"]["shard"] == "me"
-        if move is ClaimMove.WAIT and body["status"]["shard"] == "me":
-            assert acting_on() == 0.0  # held back: not counted as acted on
-            # It wakes when it may act, or a retry period later if no listing has
-            # come since: never 0 (a daemon loop that never yields).
-            assert 0 < shards.idle(uid, 120.0) <= max(1015 - at, 2.0)
-        if move is ClaimMove.ACT:
-            assert acting_on() == 1.0
-        if meanwhile == "renews" and at == 1010:
-            store.shard_lease("other", "other", deadline)  # a new version: renewed
-
-
-@pytest.mark.parametrize(
-    ("other", "claim", "move"),
-    [
-        ("live", "other", ClaimMove.WAIT),  # the holder hands it over, not us
-        ("released", "other", ClaimMove.CLAIM),
-        ("live", None, ClaimMove.CLAIM),
-        ("live", "me", ClaimMove.CLAIM),  # ours, not yet confirmed in this term
-    ],
-)
-async def test_what_a_shard_does_with_a_cluster_the_ring_gives_it(
-    other: str, claim: str | None, move: ClaimMove
+async def test_a_shard_acts_only_once_every_other_member_acknowledges_its_current_life(
+    acks: dict[str, str] | str | None, acting: bool
 ) -> None:
     store, clock = FakeStore(), Clock()
-    store.shard_lease("other", "other" if other == "live" else None)
+    store.shard_lease("other", "other", acks={})
     shards = await _acting(store, clock)
-    members = ["me", "other"] if other == "live" else ["me"]
-    assert shards.members == set(members)
-    body = _owned_by(store, "me", members, claim)
-    assert shards.move(body)[0] is move
-
-
-async def test_a_claim_over_a_stale_version_is_refused_and_not_acted_on() -> None:
-    store, clock = FakeStore(), Clock()
-    shards = await _acting(store, clock)
-    body = _owned_by(store, "me", ["me"])
-    stale = {**body, "metadata": {**body["metadata"], "resourceVersion": "0"}}
-    assert not await shards.claim(stale, "me")
-    assert shards.move(body)[0] is ClaimMove.CLAIM
-    assert await shards.claim(body, "me")
-    assert shards.move(body)[0] is ClaimMove.ACT
-
-
-async def test_a_fenced_shard_confirms_every_claim_again_before_acting() -> None:
-    """While it was cut off another shard may have taken a claim; its copy of the
-    object may still show the old one: only a fenced write can tell."""
-    store, clock = FakeStore(), Clock()
-    shards = await _acting(store, clock)
-    body = _owned_by(store, "me", ["me"])
-    assert await shards.claim(body, "me")
-    assert shards.move(body)[0] is ClaimMove.ACT
-    shards.elector._stop("no renewal within the renew deadline")
-    assert shards.move(body)[0] is ClaimMove.WAIT
-    assert await shards.elector._attempt()
-    shards.elector._lead(clock.now)
-    assert shards.move(body)[0] is ClaimMove.CLAIM
-    stale = {**body, "metadata": {**body["metadata"], "resourceVersion": "1"}}
-    assert not await shards.claim(stale, "me")  # someone wrote meanwhile
-    assert shards.move(stale)[0] is ClaimMove.CLAIM
-
-
-async def test_a_shard_stops_acting_before_it_hands_a_cluster_over() -> None:
-    store, clock, registry = FakeStore(), Clock(), CollectorRegistry()
-    shards = await _acting(store, clock, registry=registry)
-    body = _owned_by(store, "other", ["me", "other"])
-    assert await shards.claim(body, "me")
-
-    def acting_on() -> float | None:
-        return registry.get_sample_value("stemedb_operator_shard_clusters", {"shard": "me"})
-
-    assert acting_on() == 1.0
-    store.shard_lease("other", "other")
+    mine = _owned_by(store, "me", ["me", "other"])
+    theirs = _owned_by(store, "other", ["me", "other"])
+    store.shard_lease("other", "other", acks=_life(shards) if acks == "current"
+                      else acks if not isinstance(acks, str) else None)
     await shards.refresh()
-    move, to = shards.move(body)
-    assert (move, to) == (ClaimMove.HAND_OVER, "other")
-    seen: list[float | None] = []
-    store.on_claim = lambda name, shard: seen.append(acting_on())
-    assert not await shards.claim(body, "other")  # True only for its own claims
-    assert store.claims[-1] == (body["metadata"]["name"], "other")
-    # At the moment of the write it no longer counted the cluster as its own.
-    assert seen == [0.0]
-    assert shards.move(body)[0] is ClaimMove.WAIT
+    assert shards.members == {"me", "other"}
+    assert shards.standing is (Standing.ACTING if acting else Standing.UNACKNOWLEDGED)
+    assert shards.unacked == (frozenset() if acting else {"other"})
+    assert shards.may_act(mine) is acting
+    assert not shards.may_act(theirs)  # never another member's
+
+
+@pytest.mark.parametrize(
+    ("deadline", "what", "acting_from"),
+    [
+        # Stopped at t=1010 (10 s unrenewed, the deadline it declares): out of the
+        # ring, but its clusters wait for its expiry (its last work's margin).
+        ("10", "stops", 1015),
+        # An older replica declares no deadline: it is a member until it expires.
+        (None, "stops", 1015),
+        # It renews at 1012, after it was judged stopped: the cluster is its again.
+        ("10", "renews", None),
+        # Released (SIGTERM: it stopped before it released): at once.
+        ("10", "released", 1001),
+        # Its Lease deleted by hand: a live holder re-creates it on its next
+        # renewal, so its clusters wait a Lease duration.
+        ("10", "deleted", 1016),
+    ],
+    ids=["stopped", "no deadline declared", "renews after it stopped", "released",
+         "Lease deleted"],
+)
+async def test_a_departed_shards_clusters_are_acted_on_only_once_it_cannot_be_acting(
+    deadline: str | None, what: str, acting_from: float | None
+) -> None:
+    store, clock = FakeStore(), Clock()
+    shards = await _with_other(store, clock, deadline)
+    theirs = _owned_by(store, "other", ["me", "other"])
+    assert not shards.may_act(theirs)
+    if what == "released":
+        store.shard_lease("other", None, deadline, acks=_life(shards))
+    elif what == "deleted":
+        del store.leases[lease_name(RING, "other")]
+    timeline = {}
+    for t in range(1001, 1020):
+        clock.now = t
+        if what == "renews" and t == 1012:
+            store.shard_lease("other", "other", deadline, acks=_life(shards))
+        await _renew(shards, clock)
+        await shards.refresh()
+        timeline[t] = shards.may_act(theirs)
+    first = min((t for t, acting in timeline.items() if acting), default=None)
+    assert first == acting_from, timeline
+    assert all(timeline[t] for t in timeline if first is not None and t >= first)
+
+
+async def test_after_a_fence_a_shard_acts_again_only_as_a_new_life_on_a_fresh_listing(
+) -> None:
+    """A fence can hide a shard that joined meanwhile (so a listing from before it
+    does not count), and what the others acknowledged for the life before it must
+    not count either: its Lease gets a new acquireTime."""
+    store, clock = FakeStore(), Clock()
+    shards = await _with_other(store, clock)
+    mine = _owned_by(store, "me", ["me", "other"])
+    before = shards.elector.acquired
+    shards.elector._stop("no renewal within the renew deadline")
+    assert shards.standing is Standing.FENCED and not shards.may_act(mine)
+    clock.now += 1
+    await _renew(shards, clock)
+    assert shards.elector.acquired != before
+    assert shards.standing is Standing.NOT_LISTED and not shards.may_act(mine)
+    await shards.refresh()
+    assert shards.standing is Standing.UNACKNOWLEDGED and not shards.may_act(mine)
+    store.shard_lease("other", "other", acks=_life(shards))
+    await shards.refresh()
+    assert shards.standing is Standing.ACTING and shards.may_act(mine)
+
+
+async def test_a_leader_lease_keeps_its_acquire_time_across_renewals() -> None:
+    """Only a shard's Lease names a life per term; renewals keep it."""
+    store, clock = FakeStore(), Clock()
+    shards = await _acting(store, clock)
+    first = shards.elector.acquired
+    clock.now += 2
+    await _renew(shards, clock)
+    assert shards.elector.acquired == first
+
+
+async def test_a_shard_acknowledges_a_view_only_once_the_work_it_takes_away_has_ended(
+) -> None:
+    """A third shard joins and takes a cluster "me" is polling: the poll is cancelled,
+    and the acknowledgement of the new view waits for it to end; a poll of a cluster
+    that stays "me"'s runs on."""
+    store, clock = FakeStore(), Clock()
+    shards = await _with_other(store, clock)
+    moving = _owned_by(store, "me", ["me", "other"])
+    while owner(_uid(moving), ["me", "other", "new"]) != "new":
+        moving = _owned_by(store, "me", ["me", "other"])
+    staying = moving
+    while owner(_uid(staying), ["me", "other", "new"]) != "me":
+        staying = _owned_by(store, "me", ["me", "other"])
+    release = asyncio.Event()
+    ended: list[str] = []
+
+    async def work(uid: str) -> str:
+        try:
+            await release.wait()
+        finally:
+            ended.append(uid)
+        return uid
+
+    polls = [asyncio.create_task(shards.guarded(body, work(_uid(body))))
+             for body in (moving, staying)]
+    for _ in range(3):
+        await asyncio.sleep(0)  # both polls running
+    store.shard_lease("new", "new", acks={}, acquired="2026-11-30T11:00:00.000000Z")
+    await shards.refresh()
+    assert "new" in shards.members
+    # Adopted, not yet drained: the renewal still carries the old view.
+    await _renew(shards, clock)
+    assert ("new", "2026-11-30T11:00:00.000000Z") not in (_ack_on_lease(store, "me") or ())
+    assert await polls[0] is None  # cancelled
+    assert ended == [_uid(moving)] and not polls[1].done()
+    await _renew(shards, clock)
+    assert ("new", "2026-11-30T11:00:00.000000Z") in (_ack_on_lease(store, "me") or ())
+    release.set()
+    assert await polls[1] == _uid(staying)
+
+
+async def _record_all(shards: Shards) -> None:
+    """Let the background writer of `status.shard` run until its queue is empty."""
+    writer = asyncio.create_task(shards._record_owners())
+    for _ in range(10):
+        await asyncio.sleep(0)
+    writer.cancel()
+
+
+@pytest.mark.parametrize(
+    ("status_names", "then", "writes"),
+    [
+        ("other", None, ["me"]),
+        (None, None, ["me"]),
+        ("me", None, []),  # already says so
+        ("other", "polled again", ["me"]),  # once per term, not per poll
+        ("other", "fenced and back", ["me", "me"]),
+        ("other", "moved away before the write", []),
+    ],
+)
+async def test_status_shard_names_the_acting_shard_written_once_per_term(
+    status_names: str | None, then: str | None, writes: list[str]
+) -> None:
+    store, clock = FakeStore(), Clock()
+    shards = await _with_other(store, clock)
+    body = _owned_by(store, "me", ["me", "other"], status_names)
+    shards.record(body)
+    if then == "moved away before the write":
+        store.shard_lease("other", "other", deadline=None, acks={})  # no longer acks me
+        await shards.refresh()
+    await _record_all(shards)
+    if then == "polled again":
+        shards.record(body)
+    elif then == "fenced and back":
+        shards.elector._stop("no renewal within the renew deadline")
+        clock.now += 1
+        await _renew(shards, clock)
+        store.shard_lease("other", "other", acks=_life(shards))
+        await shards.refresh()
+        shards.record(body)
+    await _record_all(shards)
+    assert store.recorded == [(body["metadata"]["name"], w) for w in writes]
 
 
 async def test_a_failed_listing_keeps_the_last_view() -> None:
     store, clock = FakeStore(), Clock()
-    store.shard_lease("other", "other")
-    shards = await _acting(store, clock)
-    assert shards.members == {"me", "other"}
+    shards = await _with_other(store, clock)
 
     async def fail(namespace: str, selector: tuple[str, str]) -> list[dict[str, Any]]:
         raise KubeError("cannot connect")
@@ -275,11 +360,10 @@ async def test_a_failed_listing_keeps_the_last_view() -> None:
     clock.now += 60
     with pytest.raises(KubeError):
         await shards.refresh()
-    assert await shards.elector._attempt()  # its own renewals still succeed
-    shards.elector._lead(clock.now)
-    body = _owned_by(store, "me", ["me", "other"], claim="other")
+    await _renew(shards, clock)  # its own renewals still succeed
+    theirs = _owned_by(store, "other", ["me", "other"])
     # Sixty seconds without news of "other" is not "other expired".
-    assert shards.move(body)[0] is ClaimMove.WAIT
+    assert shards.members == {"me", "other"} and not shards.may_act(theirs)
 
 
 async def test_a_gone_shards_lease_is_deleted_at_the_version_seen_only() -> None:
@@ -298,8 +382,7 @@ async def test_a_gone_shards_lease_is_deleted_at_the_version_seen_only() -> None
     store.delete_lease = delete_lease  # type: ignore[attr-defined]
     shards = await _acting(store, clock)
     clock.now += 600
-    assert await shards.elector._attempt()
-    shards.elector._lead(clock.now)
+    await _renew(shards, clock)
     real_list = store.list_leases
 
     async def list_then_come_back(namespace: str,
@@ -314,139 +397,7 @@ async def test_a_gone_shards_lease_is_deleted_at_the_version_seen_only() -> None
     assert lease_name(RING, "back") in store.leases and lease_name(RING, "me") in store.leases
 
 
-async def test_a_claim_is_written_over_the_version_it_was_decided_on() -> None:
-    """Claims queue for their turn; one decided on a version that has changed
-    meanwhile (another shard took the cluster) must fail, not overwrite."""
-    store, clock = FakeStore(), Clock()
-    shards = await _acting(store, clock)
-    body = _owned_by(store, "me", ["me"])
-    live = body  # the object as the watch keeps it up to date
-    async with contextlib.AsyncExitStack() as slots:
-        for _ in range(CLAIMS_IN_FLIGHT):  # every slot busy
-            await slots.enter_async_context(shards._writing)
-        pending = asyncio.ensure_future(shards.claim(live, "me"))
-        await asyncio.sleep(0)
-        live["metadata"]["resourceVersion"] = store._rv()  # someone else wrote
-        live["status"] = {"shard": "other"}
-    assert not await pending
-    assert store.claims == []
-
-
-@pytest.mark.parametrize(
-    ("was", "to", "then", "move"),
-    [
-        # Taken from a gone shard (or free): the lagging copy still shows the old claim.
-        ("gone", "me", "lagging", ClaimMove.ACT),
-        (None, "me", "lagging", ClaimMove.ACT),
-        ("gone", "me", "caught up", ClaimMove.ACT),
-        # Fenced since: the write is no confirmation in the new term.
-        ("gone", "me", "fenced", ClaimMove.CLAIM),
-        # Handed over: the lagging copy still names this replica.
-        ("me", "other", "lagging", ClaimMove.WAIT),
-        # The object moved on past this replica's write: decided on as it is now.
-        ("me", "other", "taken back", ClaimMove.HAND_OVER),
-    ],
-)
-async def test_a_copy_that_lags_a_claim_write_is_read_as_after_it(
-    was: str | None, to: str, then: str, move: ClaimMove
-) -> None:
-    """Under a takeover's load the watch delivered a claim write seconds late; the
-    daemon woke on the old copy, decided again and wrote again over a version that
-    was gone (a 409 per cluster, a third of the API server's takeover writes)."""
-    store, clock = FakeStore(), Clock()
-    store.shard_lease("gone", None)
-    store.shard_lease("other", "other")
-    shards = await _acting(store, clock)
-    owner_ = "me" if to == "me" else "other"
-    body = _owned_by(store, owner_, ["me", "other"], was)
-    if was == "me":
-        assert await shards.claim(body, "me")
-    copy = {"metadata": dict(body["metadata"]), "status": dict(body["status"])}
-    shards.members = frozenset({"me", "other"})
-    assert shards.move(copy)[0] is (ClaimMove.CLAIM if to == "me" else ClaimMove.HAND_OVER)
-    await shards.claim(copy, to)
-    assert store.clusters[copy["metadata"]["name"]]["status"]["shard"] == to
-    if then == "caught up":
-        copy = body
-    elif then == "fenced":
-        shards.elector._stop("no renewal within the renew deadline")
-        assert await shards.elector._attempt()
-        shards.elector._lead(clock.now)
-    elif then == "taken back":
-        body["metadata"]["resourceVersion"] = store._rv()
-        body["status"]["shard"] = "me"
-        copy = body
-    assert shards.move(copy)[0] is move
-
-
-@pytest.mark.parametrize(
-    ("keep_claim", "fenced", "move"),
-    [
-        (True, False, ClaimMove.ACT),  # stopped for a deletion: on.delete acts at once
-        (False, False, ClaimMove.CLAIM),  # stopped for good: confirmed again first
-        (True, True, ClaimMove.CLAIM),  # a kept claim is still void once fenced
-    ],
-)
-async def test_a_daemon_stopped_for_a_deletion_leaves_its_claim_to_on_delete(
-    keep_claim: bool, fenced: bool, move: ClaimMove
-) -> None:
-    store, clock = FakeStore(), Clock()
-    shards = await _acting(store, clock)
-    body = _owned_by(store, "me", ["me"], "me")
-    assert await shards.claim(body, "me")
-    shards.forget(body["metadata"]["uid"], keep_claim=keep_claim)
-    if fenced:
-        shards.elector._stop("no renewal within the renew deadline")
-        assert await shards.elector._attempt()
-        shards.elector._lead(clock.now)
-    assert shards.move(body)[0] is move
-
-
-@pytest.mark.parametrize(
-    ("patches_between", "acts"),
-    [
-        (0, True),  # the body Kopf gave is current: claimed at once
-        (2, True),  # others' patches of the deleting object: decided again, claimed
-        (10, False),  # patched on every read: retried later, not in step with them
-    ],
-)
-async def test_on_delete_claims_over_other_replicas_patches(
-    patches_between: int, acts: bool
-) -> None:
-    """Every replica runs on.delete for a deleting cluster and the others' retries
-    patch it; the claim this one must write there is decided again on a fresh read
-    after each conflict (a few times), not only after a retry delay they share."""
-    from controller import handlers
-
-    store, clock = FakeStore(), Clock()
-    shards = await _acting(store, clock)
-    body = _owned_by(store, "me", ["me"])
-    stale = {**body, "metadata": {**body["metadata"]}}
-    left = [patches_between]
-
-    def another_replica_patches(name: str, shard: str) -> None:
-        if left[0] > 0:
-            left[0] -= 1
-            store.clusters[name]["metadata"]["resourceVersion"] = store._rv()
-
-    store.on_claim = another_replica_patches
-
-    async def read(namespace: str, name: str) -> dict[str, Any]:
-        obj = store.clusters[name]
-        return {**obj, "metadata": {**obj["metadata"]}}
-
-    if acts:
-        assert await handlers._deleting_shard(stale, shards, read) is shards.elector
-        assert shards.move(body)[0] is ClaimMove.ACT
-    else:
-        with pytest.raises(handlers.kopf.TemporaryError) as raised:
-            await handlers._deleting_shard(stale, shards, read)
-        delay = raised.value.delay
-        assert delay is not None
-        assert 0.5 * shards.timings.retry_period <= delay <= 1.5 * shards.timings.retry_period
-
-
-async def _woken(shards: Shards, uid: str, change: Any) -> bool:
+async def _woken(shards: Shards, uid: str, change: Callable[[], Awaitable[None]]) -> bool:
     """Whether a daemon sleeping (with no timeout that could end it here) on `uid`
     is woken by `change` and the listing after it."""
     shards.settle(uid)
@@ -464,29 +415,28 @@ async def _woken(shards: Shards, uid: str, change: Any) -> bool:
 @pytest.mark.parametrize(
     ("what", "woken", "then"),
     [
-        ("nothing", False, ClaimMove.WAIT),
-        ("released", True, ClaimMove.CLAIM),
-        ("expired", True, ClaimMove.CLAIM),
-        # Out of the ring at once, but its claims are free only a Lease duration
-        # later, with no other change to wake the daemon then.
-        ("deleted", True, ClaimMove.WAIT),
-        ("deleted, a Lease duration later", True, ClaimMove.CLAIM),
+        ("nothing", False, False),
+        ("another renewal", False, False),
+        ("released", True, True),
+        ("expired", True, True),
+        # Out of the ring at once, but its clusters wait a Lease duration.
+        ("deleted", True, False),
+        # ... and then, with no other change, the end of the wait wakes it.
+        ("deleted, a Lease duration later", True, True),
     ],
 )
-async def test_a_daemon_sleeping_on_another_shards_claim_wakes_when_it_can_be_taken(
-    what: str, woken: bool, then: ClaimMove
+async def test_a_daemon_sleeping_on_another_shards_cluster_wakes_when_it_may_act(
+    what: str, woken: bool, then: bool
 ) -> None:
     store, clock = FakeStore(), Clock()
-    store.shard_lease("other", "other")
-    shards = await _acting(store, clock)
-    body = _owned_by(store, "me", ["me"], "other")
-    uid = body["metadata"]["uid"]
-    assert shards.move(body)[0] is ClaimMove.WAIT
+    shards = await _with_other(store, clock)
+    body = _owned_by(store, "other", ["me", "other"])
+    uid = _uid(body)
+    assert not shards.may_act(body)
 
     async def later(seconds: float) -> None:
         clock.now += seconds
-        assert await shards.elector._attempt()  # its own Lease stays renewed
-        shards.elector._lead(clock.now)
+        await _renew(shards, clock)  # its own Lease stays renewed
 
     if what == "deleted, a Lease duration later":
         del store.leases[lease_name(RING, "other")]
@@ -494,58 +444,100 @@ async def test_a_daemon_sleeping_on_another_shards_claim_wakes_when_it_can_be_ta
 
     async def change() -> None:
         if what == "released":
-            store.shard_lease("other", None)
-        elif what == "expired" or what == "deleted, a Lease duration later":
+            store.shard_lease("other", None, acks=_life(shards))
+        elif what == "another renewal":
+            store.shard_lease("other", "other", acks=_life(shards))
+        elif what in ("expired", "deleted, a Lease duration later"):
             await later(16)
         elif what == "deleted":
             del store.leases[lease_name(RING, "other")]
 
     assert await _woken(shards, uid, change) is woken
-    assert shards.move(body)[0] is then
+    assert shards.may_act(body) is then
 
 
-async def _holding_a_claim() -> tuple[FakeStore, Clock, Shards, dict[str, Any]]:
-    """At t=1010 "me" has claimed a cluster of "other", stopped (10 s unrenewed) but
-    not expired: the claim is held until 1015."""
+async def test_the_gauge_counts_the_clusters_the_daemons_act_on() -> None:
+    store, clock, registry = FakeStore(), Clock(), CollectorRegistry()
+    shards = await _acting(store, clock, registry=registry)
+
+    def gauge() -> float | None:
+        return registry.get_sample_value("stemedb_operator_shard_clusters", {"shard": "me"})
+
+    shards.mark("a", True)
+    shards.mark("b", True)
+    shards.mark("a", True)
+    assert gauge() == 2
+    shards.mark("a", False)
+    shards.forget("b")
+    assert gauge() == 0
+
+
+async def test_the_deletion_gate_is_the_clusters_own() -> None:
+    """on.delete acts under a `ClusterGate`: the cluster's acting shard restores the
+    rate, and its work is cancelled like a poll's when that stops."""
     store, clock = FakeStore(), Clock()
-    store.shard_lease("other", "other", "10")
-    shards = await _acting(store, clock)
-    body = _owned_by(store, "other", ["me", "other"], "other")
-    clock.now = 1010
-    assert await shards.elector._attempt()
-    shards.elector._lead(clock.now)
-    await shards.refresh()
-    assert shards.move(body)[0] is ClaimMove.CLAIM
-    assert not await shards.claim(body, "me")  # held
-    return store, clock, shards, body
+    shards = await _with_other(store, clock)
+    mine, theirs = (_owned_by(store, w, ["me", "other"]) for w in ("me", "other"))
+    assert ClusterGate(shards, mine).acting and not ClusterGate(shards, theirs).acting
 
-async def test_a_fenced_replica_whose_hold_ran_out_sleeps() -> None:
-    """Fenced while a hold runs out, its daemon must still sleep: a zero sleep in a
-    loop that never yields starves the very renewal that would end the fence."""
-    _, clock, shards, body = await _holding_a_claim()
-    uid = body["metadata"]["uid"]
-    shards.elector._stop("no renewal within the renew deadline")
-    clock.now = 1020
-    await shards.refresh()
-    assert shards.move(body)[0] is ClaimMove.WAIT
-    assert shards.idle(uid, 120.0) == 120.0
+    async def restore() -> str:
+        return "restored"
+
+    assert await ClusterGate(shards, mine).guarded(restore()) == "restored"
+    assert await ClusterGate(shards, theirs).guarded(restore()) is None
 
 
-async def test_a_replica_holding_claims_releases_its_lease_only_when_the_holds_end(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("named", "held_until"),
+    [
+        (None, None),
+        ("me", None),
+        ("gone", None),  # its released Lease is listed: it stopped before releasing
+        ("unseen", 1015.0),  # never listed: its Lease may have been deleted under it
+    ],
+)
+async def test_a_new_replica_holds_a_cluster_whose_status_names_a_shard_it_never_saw(
+    named: str | None, held_until: float | None
 ) -> None:
-    """A released Lease lets the others take its claims at once, with no hold of
-    their own: released earlier, a claim taken from a stopped shard would be acted
-    on inside that shard's margin."""
-    store, clock, shards, _ = await _holding_a_claim()
-    slept: list[float] = []
+    """A live shard whose Lease was deleted by hand keeps acting until its next
+    renewal, and a replica that starts meanwhile cannot see it. Its clusters'
+    `status.shard` names it: a new replica holds those for a Lease duration of
+    listing, and the end of the hold wakes their daemons."""
+    store, clock = FakeStore(), Clock()
+    store.shard_lease("gone", None)
+    shards = await _acting(store, clock)
+    body = _owned_by(store, "me", ["me"], named)
+    uid = _uid(body)
+    assert shards.may_act(body) is (held_until is None)
+    if held_until is None:
+        return
 
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        clock.now += seconds
+    async def listing_at(t: float) -> None:
+        clock.now = t
+        await _renew(shards, clock)
 
-    monkeypatch.setattr("controller.adapters.leadership.asyncio.sleep", sleep)
-    clock.now = 1011
-    await shards.elector.release()
-    assert slept == [4.0]
-    assert store.leases[lease_name(RING, "me")]["spec"]["holderIdentity"] is None
+    await listing_at(1014.5)
+    await shards.refresh()
+    assert not shards.may_act(body)
+    assert await _woken(shards, uid, lambda: listing_at(held_until))
+    assert shards.may_act(body)
+
+
+async def test_a_shard_whose_own_lease_is_deleted_stops_at_its_next_listing() -> None:
+    """The others no longer see it, so nothing it acts on is safe from them: it stops
+    as soon as a listing shows its Lease gone, and its next renewal (a new Lease, a
+    new life) starts a term that the others must acknowledge again."""
+    store, clock = FakeStore(), Clock()
+    shards = await _with_other(store, clock)
+    mine = _owned_by(store, "me", ["me", "other"])
+    life = shards.elector.acquired
+    del store.leases[lease_name(RING, "me")]
+    await shards.refresh()
+    assert shards.standing is Standing.NOT_LISTED and not shards.may_act(mine)
+    await _renew(shards, clock)
+    assert shards.elector.acquired != life
+    await shards.refresh()
+    assert shards.standing is Standing.UNACKNOWLEDGED
+    store.shard_lease("other", "other", acks=_life(shards))
+    await shards.refresh()
+    assert shards.may_act(mine)
