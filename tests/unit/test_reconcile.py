@@ -11,6 +11,7 @@ watch would deliver it. Specs are raw `.spec` dicts in the CRD-defaulted form.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import json
@@ -58,6 +59,7 @@ from controller.reconcile import (
     INVALID_SPEC_RETRY_SECONDS,
     REBUILD_ANNOTATION,
     REBUILD_REASON_ANNOTATION,
+    STATUS_READS_IN_FLIGHT,
     ClusterKey,
     Reconciler,
     _pruned,
@@ -615,6 +617,36 @@ async def test_a_shard_taking_a_cluster_back_goes_on_from_what_the_other_shard_w
 
     assert world.methods("stemedb").count(method) == 1, world.methods("stemedb")
     assert memory_of(world.kube.stored[(NS, NAME)]).replica("node2").step.value != "None"
+
+
+async def test_status_reads_after_a_takeover_queue_in_the_reconciler_not_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A takeover's first polls each read a status; more at once than the client has
+    connections would wait in its pool, where their timeout runs (at 6,000 clusters
+    hundreds timed out, each costing its cluster a poll)."""
+    world = World()
+    world.reconciler.took_over()
+    running, most = 0, 0
+    gate = asyncio.Event()
+
+    async def get_cluster(namespace: str, name: str) -> dict[str, Any]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await gate.wait()
+        running -= 1
+        return {"status": {}}
+
+    monkeypatch.setattr(world.kube, "get_cluster", get_cluster)
+    reads = [asyncio.create_task(world.reconciler._read_status_once_per_term(
+        ClusterKey(NS, f"c{i}"), {"status": {}})) for i in range(3 * STATUS_READS_IN_FLIGHT)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert running == STATUS_READS_IN_FLIGHT
+    gate.set()
+    assert all(await asyncio.gather(*reads))
+    assert most == STATUS_READS_IN_FLIGHT
 
 
 async def test_a_status_unreadable_after_taking_over_holds_every_action() -> None:
