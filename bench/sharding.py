@@ -372,13 +372,23 @@ def window(st: Stack, procs: list[Proc], names: list[str], seconds: float, poll:
 
 
 def steady(st: Stack, procs: list[Proc], names: list[str], seconds: float, poll: float,
-           sim: httpx.Client, moved: set[str] | None = None) -> dict[str, Any]:
-    """`window` with the shards' poll lines off (their CPU is not the operator's)."""
+           sim: httpx.Client, owners: dict[str, str | None],
+           moved: set[str] | None = None) -> dict[str, Any]:
+    """`window` with the shards' poll lines off (their CPU is not the operator's),
+    once `status.shard` names every cluster's owner: those writes (one per cluster
+    and change of owner, paced per shard) are the shards' counterpart of the single
+    process's first status writes, which the `single again` baseline leaves out."""
+    began = time.monotonic()
+    got = recorded(st, {n: str(s) for n, s in owners.items()}, len(owners) / 10 + 120)
+    waited = round(time.monotonic() - began, 1)
     log_polls(procs, False)
     try:
-        return window(st, procs, names, seconds, poll, sim, moved)
+        out = window(st, procs, names, seconds, poll, sim, moved)
     finally:
         log_polls(procs, True)
+    out["status_shard_wait_s"] = waited
+    out["status_shard_missing"] = len(owners) - len(got)
+    return out
 
 
 def run(clusters: int, poll: float, seconds: float, name: str) -> dict[str, Any]:
@@ -406,7 +416,8 @@ def run(clusters: int, poll: float, seconds: float, name: str) -> dict[str, Any]
         wait_settled("every cluster polled by its owner in the ring of 2", [a, b], uids,
                      poll, began, poll * 3 + 180)
         wait("a steady state", lambda: min(a.polls(), b.polls()) >= clusters / 2, poll * 3 + 60)
-        out["two"] = steady(st, [a, b], names, seconds, poll, sim)
+        out["two"] = steady(st, [a, b], names, seconds, poll, sim,
+                            ring(uids, ["shard-a", "shard-b"]))
         log("2 shards", out["two"])
 
         # Who acts on each cluster before the join: the shard of its last poll.
@@ -461,7 +472,7 @@ def run(clusters: int, poll: float, seconds: float, name: str) -> dict[str, Any]
                                         for p in since_join[n])),
         }
         log("rebalance", out["rebalance"])
-        out["three"] = steady(st, [a, b, c], names, seconds, poll, sim, moved=moved)
+        out["three"] = steady(st, [a, b, c], names, seconds, poll, sim, after, moved=moved)
         log("3 shards", out["three"])
 
         # Who acts on each cluster before the kill: the shard of its last poll.
@@ -473,7 +484,8 @@ def run(clusters: int, poll: float, seconds: float, name: str) -> dict[str, Any]
         log("takeover", out["takeover"])
         wait_settled("every cluster polled by its owner in the ring of 2 survivors", [b, c],
                      uids, poll, out["takeover"]["killed_at"], 120)
-        out["two_after_kill"] = steady(st, [b, c], names, seconds, poll, sim)
+        out["two_after_kill"] = steady(st, [b, c], names, seconds, poll, sim,
+                                       ring(uids, ["shard-b", "shard-c"]))
         out["two_after_kill"]["polls_since_kill"] = {
             "shard-b": b.polls() - polls_b, "shard-c": c.polls() - polls_c}
         log("2 shards after the kill", out["two_after_kill"])
@@ -681,7 +693,11 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         ms_vs = 100 * per_poll_ms(w) / single_ms - 100
         rows.append((f"{label}: total CPU (vs single), CPU per poll (vs single)",
                      f"{w['cpu_total_pct']:.1f} % ({cpu_vs:+.0f} %), {per_poll_ms(w):.2f} ms "
-                     f"({ms_vs:+.0f} %); {sum(w['polls'].values()):.0f} polls"))
+                     f"({ms_vs:+.0f} %); {sum(w['polls'].values()):.0f} polls"
+                     + (f"; after {w['status_shard_wait_s']} s for status.shard"
+                        + (f" ({w['status_shard_missing']} still missing)"
+                           if w.get("status_shard_missing") else "")
+                        if "status_shard_wait_s" in w else "")))
         rows.append((f"{label}: double polls (clusters)",
                      f"{w['double_polls']} ({w['clusters_double_polled']})"))
         rows.append((f"{label}: RSS MiB", ", ".join(f"{v}" for v in w["rss_mib"].values())))
