@@ -268,6 +268,15 @@ class Ring:
     def polled(self) -> set[str]:
         return set().union(*(p.polling for p in self.shards.values() if p.alive))
 
+    def checked(self, seed: int, step: int, what: str, trace: list[str] | None) -> bool:
+        """After a walk's step: no cluster polled by two shards (else AssertionError
+        naming the seed and step), and whether any is being polled."""
+        if trace is not None:
+            trace.append(f"{step:3d} t={self.now:.4f} {what} | {self.describe()}")
+        double = self.double_polls()
+        assert not double, f"seed {seed}, step {step} ({what}): {double}"
+        return bool(self.polled())
+
     def double_polls(self) -> list[tuple[str, list[str]]]:
         pollers = [(uid, [n for n, p in sorted(self.shards.items())
                           if p.alive and uid in p.polling]) for uid in CLUSTERS]
@@ -314,11 +323,7 @@ def model_walk(seed: int, lag: float = 0.0, deleting: bool = False,
             ring.receive_listing(name, served_late=rnd.random() < 0.5)
         else:
             getattr(ring, action)(name)
-        if trace is not None:
-            trace.append(f"{step:3d} t={ring.now:.4f} {action} {name} | {ring.describe()}")
-        double = ring.double_polls()
-        assert not double, f"seed {seed}, step {step} ({action} {name}): {double}"
-        busy += bool(ring.polled())
+        busy += ring.checked(seed, step, f"{action} {name}", trace)
     return busy
 
 
@@ -386,11 +391,7 @@ def running_walk(seed: int, lag: float = 0.0, deleting: bool = False,
             elif deleting and luck < 0.014:
                 ring.delete(name)
                 done.append(f"delete {name}")
-        if trace is not None:
-            trace.append(f"{step:3d} t={ring.now:.4f} {' '.join(done)} | {ring.describe()}")
-        double = ring.double_polls()
-        assert not double, f"seed {seed}, step {step} ({' '.join(done)}): {double}"
-        busy += bool(ring.polled())
+        busy += ring.checked(seed, step, " ".join(done), trace)
     return busy
 
 
