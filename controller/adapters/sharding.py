@@ -310,8 +310,11 @@ class Shards:
     async def _record_owners(self) -> None:
         while True:
             uid, namespace, name, body = await self._to_record.get()
-            if uid not in self._recorded or not self.may_act(body):
+            if uid not in self._recorded:
                 continue  # moved on meanwhile: the next owner writes its own name
+            if not self.may_act(body):
+                self._recorded.discard(uid)  # the next poll asks again, if still its own
+                continue
             try:
                 await self.owners.record_shard(namespace, name, self.identity,
                                                micro_time(self._wall()))
