@@ -1,4 +1,7 @@
-"""A model check of the proposed sharding without claims (docs/sharding-next.md).
+"""A model check of the sharding without claims (docs/sharding-next.md), written
+before it was built. The same walks over the operator's own rules, as built, are a
+unit test: tests/unit/test_sharding_protocol.py (which found two holes this model
+did not have the moves for: work ending past a fence, and a Lease deleted by hand).
 
 Not a test of the operator: a state machine over the proposal's five rules, to
 find an interleaving of starts (new Pods, and restarts under the same name),
