@@ -10,17 +10,23 @@ No write per cluster decides who acts. Each shard acknowledges, on the renewals
 of its own Lease, the members of the view it has adopted (annotation
 `stemedb.io/ring-view`, each member named with its Lease's `acquireTime`: one life
 of it), and only after it has stopped polling what that view takes from it. A
-shard `me` polls a cluster only while (docs/sharding-next.md has the argument,
-hack/models/sharding_views.py the model that checks it):
+shard `me` polls a cluster only while (docs/sharding-next.md has the argument;
+tests/unit/test_sharding_protocol.py walks these very functions over a simulated
+ring):
 
 1. the ring of its view gives the cluster to it (`owner`);
-2. every other member of its view has acknowledged `me` in its current life
-   (`unacknowledged` is empty);
-3. no shard that has stopped but may still be finishing work, one whose Lease has
-   neither expired nor been gone for a Lease duration, would own it (`holding`;
-   `may_act` checks 1 and 3 in one rendezvous);
+2. every other member of its view, and every held shard (3), has acknowledged
+   `me` in its current life (`unacknowledged` is empty);
+3. no held shard, one that has stopped but may still be finishing work (its
+   Lease neither expired nor vanished for a Lease duration), would own it
+   (`holding`; `may_act` checks 1 and 3 in one rendezvous);
 4. its own Lease is within its renew deadline (the elector's self-fencing);
-5. its view comes from a listing sent after it last began acting (`standing`).
+5. its view comes from a listing sent after it last began acting, which shows its
+   own Lease in its current life (`standing`).
+
+`judge` puts rules 2-5 together as the adapter uses them; `unseen` holds back, in
+a replica's first Lease duration, a cluster whose `status.shard` names a shard it
+never saw (its Lease may have been deleted under it).
 
 Two shards acting on one cluster would each have to be in the other's view
 (rule 2, and a member leaves a view only once it has fenced itself), and then the
