@@ -46,7 +46,7 @@ from controller.domain.sharding import (
     judge,
     lease_name,
     may_act,
-    owner,
+    taken_away,
     unseen,
     update,
 )
@@ -231,15 +231,16 @@ class Shards:
     def _drain(self) -> None:
         """Cancel the work in flight on clusters the new members take from this
         replica: its acknowledgement of them waits for that (`_acknowledging`)."""
+        moved = taken_away(self._polls.values(), self.identity, self.members)
         for task, uid in list(self._polls.items()):
-            if owner(uid, self.members | {self.identity}) != self.identity:
+            if uid in moved:
                 task.cancel()
 
     def _acknowledging(self) -> dict[str, str]:
         """The annotation for the renewal being written: the adopted view once no
         work it takes from this replica is in flight, else the last one drained."""
-        mine = {who for who, _ in self._adopted} | {self.identity}
-        if all(owner(uid, mine) == self.identity for uid in self._polls.values()):
+        if not taken_away(self._polls.values(), self.identity,
+                          (who for who, _ in self._adopted)):
             self._acked = self._adopted
         return {RING_VIEW_ANNOTATION: encode_view(self._acked)}
 

@@ -218,6 +218,14 @@ def may_act(uid: str, me: str, members: frozenset[str], held: frozenset[str]) ->
     return me in members and owner(uid, members | held) == me
 
 
+def taken_away(uids: Iterable[str], me: str, members: Iterable[str]) -> set[str]:
+    """Of the clusters `me` is working on, those the ring of `members` (with `me`)
+    gives to another: the drain cancels them, and `me` acknowledges that ring only
+    once none is left."""
+    ring = {*members, me}
+    return {uid for uid in uids if owner(uid, ring) != me}
+
+
 class Standing(Enum):
     """Whether a shard may act on the clusters its ring gives it (rules 2, 4, 5)."""
 

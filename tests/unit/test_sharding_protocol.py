@@ -48,7 +48,7 @@ from controller.domain.sharding import (
     encode_view,
     judge,
     may_act,
-    owner,
+    taken_away,
     unseen,
     update,
 )
@@ -148,14 +148,12 @@ class Ring:
         p.adopted, p.standing = judged.adopted, judged.standing
         if judged.members != p.members:
             p.members = judged.members
-            for uid in p.polling:
-                if owner(uid, p.members | {name}) != name:
-                    p.cancelled.setdefault(uid, self.now + 1)  # ends within a second
+            for uid in taken_away(p.polling, name, p.members):
+                p.cancelled.setdefault(uid, self.now + 1)  # ends within a second
         p.held = judged.held
 
     def _acknowledging(self, name: str, p: Process) -> str:
-        mine = {who for who, _ in p.adopted} | {name}
-        if all(owner(uid, mine) == name for uid in p.polling):
+        if not taken_away(p.polling, name, (who for who, _ in p.adopted)):
             p.acked = p.adopted
         return encode_view(p.acked)
 
