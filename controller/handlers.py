@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -34,6 +34,7 @@ from prometheus_client import Gauge, start_http_server
 from controller.adapters import kube, kubeconfig
 from controller.adapters.alertmanager import Credentials
 from controller.adapters.destinations import Destinations
+from controller.adapters.health import HealthServer
 from controller.adapters.kube import KubeClient, KubeEndpoint, KubeError
 from controller.adapters.leadership import LeaderElector, LeaseName
 from controller.adapters.notify import Notifier, Pager
@@ -41,6 +42,7 @@ from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.sharding import ClusterGate, Shards, shard_of
 from controller.adapters.stemedb import ClientConfig, StemeDBClient
 from controller.adapters.stemedb_errors import StemeDBError
+from controller.adapters.warmth import Warmth
 from controller.domain import (
     EventReason,
     EventType,
@@ -313,8 +315,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.background.cancellation_polling = 5
+    memo.warmth = Warmth(lambda: _count_clusters(memo))
     memo.leader = _start_election(memo)
     memo.shards = _start_sharding(memo)
+    if memo.leader is None and memo.shards is None:
+        # Alone it acts at once; the wait only tells `/readyz`.
+        memo.warm_task = asyncio.create_task(memo.warmth.wait("reporting ready"))
+    if memo.health_port:
+        memo.health = HealthServer(memo.health_port, memo.warmth.not_ready)
+        await memo.health.start()
     memo.reconciler = Reconciler(
         stemedb=StemeDBClient(ClientConfig(), metrics=memo.metrics,
                               destinations=_Config.destinations),
@@ -330,6 +339,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             timing=_Config.timing, registry=memo.metrics.registry),
         destinations=_Config.destinations,
     )
+
+
+async def _count_clusters(memo: kopf.Memo) -> int:
+    """The clusters this replica watches: in its namespaces, or in all."""
+    kube_client = _kube(memo)
+    if not _Config.namespaces:
+        return await kube_client.count_clusters(None)
+    return sum([await kube_client.count_clusters(ns) for ns in _Config.namespaces])
 
 
 def _start_election(memo: kopf.Memo) -> LeaderElector | None:
@@ -351,7 +368,7 @@ def _start_election(memo: kopf.Memo) -> LeaderElector | None:
 
     elector = LeaderElector(_lease_kube(memo), LeaseName(config.namespace, config.lease),
                             config.identity, config.timings, on_change=on_change)
-    _release_on_signal(memo, elector, elector.run)
+    _release_on_signal(memo, elector, elector.run, "competing for the leader Lease")
     return elector
 
 
@@ -364,13 +381,15 @@ def _start_sharding(memo: kopf.Memo) -> Shards | None:
     shards = Shards(_lease_kube(memo), config.namespace, config.ring, config.identity,
                     config.timings, registry=memo.metrics.registry, owners=_kube(memo),
                     lease_gc_seconds=config.lease_gc_seconds)
-    _release_on_signal(memo, shards.elector, shards.run)
+    _release_on_signal(memo, shards.elector, shards.run, "joining the shard ring")
     return shards
 
 
 def _release_on_signal(memo: kopf.Memo, elector: LeaderElector,
-                       run: Callable[[Callable[[], None]], Coroutine[Any, Any, None]]) -> None:
-    """Run `run` (the election, or the shard ring) and take over SIGTERM/SIGINT
+                       run: Callable[[Callable[[], None]], Coroutine[Any, Any, None]],
+                       what: str) -> None:
+    """Run `run` (the election, or the shard ring; `what` it does, for the log) once
+    this replica is warm, and take over SIGTERM/SIGINT
     from Kopf: stop acting and release the Lease first, then let Kopf stop. Kopf's
     own order (watchers, then daemons, then cleanup handlers) would hold the Lease
     for seconds after the last action, and the others wait for it."""
@@ -396,13 +415,25 @@ def _release_on_signal(memo: kopf.Memo, elector: LeaderElector,
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
 
-    running = asyncio.create_task(run(take_over_signals), name="lease")
+    async def when_warm() -> None:
+        # Only once a daemon runs for every cluster: a cold replica that took the
+        # Lease, or joined the ring, would leave its clusters unpolled until then.
+        await memo.warmth.wait(what)
+        await run(take_over_signals)
+
+    running = asyncio.create_task(when_warm(), name="lease")
     memo.election_task = running
     memo.elector = elector
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    warm_task: asyncio.Task[None] | None = memo.get("warm_task")
+    if warm_task is not None:
+        warm_task.cancel()
+    health: HealthServer | None = memo.get("health")
+    if health is not None:
+        await health.stop()
     task: asyncio.Task[None] | None = memo.get("election_task")
     leader: LeaderElector | None = memo.get("elector")
     if task is not None and leader is not None:
@@ -469,10 +500,33 @@ async def poll(
     reconciler: Reconciler = memo.reconciler
     leader: LeaderElector | None = getattr(memo, "leader", None)
     shards: Shards | None = getattr(memo, "shards", None)
+    with _present(memo, body):
+        if shards is not None:
+            await _poll_shard(body, spec, stopped, reconciler, shards)
+        else:
+            await _poll_alone(body, spec, stopped, reconciler, leader)
+
+
+@contextlib.contextmanager
+def _present(memo: kopf.Memo, body: Mapping[str, Any]) -> Iterator[None]:
+    """The cluster counts towards this replica's warmth while its daemon runs
+    (`adapters/warmth.py`: a replica takes work only once every cluster has one)."""
+    warmth: Warmth | None = getattr(memo, "warmth", None)
+    uid = str(body["metadata"]["uid"])
+    if warmth is not None:
+        warmth.seen(uid)
+    try:
+        yield
+    finally:
+        if warmth is not None:
+            warmth.gone(uid)
+
+
+async def _poll_alone(body: kopf.Body, spec: kopf.Spec, stopped: kopf.DaemonStopped,
+                      reconciler: Reconciler, leader: LeaderElector | None) -> None:
+    """The daemon of a replica that acts on every cluster: alone, or while it holds
+    the leader Lease (a warm standby otherwise)."""
     key = ClusterKey.of(body)
-    if shards is not None:
-        await _poll_shard(body, spec, stopped, reconciler, shards)
-        return
     _FirstPolls.started(key)
     try:
         # A random first delay spreads the polls of many clusters over the interval.
@@ -587,6 +641,10 @@ async def restore_rate(
     leader: LeaderElector | None = getattr(memo, "leader", None)
     key = ClusterKey.of(body)
     shards: Shards | None = getattr(memo, "shards", None)
+    warmth: Warmth | None = getattr(memo, "warmth", None)
+    if warmth is not None:
+        # Deleting, it has no daemon: it counts as present until its handler is done.
+        warmth.seen(str(body["metadata"]["uid"]))
     gate: Gate | None = leader if shards is None else ClusterGate(shards, body)
     if gate is not None and not gate.acting:
         # The cluster's acting replica restores the rate and removes the finalizer;
@@ -632,6 +690,8 @@ async def restore_rate(
     reconciler.forget(key)
     if shards is not None:
         shards.forget(str(body["metadata"]["uid"]))
+    if warmth is not None:
+        warmth.gone(str(body["metadata"]["uid"]))
 
 
 def _retry_delay(timings: LeaseTimings) -> float:
@@ -674,8 +734,8 @@ def run(
         start_http_server(metrics_port, registry=metrics.registry)
     _Config.max_actions_per_hour = max_actions_per_hour
     _Config.namespaces = namespaces
-    memo = kopf.Memo(metrics=metrics, stop_flag=None)
-    liveness = f"http://0.0.0.0:{health_port}/healthz" if health_port else None
+    # /healthz and /readyz: our own server (adapters/health.py), started by `configure`.
+    memo = kopf.Memo(metrics=metrics, stop_flag=None, health_port=health_port)
     log.info("starting", namespaces=list(namespaces) or None, all_namespaces=all_namespaces,
              metrics_port=metrics_port, health_port=health_port,
              deny_destinations=[str(n) for n in _Config.destinations.policy.deny],
@@ -694,7 +754,6 @@ def run(
             clusterwide=all_namespaces,
             namespaces=namespaces,
             standalone=True,  # Kopf's peering stays off: the Lease elects (design-decisions.md)
-            liveness_endpoint=liveness,
             memo=memo,
             stop_flag=memo.stop_flag,
         )

@@ -309,7 +309,8 @@ class KubeClient:
         _check_identity(what, pod, namespace, name)
 
     # For `kubectl stemedb` (controller/kubectl_plugin); the operator calls only
-    # get_cluster, once per cluster when it takes over as the leader.
+    # get_cluster, once per cluster when it takes over as the leader, and
+    # count_clusters at start-up (`adapters/warmth.py`).
 
     async def get_cluster(self, namespace: str, name: str) -> dict[str, Any]:
         """One StemeDBCluster (KubeError with status 404 when there is none)."""
@@ -327,6 +328,23 @@ class KubeClient:
         found = await self._call(f"listing StemeDBClusters in {namespace or 'all namespaces'}",
                                  "GET", path)
         return [i for i in (found or {}).get("items") or [] if isinstance(i, dict)]
+
+    async def count_clusters(self, namespace: str | None) -> int:
+        """How many StemeDBClusters a namespace (or all, None) holds: one LIST of
+        one item and the API server's `remainingItemCount`, not the 6.5 KiB of
+        every object; the whole list only if the server leaves the count out."""
+        path = (_path("apis", GROUP, VERSION, PLURAL) if namespace is None else _path(
+            "apis", GROUP, VERSION, "namespaces", ("namespace", namespace), PLURAL))
+        found = await self._call(f"counting StemeDBClusters in {namespace or 'all namespaces'}",
+                                 "GET", f"{path}?limit=1") or {}
+        items = found.get("items") or []
+        meta = found.get("metadata") or {}
+        remaining = meta.get("remainingItemCount")
+        if isinstance(remaining, int) and remaining >= 0:
+            return len(items) + remaining
+        if not meta.get("continue"):
+            return len(items)
+        return len(await self.list_clusters(namespace))
 
     async def patch_cluster(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """Merge-patch the object (metadata or spec; a resourceVersion in the patch

@@ -87,12 +87,12 @@ class Pair:
     env: Env
     replicas: dict[str, Replica] = field(default_factory=dict)
 
-    def start(self, name: str, kubeconfig: Path | None = None) -> Replica:
+    def start(self, name: str, kubeconfig: Path | None = None, health_port: int = 0) -> Replica:
         port = free_port()
         proc = Operator.spawn(
             [str(Path(sys.executable).parent / "stemedb-operator"), "run",
              "--namespace", self.env.namespace, "--metrics-port", str(port),
-             "--health-port", "0", "--log-format", "json", *ELECTION_ARGS],
+             "--health-port", str(health_port), "--log-format", "json", *ELECTION_ARGS],
             self.env.workdir / f"operator-{name}.log",
             env={**os.environ, "KUBECONFIG": str(kubeconfig or self.env.kubeconfig),
                  "POD_NAME": name})
@@ -127,6 +127,31 @@ def pair(env: Env, lease_role: None) -> Iterator[Pair]:
     for r in p.replicas.values():
         r.proc.stop()
     env.cp.kubectl("-n", OPERATOR_NS, "delete", "lease", LEASE, "--ignore-not-found")
+
+
+def test_a_replica_is_ready_and_competes_only_once_every_cluster_has_a_daemon(
+    pair: Pair,
+) -> None:
+    """The chart's probes as the kubelet sends them: `/healthz` while the process
+    runs, `/readyz` only once warm, and the Lease is competed for only after that
+    (a cold leader would leave every cluster unpolled until its daemons exist)."""
+    health = free_port()
+    replica = pair.start("op-a", health_port=health)
+
+    def answer(path: str) -> int | None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{health}{path}", timeout=5).status_code
+        except httpx.HTTPError:
+            return None
+
+    wait_for("/healthz answering", lambda: answer("/healthz") == 200)
+    wait_for("/readyz ready", lambda: answer("/readyz") == 200)
+    assert pair.leader() is replica
+    lines = [json.loads(line).get("event", "") for line in replica.proc.logs().splitlines()
+             if line.startswith("{")]
+    warm = lines.index("every cluster's daemon started: competing for the leader Lease")
+    assert warm < lines.index("leading: acting"), pair.logs()
+    assert answer("/nothing") == 404
 
 
 def test_one_replica_acts_and_the_other_stands_by(pair: Pair) -> None:

@@ -116,6 +116,42 @@ async def test_a_missing_object_is_a_404_with_a_safe_message(
     assert str(err.value) == message.format(ns=namespace)
 
 
+# --- counting (a replica's warmth) --------------------------------------------------
+
+@needs_api
+@pytest.mark.parametrize("clusters", [0, 1, 2, 5], ids=lambda n: f"{n}-clusters")
+async def test_count_clusters_is_every_cluster_of_the_namespace(
+    control_plane: ControlPlane, crd: None, namespace: str, kube: KubeClient, clusters: int,
+) -> None:
+    """One item is listed and the rest counted by the API server: 0, 1 (no next
+    page) and several (remainingItemCount) all come out exact, and all namespaces
+    hold at least these."""
+    for i in range(clusters):
+        apply(control_plane, cluster(namespace, f"db{i}"))
+    assert await kube.count_clusters(namespace) == clusters
+    assert await kube.count_clusters(None) >= clusters
+
+
+async def test_count_clusters_lists_everything_when_the_server_does_not_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page with a next page but no remainingItemCount: the whole list is counted
+    rather than the first page taken for all."""
+    client = KubeClient()
+    asked: list[str] = []
+
+    async def call(what: str, method: str, path: str, *_: Any, **__: Any) -> Any:
+        asked.append(path)
+        if path.endswith("?limit=1"):
+            return {"items": [{}], "metadata": {"continue": "token"}}
+        return {"items": [{}, {}, {}]}
+
+    monkeypatch.setattr(client, "_call", call)
+    assert await client.count_clusters("ns") == 3
+    assert asked == ["/apis/stemedb.io/v1alpha1/namespaces/ns/stemedbclusters?limit=1",
+                     "/apis/stemedb.io/v1alpha1/namespaces/ns/stemedbclusters"]
+
+
 # --- Secrets ------------------------------------------------------------------------
 
 def make_secret(cp: ControlPlane, namespace: str, name: str = "admin") -> None:
