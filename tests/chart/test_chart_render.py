@@ -79,8 +79,9 @@ def test_the_deployment_runs_the_operator_with_its_flags_and_probes(render: Rend
     assert "--max-actions-per-hour" not in args
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"metrics": 9191, "health": 8181}
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
+    for probe, path in [("startupProbe", "/healthz"), ("readinessProbe", "/readyz"),
+                        ("livenessProbe", "/healthz")]:
+        assert c[probe]["httpGet"] == {"path": path, "port": "health"}, probe
     assert c["resources"]["requests"] and c["resources"]["limits"]
     assert c["image"] == "ghcr.io/stemedb/stemedb-operator:0.1.0"
 
