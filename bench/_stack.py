@@ -240,6 +240,26 @@ def cluster_spec(sim_url: str, name: str, poll: float = 10.0,
     return _cluster_spec(sim_url, name, detection={"pollIntervalSeconds": poll, **detection})
 
 
+def pin_rig(st: Stack, cpu: int) -> None:
+    """Move every thread of the simulator and the control plane off `cpu`, which
+    the operators get to themselves (`on_cpu`): on a 2-core machine the operators
+    then compete with each other only, as Pods of their own would, and not with
+    the rig's processes (Go starts new threads from old ones, which inherit the
+    mask)."""
+    others = set(range(os.cpu_count() or 1)) - {cpu}
+    if not others:
+        raise RuntimeError("--pin needs at least 2 CPUs")
+    for pid in st.pids().values():
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(tid), others)
+
+
+def on_cpu(cpu: int | None) -> list[str]:
+    """The prefix that starts a command on `cpu` only (None: anywhere)."""
+    return [] if cpu is None else ["taskset", "-c", str(cpu)]
+
+
 def write_result(name: str, data: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

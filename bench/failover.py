@@ -3,7 +3,8 @@
 Two replicas of the operator as the chart runs them (`stemedb-operator run
 --leader-election`, one Lease) poll N clusters in the simulator. Each round takes
 the acting replica away in one of three ways, then starts it again as the new
-standby and waits until it is ready (`/healthz`) before the next round:
+standby and waits until it is ready (`/readyz`: warm, every cluster with a daemon)
+before the next round:
 
 - `term`: SIGTERM, as a rolling update or a node drain does: the leader stops
   acting, releases the Lease and exits; the standby takes it on its next attempt.
@@ -82,9 +83,9 @@ class Replica:
             return None
         return sum(v for n, _, v in parse_prom(text, (POLLS,)) if n == POLLS)
 
-    def healthy(self) -> bool:
+    def ready(self) -> bool:
         with contextlib.suppress(httpx.HTTPError):
-            return self.http.get(f"http://127.0.0.1:{self.health_port}/healthz"
+            return self.http.get(f"http://127.0.0.1:{self.health_port}/readyz"
                                  ).status_code == 200
         return False
 
@@ -200,7 +201,7 @@ def run(clusters: int, poll: float, rounds: list[str], name: str) -> dict[str, A
         for i, mode in enumerate(rounds):
             next_mode = rounds[i + 1] if i + 1 < len(rounds) else None
             standby = reps.start(via_relay=next_mode == "cut")
-            wait(f"{standby.name} ready", standby.healthy, 120)
+            wait(f"{standby.name} ready", standby.ready, 120)
             wait(f"{standby.name} watching", lambda s=standby: s.polls() is not None, 30)
             # Ready means its watch and daemons are up: a warm standby.
             time.sleep(2.0)

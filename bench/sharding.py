@@ -40,6 +40,11 @@ in flight is never logged, so it is not covered).
 
     .venv/bin/python bench/sharding.py [--clusters 3000] [--poll 10] [--window 60]
 
+`--pin CPU` runs every operator process on that CPU and the simulator and the
+control plane on the others: on a 2-core machine the operators then share a core
+with each other only, as Pods on their own nodes would, and not with the rig
+(bench/split.py found the unpinned windows' extra CPU in that sharing).
+
 `--takeovers ROUNDS [--shards 3]` measures only step 4, ROUNDS times in one stack
 (a fresh shard joins after each kill, polls logged throughout), with each
 process's CPU and the API server's requests from the kill until every lost
@@ -73,7 +78,9 @@ from _stack import (
     install_sigterm,
     machine,
     mem_kib,
+    on_cpu,
     parse_prom,
+    pin_rig,
     stack,
     table,
     wait,
@@ -84,6 +91,9 @@ from controller.domain.sharding import SHARD_FIELD, SHARD_SINCE_FIELD, lease_nam
 from localkube.processes import Process, free_port
 
 RING = "bench"
+# `--pin CPU`: every operator process on that CPU, the simulator and the control
+# plane on the others (`_stack.pin_rig`); None: wherever the kernel puts them.
+PIN: int | None = None
 POLLS = "stemedb_operator_poll_duration_seconds_count"
 ACTING = "stemedb_operator_shard_clusters"  # the clusters a shard's daemons act on
 # The polls of one interval plus this much show who acts on every cluster.
@@ -184,7 +194,7 @@ def start(st: Stack, name: str, *extra: str, poll_log: bool = False) -> Proc:
     port = free_port()
     path = st.workdir / f"{name}.log"
     proc = Process.spawn(
-        [str(BIN / "python"), "-c", BOOTSTRAP, "run", "--namespace", st.namespace,
+        [*on_cpu(PIN), str(BIN / "python"), "-c", BOOTSTRAP, "run", "--namespace", st.namespace,
          "--metrics-port", str(port), "--health-port", "0", "--log-format", "json",
          "--log-level", "warning", *extra],
         path,
@@ -395,10 +405,12 @@ def run(clusters: int, poll: float, seconds: float, name: str) -> dict[str, Any]
     width = max(4, len(str(clusters)))
     names = [f"c{i:0{width}d}" for i in range(1, clusters + 1)]
     out: dict[str, Any] = {"name": name, "machine": machine(), "clusters": clusters,
-                           "poll_seconds": poll, "window_seconds": seconds}
+                           "poll_seconds": poll, "window_seconds": seconds, "pinned_cpu": PIN}
     with stack() as st, httpx.Client(timeout=30) as sim:
         sim_url = st.start_simulator("--cluster-count", str(clusters), "--replicas", "2",
                                      "--seed", "1")
+        if PIN is not None:
+            pin_rig(st, PIN)
         st.create_clusters({n: cluster_spec(sim_url, n, poll) for n in names})
         uids = {i["metadata"]["name"]: i["metadata"]["uid"] for i in cluster_items(st)}
 
@@ -608,10 +620,13 @@ def run_takeovers(clusters: int, poll: float, shards: int, rounds: int,
     width = max(4, len(str(clusters)))
     names = [f"c{i:0{width}d}" for i in range(1, clusters + 1)]
     out: dict[str, Any] = {"name": name, "machine": machine(), "clusters": clusters,
-                           "poll_seconds": poll, "shards": shards, "takeovers": []}
+                           "poll_seconds": poll, "shards": shards, "takeovers": [],
+                           "pinned_cpu": PIN}
     with stack() as st:
         sim_url = st.start_simulator("--cluster-count", str(clusters), "--replicas", "2",
                                      "--seed", "1")
+        if PIN is not None:
+            pin_rig(st, PIN)
         st.create_clusters({n: cluster_spec(sim_url, n, poll) for n in names})
         uids = {i["metadata"]["name"]: i["metadata"]["uid"] for i in cluster_items(st)}
         since = time.time()
@@ -759,7 +774,12 @@ def main() -> int:
     ap.add_argument("--takeovers", type=int, metavar="ROUNDS",
                     help="only measure the takeover of a SIGKILLed shard, ROUNDS times")
     ap.add_argument("--shards", type=int, default=3, help="shards in --takeovers rounds")
+    ap.add_argument("--pin", type=int, default=None, metavar="CPU",
+                    help="run every operator process on this CPU, the simulator and the "
+                         "control plane on the others")
     args = ap.parse_args()
+    global PIN
+    PIN = args.pin
     if args.summary:
         result = json.loads(Path(args.summary).read_text())
         rows = takeover_rows(result) if "takeovers" in result else summary_rows(result)
