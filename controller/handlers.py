@@ -42,7 +42,7 @@ from controller.adapters.operator_metrics import OperatorMetrics
 from controller.adapters.sharding import ClusterGate, Shards, shard_of
 from controller.adapters.stemedb import ClientConfig, StemeDBClient
 from controller.adapters.stemedb_errors import StemeDBError
-from controller.adapters.warmth import Warmth
+from controller.adapters.warmth import Presence, Warmth
 from controller.domain import (
     EventReason,
     EventType,
@@ -644,7 +644,7 @@ async def restore_rate(
     warmth: Warmth | None = getattr(memo, "warmth", None)
     if warmth is not None:
         # Deleting, it has no daemon: it counts as present until its handler is done.
-        warmth.seen(str(body["metadata"]["uid"]))
+        warmth.seen(str(body["metadata"]["uid"]), Presence.DELETION)
     gate: Gate | None = leader if shards is None else ClusterGate(shards, body)
     if gate is not None and not gate.acting:
         # The cluster's acting replica restores the rate and removes the finalizer;
@@ -691,7 +691,7 @@ async def restore_rate(
     if shards is not None:
         shards.forget(str(body["metadata"]["uid"]))
     if warmth is not None:
-        warmth.gone(str(body["metadata"]["uid"]))
+        warmth.gone(str(body["metadata"]["uid"]), Presence.DELETION)
 
 
 def _retry_delay(timings: LeaseTimings) -> float:

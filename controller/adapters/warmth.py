@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import time
 from collections.abc import Awaitable, Callable
 
@@ -36,12 +37,21 @@ WARM_MAX_SECONDS = 180.0
 RECOUNT_SECONDS = 5.0
 
 
+class Presence(enum.IntFlag):
+    """What makes a cluster present in this process."""
+
+    DAEMON = 1  # its daemon runs
+    DELETION = 2  # it is being deleted: Kopf stops its daemon, its handler runs
+
+
 class Warmth:
-    """Which clusters have a daemon in this process, against how many exist.
+    """Which clusters are present in this process, against how many exist.
 
     A cluster being deleted has no daemon (Kopf stops it), only the deletion
     handler: that counts too, else one stuck deletion would hold the replica back
-    for `max_seconds`."""
+    for `max_seconds`. Each cluster is counted once, whatever makes it present:
+    the daemon of a cluster whose deletion has just begun may end after its
+    handler has begun."""
 
     def __init__(self, count: Callable[[], Awaitable[int]],
                  max_seconds: float = WARM_MAX_SECONDS,
@@ -49,14 +59,14 @@ class Warmth:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._count, self._clock = count, clock
         self.max_seconds, self.recount_seconds = max_seconds, recount_seconds
-        self._daemons: set[str] = set()
+        self._present: dict[str, Presence] = {}
         self._listed: int | None = None
         self._reached = asyncio.Event()
         self.warm = False
 
     @property
-    def daemons(self) -> int:
-        return len(self._daemons)
+    def present(self) -> int:
+        return len(self._present)
 
     def not_ready(self) -> str | None:
         """None once warm, else why not (for `/readyz`)."""
@@ -64,18 +74,21 @@ class Warmth:
             return None
         if self._listed is None:
             return "counting the clusters"
-        return f"{self.daemons} of {self._listed} clusters have a daemon"
+        return f"{self.present} of {self._listed} clusters have a daemon"
 
-    def seen(self, uid: str) -> None:
-        """A cluster's daemon began (or, for a cluster being deleted, which has no
-        daemon, its deletion handler did)."""
-        self._daemons.add(uid)
-        if self._listed is not None and len(self._daemons) >= self._listed:
+    def seen(self, uid: str, by: Presence = Presence.DAEMON) -> None:
+        """A cluster's daemon began (or its deletion handler did)."""
+        self._present[uid] = self._present.get(uid, Presence(0)) | by
+        if self._listed is not None and len(self._present) >= self._listed:
             self._reached.set()
 
-    def gone(self, uid: str) -> None:
-        """A cluster's daemon ended, or its deletion handler finished."""
-        self._daemons.discard(uid)
+    def gone(self, uid: str, by: Presence = Presence.DAEMON) -> None:
+        """A cluster's daemon ended (or its deletion handler finished)."""
+        left = self._present.get(uid, Presence(0)) & ~by
+        if left:
+            self._present[uid] = left
+        else:
+            self._present.pop(uid, None)
 
     async def wait(self, what: str) -> None:
         """Return once a daemon runs for every cluster that exists, or after
@@ -91,12 +104,12 @@ class Warmth:
                             await self._reached.wait()
         except TimeoutError:
             log.warning(f"{what} before every cluster's daemon started",
-                        daemons=self.daemons, clusters=self._listed,
+                        present=self.present, clusters=self._listed,
                         waited_seconds=round(self._clock() - began, 1),
                         hint="Kopf is slow to start the daemons (CPU limit too low, or "
                              "many clusters); their clusters are polled once they start")
         else:
-            log.info(f"every cluster's daemon started: {what}", daemons=self.daemons,
+            log.info(f"every cluster's daemon started: {what}", present=self.present,
                      clusters=self._listed, waited_seconds=round(self._clock() - began, 1))
         finally:
             self.warm = True
@@ -112,4 +125,4 @@ class Warmth:
             except KubeError as err:
                 log.warning("counting the clusters failed; trying again", error=str(err))
                 return False
-            return len(self._daemons) >= self._listed
+            return len(self._present) >= self._listed

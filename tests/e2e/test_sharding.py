@@ -70,15 +70,19 @@ class Shard:
 
     def _logged(self, event: str) -> list[dict[str, Any]]:
         """The JSON log lines of one event."""
+        return [r for r in self.logged(f'"{event}"') if r.get("event") == event]
+
+    def logged(self, containing: str = "") -> list[dict[str, Any]]:
+        """Its JSON log lines (those containing `containing`), in order."""
         found = []
         for line in self.proc.logs().splitlines():
-            if f'"{event}"' not in line:
+            if containing not in line:
                 continue
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if rec.get("event") == event:
+            if isinstance(rec, dict):
                 found.append(rec)
         return found
 
@@ -250,6 +254,13 @@ def test_shards_split_the_clusters_rebalance_and_take_over_without_overlap(
     three = fleet.settled(["op-a", second, third])
     moved = {c for c in names if three[c] != two[c]}
     assert moved and all(three[c] == third for c in moved), three
+    # It joined (its Lease made it a member) only once a daemon ran for every
+    # cluster: the others drop the moved clusters as soon as they see it.
+    events = [r.get("event") for r in fleet.shards[third].logged()]
+    warm = "every cluster's daemon started: joining the shard ring"
+    assert warm in events and events.index(warm) < events.index("leading: acting"), events
+    counted = fleet.shards[third]._logged(warm)[0]
+    assert counted["present"] >= counted["clusters"] >= CLUSTERS, counted
     after_join = time.time()
     wait_for("the moved clusters polled by the new shard", lambda: all(
         third in _pollers(fleet.polls(), after_join).get(c, set()) for c in moved), timeout=30)

@@ -19,7 +19,7 @@ import pytest
 
 from controller import handlers
 from controller.adapters.kube import KubeError, NotLoggedIn
-from controller.adapters.warmth import Warmth
+from controller.adapters.warmth import Presence, Warmth
 
 
 class Counts:
@@ -54,7 +54,7 @@ async def test_it_waits_until_every_listed_cluster_has_a_daemon() -> None:
         assert not waiting.done() and not w.warm
     w.seen("c")
     await asyncio.wait_for(waiting, 1)
-    assert w.warm and w.daemons == 3
+    assert w.warm and w.present == 3
 
 
 @pytest.mark.parametrize(("counts", "seen", "gone"), [
@@ -74,6 +74,22 @@ async def test_it_becomes_warm(counts: Counts, seen: list[str], gone: list[str])
         w.gone(uid)
     await asyncio.wait_for(w.wait("joining"), 2)
     assert w.warm
+
+
+async def test_a_deletion_counts_once_and_outlives_its_daemon() -> None:
+    """A deletion begun while the replica warms: Kopf stops the daemon, and its end
+    may come after the deletion handler began. The cluster stays present, once,
+    until the handler is done."""
+    w = warmth(Counts(2))
+    w.seen("a")
+    w.seen("b")
+    w.seen("b", Presence.DELETION)
+    assert w.present == 2
+    w.gone("b")  # the daemon's end, after the handler began
+    assert w.present == 2
+    await asyncio.wait_for(w.wait("joining"), 1)
+    w.gone("b", Presence.DELETION)
+    assert w.present == 1
 
 
 async def test_a_daemon_that_ended_no_longer_counts() -> None:
