@@ -199,12 +199,15 @@ class Stack:
             out[key] = out.get(key, 0.0) + value
         return out
 
-    def create_clusters(self, specs: dict[str, dict[str, Any]]) -> float:
-        """POST one StemeDBCluster per spec; returns the seconds it took."""
+    def create_clusters(self, specs: dict[str, dict[str, Any]],
+                        namespace: str | None = None) -> float:
+        """POST one StemeDBCluster per spec (in `namespace`, else the stack's);
+        returns the seconds it took."""
         t0 = time.monotonic()
-        path = f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{PLURAL}"
+        namespace = namespace or self.namespace
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
         for name, spec in specs.items():
-            r = self.api.post(path, json=cluster_object(name, self.namespace, spec))
+            r = self.api.post(path, json=cluster_object(name, namespace, spec))
             if r.status_code != 201:
                 raise RuntimeError(f"creating {name}: {r.status_code} {r.text[:500]}")
         return time.monotonic() - t0

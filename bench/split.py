@@ -53,7 +53,6 @@ from _stack import (
 )
 
 from localkube.processes import Process, free_port
-from localkube.simulator import cluster_object
 
 NAMESPACES = ("split-a", "split-b")
 POLLS = "stemedb_operator_poll_duration_seconds_count"
@@ -158,11 +157,10 @@ def run(clusters: int, poll: float, seconds: float, rounds: int) -> dict[str, An
             pin_rig(st, PIN)
         for ns in NAMESPACES:
             st.cp.kubectl("create", "namespace", ns)
-        for i in range(1, clusters + 1):
-            name, ns = f"c{i:0{width}d}", NAMESPACES[(i - 1) * 2 // clusters]
-            r = st.api.post(f"/apis/stemedb.io/v1alpha1/namespaces/{ns}/stemedbclusters",
-                            json=cluster_object(name, ns, cluster_spec(sim_url, name, poll)))
-            r.raise_for_status()
+        names = [f"c{i:0{width}d}" for i in range(1, clusters + 1)]
+        half = clusters // 2
+        for ns, part in zip(NAMESPACES, (names[:half], names[half:]), strict=True):
+            st.create_clusters({n: cluster_spec(sim_url, n, poll) for n in part}, ns)
         for n in range(rounds):
             row = {}
             for kind in ("single", "split", "shards"):

@@ -323,20 +323,16 @@ class KubeClient:
 
     async def list_clusters(self, namespace: str | None) -> list[dict[str, Any]]:
         """The StemeDBClusters of a namespace, or of all of them (None)."""
-        path = (_path("apis", GROUP, VERSION, PLURAL) if namespace is None else _path(
-            "apis", GROUP, VERSION, "namespaces", ("namespace", namespace), PLURAL))
         found = await self._call(f"listing StemeDBClusters in {namespace or 'all namespaces'}",
-                                 "GET", path)
+                                 "GET", _clusters_path(namespace))
         return [i for i in (found or {}).get("items") or [] if isinstance(i, dict)]
 
     async def count_clusters(self, namespace: str | None) -> int:
         """How many StemeDBClusters a namespace (or all, None) holds: one LIST of
         one item and the API server's `remainingItemCount`, not the 6.5 KiB of
         every object; the whole list only if the server leaves the count out."""
-        path = (_path("apis", GROUP, VERSION, PLURAL) if namespace is None else _path(
-            "apis", GROUP, VERSION, "namespaces", ("namespace", namespace), PLURAL))
         found = await self._call(f"counting StemeDBClusters in {namespace or 'all namespaces'}",
-                                 "GET", f"{path}?limit=1") or {}
+                                 "GET", f"{_clusters_path(namespace)}?limit=1") or {}
         items = found.get("items") or []
         meta = found.get("metadata") or {}
         remaining = meta.get("remainingItemCount")
@@ -415,6 +411,13 @@ class KubeClient:
 def micro_time(wall: datetime) -> str:
     """A Kubernetes MicroTime (RFC 3339, microseconds, UTC)."""
     return wall.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _clusters_path(namespace: str | None) -> str:
+    """The StemeDBClusters of a namespace, or of all of them (None)."""
+    if namespace is None:
+        return _path("apis", GROUP, VERSION, PLURAL)
+    return _path("apis", GROUP, VERSION, "namespaces", ("namespace", namespace), PLURAL)
 
 
 def _lease_path(namespace: str, name: str) -> str:
